@@ -54,19 +54,25 @@ def _conv_block(c_in: int, c_out: int, pool: bool) -> nn.Sequential:
 
 
 class SmallCNN(StagedNet):
-    """Three conv blocks (16, 32, 48 channels, BatchNorm, ReLU), global average pooling, a 48-unit hidden
-    layer and a linear classifier: ~22k parameters for 1×28×28 inputs and 10 classes."""
+    """Three conv blocks (8, 16, 32 channels; BatchNorm, ReLU, 2×2 max-pooling), a 48-unit hidden layer on the
+    flattened 3×3 maps and a linear classifier: ~20.6k parameters for 1×28×28 inputs and 10 classes."""
 
-    def __init__(self, in_channels: int = 1, n_classes: int = 10, widths: tuple[int, int, int] = (16, 32, 48)):
+    def __init__(self, in_channels: int = 1, n_classes: int = 10, widths: tuple[int, int, int] = (8, 16, 32),
+                 hidden: int = 48, image_size: tuple[int, int] = (28, 28)):
         super().__init__()
         w1, w2, w3 = widths
+        h, w = image_size
+        for _ in range(3):
+            h, w = h // 2, w // 2
+        if h < 1 or w < 1:
+            raise ValueError(f"SmallCNN needs images of at least 8×8 pixels, got {image_size}")
         self.stages = nn.ModuleList(
             [
                 _conv_block(in_channels, w1, pool=True),
                 _conv_block(w1, w2, pool=True),
-                nn.Sequential(_conv_block(w2, w3, pool=False), nn.AdaptiveAvgPool2d(1), nn.Flatten()),
-                nn.Sequential(nn.Linear(w3, w3), nn.ReLU()),
-                nn.Linear(w3, n_classes),
+                nn.Sequential(_conv_block(w2, w3, pool=True), nn.Flatten()),
+                nn.Sequential(nn.Linear(w3 * h * w, hidden), nn.ReLU()),
+                nn.Linear(hidden, n_classes),
             ]
         )
 
@@ -120,7 +126,7 @@ def build_model(name: str, image_shape: tuple[int, int, int], n_classes: int, **
     """Build ``cnn`` | ``mlp`` | ``resnet18`` for images of shape (C, H, W)."""
     c, h, w = image_shape
     if name == "cnn":
-        return SmallCNN(c, n_classes, **kwargs)
+        return SmallCNN(c, n_classes, image_size=(h, w), **kwargs)
     if name == "mlp":
         return MLP(c * h * w, n_classes, **kwargs)
     if name == "resnet18":

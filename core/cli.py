@@ -1,0 +1,203 @@
+"""The ``infoscope`` command line: score, runs, export, app, demo.
+
+Errors a person can fix (bad input, a half-written run, an export outside its folder) print one clear line
+and exit with status 2; anything else is a bug and shows its traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from core.errors import InfoscopeError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="rich",
+                  help="infoscope: score every image of a labelled dataset with per-sample information measures, "
+                       "then curate it in a dashboard.")
+console = Console(stderr=True)
+
+RunsDir = Annotated[Path | None, typer.Option("--runs-dir", help="Folder holding the runs (default: $INFOSCOPE_RUNS or ./runs).")]
+
+
+def _fail(e: Exception) -> None:
+    console.print(f"[bold red]error:[/] {e}")
+    raise typer.Exit(2)
+
+
+class _Reporter:
+    """A rich progress bar per pipeline step."""
+
+    def __init__(self, progress: Progress):
+        self.p = progress
+        self.tasks: dict[str, int] = {}
+
+    def __call__(self, step: str, msg: str, frac: float | None) -> None:
+        if step not in self.tasks:
+            self.tasks[step] = self.p.add_task(step, total=1.0)
+        task = self.tasks[step]
+        desc = f"{step}: {msg}" if msg and msg != "done" else step
+        self.p.update(task, description=desc, completed=frac if frac is not None else None)
+
+
+def _progress() -> Progress:
+    return Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(),
+                    console=console, transient=False)
+
+
+def _run_pipeline(cfg) -> Path:
+    from core.pipeline import score_run
+
+    with _progress() as p:
+        return score_run(cfg, _Reporter(p))
+
+
+@app.command()
+def score(
+    source: Annotated[list[str], typer.Option("--source", "-s", help="A data source NAME=SPEC, repeatable. SPEC: "
+                      "mnist5k | digits | folder:PATH (one sub-folder per class) | csv:PATH (path,label[,source]) | "
+                      "npz:PATH (arrays x, y).")] = None,  # type: ignore[assignment]
+    label_noise: Annotated[float | None, typer.Option(help="Flip this fraction of labels to a uniformly chosen other class (ground truth kept).")] = None,
+    label_noise_pairs: Annotated[str | None, typer.Option(help="Class-pair flips, e.g. '4:9,3:5': flip --pair-noise-rate of each class to its partner.")] = None,
+    pair_noise_rate: Annotated[float | None, typer.Option(help="Fraction flipped within each pair of --label-noise-pairs.")] = None,
+    undersample: Annotated[str | None, typer.Option(help="Keep only a fraction of a class, e.g. '3:0.15'.")] = None,
+    adversarial: Annotated[float | None, typer.Option(help="Append this fraction of adversarially attacked copies (is_adversarial ground truth).")] = None,
+    attack: Annotated[str | None, typer.Option(help="Attack for --adversarial: fgsm or pgd.")] = None,
+    eps: Annotated[float | None, typer.Option(help="L-infinity budget of the attack (pixels in [0, 1]).")] = None,
+    model: Annotated[str | None, typer.Option(help="Network: cnn (small CNN), mlp, or resnet18.")] = None,
+    weights: Annotated[str | None, typer.Option(help="Local state dict to initialise the network from (loaded with weights_only=True).")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Training epochs.")] = None,
+    holdout: Annotated[float | None, typer.Option(help="Fraction held out as the test split (stratified).")] = None,
+    scores: Annotated[str | None, typer.Option(help="Comma-separated scores, or 'all'. Known: loss, margin, el2n, forgetting, confidence, variability, uniqueness, si_weights, si_function, cg_score, prediction_depth.")] = None,
+    cg_features: Annotated[str | None, typer.Option(help="CG score features: pixels (the paper's setting) or embeddings.")] = None,
+    depth_models: Annotated[int | None, typer.Option(help="Networks averaged for prediction depth.")] = None,
+    linearize_at: Annotated[str | None, typer.Option(help="SI linearisation point: trained (default), init, or a local checkpoint PATH.")] = None,
+    map_method: Annotated[str | None, typer.Option("--map", help="2-D map of the features: umap or pca.")] = None,
+    device: Annotated[str | None, typer.Option(help="auto (CUDA when present), cpu or cuda.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed for corruptions, split, initialisation and batch order.")] = None,
+    skip_bad: Annotated[bool, typer.Option("--skip-bad", help="Skip unreadable images / missing labels (counted in the manifest) instead of failing.")] = False,
+    runs_dir: RunsDir = None,
+    name: Annotated[str | None, typer.Option(help="A name for the run (part of its folder name).")] = None,
+    config: Annotated[Path | None, typer.Option(help="TOML file with any of these options ([scores.<name>] tables for score parameters); flags override it.")] = None,
+) -> None:
+    """Score a dataset and write a run; prints the run's path at the end."""
+    from core.pipeline import RunConfig
+
+    overrides = dict(sources=list(source) if source else None, label_noise=label_noise,
+                     label_noise_pairs=label_noise_pairs, pair_noise_rate=pair_noise_rate, undersample=undersample,
+                     adversarial=adversarial, attack=attack, eps=eps, model=model, weights=weights, epochs=epochs,
+                     holdout=holdout, scores=scores, map_method=map_method, device=device, seed=seed,
+                     skip_bad=skip_bad or None, runs_dir=str(runs_dir) if runs_dir else None, name=name)
+    try:
+        cfg = RunConfig.from_toml(config, **overrides) if config else RunConfig(
+            **{k: v for k, v in overrides.items() if v is not None})
+        for score_name, key, value in [("cg_score", "features", cg_features),
+                                       ("prediction_depth", "models", depth_models),
+                                       ("si_function", "linearize_at", linearize_at)]:
+            if value is not None:
+                cfg.score_params.setdefault(score_name, {})[key] = value
+        path = _run_pipeline(cfg)
+    except (InfoscopeError, ValueError) as e:
+        _fail(e)
+    console.print(f"[green]run complete[/]: {path}")
+    typer.echo(str(path))
+
+
+def _human(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024:
+            return f"{n:.0f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TB"
+
+
+@app.command()
+def runs(runs_dir: RunsDir = None) -> None:
+    """List the runs with their status, size, sample count and scores."""
+    from core.store import list_runs
+
+    infos = list_runs(runs_dir)
+    if not infos:
+        console.print(f"no runs under {runs_dir or 'the runs dir'}; create one with `infoscope score` or `infoscope demo`")
+        return
+    t = Table("run", "status", "n", "size", "scores", "path", title="infoscope runs")
+    for r in infos:
+        colour = {"complete": "green", "failed": "red"}.get(r.status, "yellow")
+        status = f"[{colour}]{r.status}[/]" + (f" ({r.reason})" if r.reason else "")
+        t.add_row(r.run_id, status, str(r.n_samples or "-"), _human(r.size_bytes), ", ".join(r.scores), str(r.path))
+    Console().print(t)
+
+
+@app.command()
+def export(
+    run: Annotated[Path, typer.Option("--run", help="The run directory.")],
+    out: Annotated[Path, typer.Option("--out", help="Folder to write into (must be empty or new); nothing is written outside it.")],
+    where: Annotated[str | None, typer.Option(help="SQL predicate over the samples columns (and decision, relabel_to, tags), e.g. \"cg_score > 0.5 AND source = 'mnist'\".")] = None,
+    curated: Annotated[bool, typer.Option("--curated", help="All samples minus those decided 'remove', with relabels applied.")] = False,
+    fmt: Annotated[str, typer.Option("--format", help="csv, parquet, or folder (image copies, one sub-folder per class).")] = "csv",
+) -> None:
+    """Export a selection (--where) or the curated dataset (--curated)."""
+    from core.export import export_curated, export_where
+    from core.store import open_run
+
+    if (where is None) == (not curated):
+        _fail(InfoscopeError("give exactly one of --where or --curated"))
+    try:
+        r = open_run(run)
+        path = export_curated(r, fmt, out) if curated else export_where(r, where, fmt, out)
+    except InfoscopeError as e:
+        _fail(e)
+    console.print(f"[green]exported[/] to {path}")
+    typer.echo(str(path))
+
+
+@app.command("app")
+def app_cmd(
+    run: Annotated[Path | None, typer.Option("--run", help="Open this run (default: pick one in the sidebar).")] = None,
+    runs_dir: RunsDir = None,
+    port: Annotated[int, typer.Option(help="Port on 127.0.0.1.")] = 8501,
+    no_browser: Annotated[bool, typer.Option("--no-browser", help="Do not open a browser tab.")] = False,
+) -> None:
+    """Start the dashboard (bound to 127.0.0.1)."""
+    from core.store.layout import default_runs_dir
+    from dashboard.launch import launch
+
+    raise typer.Exit(launch(str(run) if run else None, str(runs_dir or default_runs_dir()), port, not no_browser))
+
+
+@app.command()
+def demo(
+    no_app: Annotated[bool, typer.Option("--no-app", help="Only score the demo; do not start the dashboard.")] = False,
+    runs_dir: RunsDir = None,
+    port: Annotated[int, typer.Option(help="Dashboard port on 127.0.0.1.")] = 8501,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+) -> None:
+    """Score the bundled demo (MNIST-5k + sklearn digits, 10% label noise, class 3 at 15%, 2% FGSM copies,
+    every score) and open the dashboard on it."""
+    from core.pipeline import demo_config
+    from core.store.layout import default_runs_dir
+
+    cfg = demo_config(runs_dir=str(runs_dir) if runs_dir else None, device=device)
+    try:
+        path = _run_pipeline(cfg)
+    except InfoscopeError as e:
+        _fail(e)
+    console.print(f"[green]demo run complete[/]: {path}")
+    typer.echo(str(path))
+    if not no_app:
+        from dashboard.launch import launch
+
+        raise typer.Exit(launch(str(path), str(runs_dir or default_runs_dir()), port, True))
+
+
+def main() -> None:  # pragma: no cover
+    app(prog_name="infoscope")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

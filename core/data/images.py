@@ -1,0 +1,129 @@
+"""Image decoding and resizing helpers shared by the file and array sources.
+
+Conventions: every image is a float32 array ``(C, H, W)`` with values in ``[0, 1]`` and ``C`` 1 (grayscale)
+or 3 (RGB). Resizing uses torch ``interpolate(mode="bilinear", antialias=True, align_corners=False)``, i.e.
+bilinear with an anti-aliasing filter when shrinking (PIL-like), plain bilinear when enlarging.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, UnidentifiedImageError
+
+from core.errors import DataError
+
+IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"})
+"""File suffixes (lower case) that the folder source treats as images; other files are ignored."""
+
+
+
+class ImageReadError(DataError):
+    """An image file that cannot be decoded; ``path`` and ``reason`` are kept apart for skip records."""
+
+    def __init__(self, path: str | Path, reason: str) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.path = str(path)
+        self.reason = reason
+
+
+_GRAY_MODES = frozenset({"1", "L", "LA", "La"})
+_WIDE_GRAY_MODES = frozenset({"I", "I;16", "I;16B", "I;16L", "I;16N"})
+_RESIZE_CHUNK = 1024
+
+
+def is_image_file(path: Path) -> bool:
+    """True for a visible file whose suffix is one of :data:`IMAGE_EXTENSIONS`."""
+    return path.is_file() and not path.name.startswith(".") and path.suffix.lower() in IMAGE_EXTENSIONS
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """Decode one image file into a float32 ``(C, H, W)`` array in ``[0, 1]``.
+
+    Grayscale modes ("1", "L", "LA", 16/32-bit integer) give one channel; every other mode (RGB, RGBA,
+    palette, CMYK, ...) is converted to RGB (alpha dropped) and gives three channels.
+
+    Raises:
+        ImageReadError: (a ``DataError``) naming the file, when it is missing, not an image, truncated or otherwise undecodable.
+    """
+    path = Path(path)
+    try:
+        with Image.open(path) as im:
+            im.load()
+            arr = _pil_to_array(im)
+    except FileNotFoundError as exc:
+        raise ImageReadError(path, "file not found") from exc
+    except UnidentifiedImageError as exc:
+        raise ImageReadError(path, "not a readable image (unknown or damaged format)") from exc
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+        raise ImageReadError(path, f"corrupt or unreadable image ({exc})") from exc
+    if arr.shape[1] == 0 or arr.shape[2] == 0:
+        raise ImageReadError(path, "image has zero width or height")
+    return arr
+
+
+def _pil_to_array(im: Image.Image) -> np.ndarray:
+    """A loaded PIL image as float32 ``(C, H, W)`` in ``[0, 1]``."""
+    if im.mode in _GRAY_MODES:
+        gray = np.asarray(im.convert("L"), dtype=np.float32) / 255.0
+        return gray[None]
+    if im.mode in _WIDE_GRAY_MODES:
+        raw = np.asarray(im, dtype=np.float64)
+        scale = 65535.0 if raw.max(initial=0) > 255 else 255.0
+        return np.clip(raw / scale, 0.0, 1.0).astype(np.float32)[None]
+    if im.mode == "F":
+        raw = np.asarray(im, dtype=np.float32)
+        if not np.all(np.isfinite(raw)):
+            raise ValueError("floating-point image holds NaN or infinite values")
+        return np.clip(raw, 0.0, 1.0)[None]
+    rgb = np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0
+    return np.ascontiguousarray(rgb.transpose(2, 0, 1))
+
+
+def resize_images(x: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Resize a float32 batch ``(n, C, H, W)`` to ``size`` = (H, W) with anti-aliased bilinear interpolation.
+
+    Returns the input unchanged (no copy) when it already has that size. Values stay in ``[0, 1]``.
+    """
+    size = (int(size[0]), int(size[1]))
+    if tuple(x.shape[2:]) == size:
+        return x
+    out = np.empty((x.shape[0], x.shape[1], *size), dtype=np.float32)
+    for start in range(0, x.shape[0], _RESIZE_CHUNK):
+        chunk = torch.from_numpy(np.ascontiguousarray(x[start : start + _RESIZE_CHUNK], dtype=np.float32))
+        resized = F.interpolate(chunk, size=size, mode="bilinear", align_corners=False, antialias=True)
+        out[start : start + _RESIZE_CHUNK] = resized.clamp_(0.0, 1.0).numpy()
+    return out
+
+
+def stack_images(images: Sequence[np.ndarray], size: tuple[int, int]) -> np.ndarray:
+    """Stack ``(C, H, W)`` images of possibly different sizes into one ``(n, C, *size)`` float32 array.
+
+    Images of the same shape are resized together; the output keeps the input order. All images must share
+    the channel count (callers check this first, with a message that names files).
+    """
+    if not images:
+        raise ValueError("no images to stack")
+    channels = images[0].shape[0]
+    out = np.empty((len(images), channels, int(size[0]), int(size[1])), dtype=np.float32)
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for i, img in enumerate(images):
+        groups.setdefault(tuple(img.shape), []).append(i)
+    for idx in groups.values():
+        out[idx] = resize_images(np.stack([images[i] for i in idx]), size)
+    return out
+
+
+def largest_size(shapes: Sequence[tuple[int, int]]) -> tuple[int, int]:
+    """The (H, W) of largest area among ``shapes`` (the first one on ties)."""
+    if not shapes:
+        raise ValueError("no shapes")
+    best = shapes[0]
+    for h, w in shapes[1:]:
+        if h * w > best[0] * best[1]:
+            best = (h, w)
+    return (int(best[0]), int(best[1]))

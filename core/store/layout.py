@@ -1,0 +1,30 @@
+"""Names of the files in a run directory and the columns of ``samples.parquet`` (the DESIGN.md contract)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+SCHEMA_VERSION = 1
+
+MANIFEST = "manifest.json"
+STATUS = "status.json"
+SAMPLES = "samples.parquet"
+EMBEDDINGS = "embeddings.npy"
+IMAGES = "images"
+CURATION = "curation.sqlite"
+DUPLICATES = "duplicates.parquet"
+NEIGHBORS = "neighbors.npy"
+
+#: Columns every run has, in order (score columns and flags follow).
+BASE_COLUMNS = ("sample_id", "source", "split", "label", "label_name", "image_path")
+TRUTH_COLUMNS = ("true_label", "is_mislabeled", "is_adversarial")
+MODEL_COLUMNS = ("pred", "pred_prob", "loss", "margin")
+MAP_COLUMNS = ("umap_x", "umap_y")
+FLAG_COLUMNS = ("flag_mislabeled", "flag_adversarial", "flag_reason", "suspicion_mislabeled",
+                "suspicion_adversarial")
+
+
+def default_runs_dir() -> Path:
+    """``$INFOSCOPE_RUNS`` or ``./runs``."""
+    return Path(os.environ.get("INFOSCOPE_RUNS", "runs")).expanduser()

@@ -1,0 +1,365 @@
+"""Writing and reading run directories (``runs/<run_id>/``), as DESIGN.md's run store contract says.
+
+Life of a run: ``RunWriter`` creates the folder and ``status.json`` = running (with its pid); artifacts are
+written atomically one by one; ``finish`` writes ``manifest.json`` (with the size of every artifact) and only
+then flips the status to complete. A run whose process died mid-way (status running, pid gone), whose
+writer raised (status failed), or whose files do not match its manifest is reported as such and never
+opened as complete.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import socket
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from core.errors import RunStoreError
+from core.store import layout
+from core.store.atomic import atomic_path, atomic_write_json
+from core.store.decisions import Decisions
+from core.store.query import SampleQuery
+
+COMPLETE, RUNNING, INCOMPLETE, FAILED = "complete", "running", "incomplete", "failed"
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-.")[:60] or "run"
+
+
+class RunWriter:
+    """Create a run directory and write its artifacts atomically. Use as a context manager: an exception
+    inside marks the run failed (with the error) and re-raises."""
+
+    def __init__(self, runs_dir: str | Path, name: str | None = None):
+        runs_dir = Path(runs_dir)
+        runs_dir.mkdir(parents=True, exist_ok=True)
+        stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+        base = f"{stamp}-{_slug(name or 'run')}"
+        run_id, i = base, 1
+        while True:
+            try:
+                (runs_dir / run_id).mkdir()
+                break
+            except FileExistsError:
+                i += 1
+                run_id = f"{base}-{i}"
+        self.run_id = run_id
+        self.path = runs_dir / run_id
+        self.started_at = _now()
+        self._status(RUNNING)
+
+    def _status(self, status: str, **extra: Any) -> None:
+        atomic_write_json(self.path / layout.STATUS, {
+            "status": status, "pid": os.getpid(), "host": socket.gethostname(),
+            "started_at": self.started_at, "updated_at": _now(), **extra})
+
+    def __enter__(self) -> RunWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc is not None and self.status() != COMPLETE:
+            self.fail(f"{exc_type.__name__}: {exc}")
+
+    def status(self) -> str:
+        return read_status(self.path)[0]
+
+    # ---- artifacts -----------------------------------------------------------------------------
+    def write_images(self, images: np.ndarray, image_path: np.ndarray) -> np.ndarray:
+        """Write a PNG for every row without a file of its own; return the ``image_path`` column
+        (relative ``images/NNNNNN.png`` for written ones, the original path otherwise). The PNGs go into a
+        hidden temporary folder that is renamed to ``images/`` once all are written."""
+        from PIL import Image
+
+        out = np.asarray(image_path, dtype=object).copy()
+        todo = np.flatnonzero([not p for p in out])
+        final = self.path / layout.IMAGES
+        tmp_dir = self.path / f".{layout.IMAGES}.tmp"
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+        tmp_dir.mkdir()
+        try:
+            for i in todo:
+                arr = np.clip(np.rint(images[i] * 255.0), 0, 255).astype(np.uint8)
+                arr = arr[0] if arr.shape[0] == 1 else np.transpose(arr, (1, 2, 0))
+                Image.fromarray(arr).save(tmp_dir / f"{i:06d}.png", format="PNG")
+                out[i] = f"{layout.IMAGES}/{i:06d}.png"
+            if final.exists():
+                shutil.rmtree(final)
+            os.replace(tmp_dir, final)  # the folder appears whole or not at all
+        except OSError as e:
+            shutil.rmtree(tmp_dir, ignore_errors=True)
+            raise RunStoreError(f"could not write images into {final}: {e}") from e
+        return out
+
+    def write_samples(self, table: pd.DataFrame) -> None:
+        missing = [c for c in layout.BASE_COLUMNS if c not in table.columns]
+        if missing:
+            raise RunStoreError(f"samples table lacks required columns {missing}")
+        if table["sample_id"].duplicated().any():
+            dup = table.loc[table["sample_id"].duplicated(), "sample_id"].iloc[0]
+            raise RunStoreError(f"duplicate sample_id {dup!r}")
+        with atomic_path(self.path / layout.SAMPLES, ".parquet") as tmp:
+            table.to_parquet(tmp, index=False)
+
+    def write_embeddings(self, emb: np.ndarray) -> None:
+        with atomic_path(self.path / layout.EMBEDDINGS, ".npy") as tmp, open(tmp, "wb") as fh:
+            np.save(fh, np.ascontiguousarray(emb, dtype=np.float32))
+
+    def write_neighbors(self, idx: np.ndarray) -> None:
+        """(n, k) int32 row indices (``samples.parquet`` order) of each row's nearest neighbours, self excluded."""
+        with atomic_path(self.path / layout.NEIGHBORS, ".npy") as tmp, open(tmp, "wb") as fh:
+            np.save(fh, np.ascontiguousarray(idx, dtype=np.int32))
+
+    def write_table(self, filename: str, table: pd.DataFrame) -> None:
+        with atomic_path(self.path / filename, ".parquet") as tmp:
+            table.to_parquet(tmp, index=False)
+
+    def finish(self, manifest: dict[str, Any]) -> Path:
+        """Write ``manifest.json`` (adding file sizes, schema version, timestamps) and mark the run complete."""
+        files = {}
+        for name in (layout.SAMPLES, layout.EMBEDDINGS, layout.DUPLICATES, layout.NEIGHBORS):
+            p = self.path / name
+            if p.exists():
+                files[name] = {"bytes": p.stat().st_size}
+        if layout.SAMPLES not in files:
+            raise RunStoreError("cannot finish a run without samples.parquet")
+        full = {"schema_version": layout.SCHEMA_VERSION, "run_id": self.run_id, "status": COMPLETE,
+                "created_at": self.started_at, "finished_at": _now(), **manifest, "files": files}
+        atomic_write_json(self.path / layout.MANIFEST, full)
+        Decisions(self.path / layout.CURATION)  # create the (empty) curation log
+        self._status(COMPLETE)
+        return self.path
+
+    def fail(self, error: str) -> None:
+        self._status(FAILED, error=error)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def read_status(path: str | Path) -> tuple[str, str]:
+    """``(status, reason)`` of a run directory: complete | running | incomplete | failed."""
+    path = Path(path)
+    try:
+        st = json.loads((path / layout.STATUS).read_text())
+    except FileNotFoundError:
+        st = None
+    except (json.JSONDecodeError, OSError) as e:
+        return INCOMPLETE, f"status.json unreadable ({e})"
+    if st is not None and st.get("status") == FAILED:
+        return FAILED, st.get("error", "the scoring step failed")
+    if st is not None and st.get("status") == RUNNING:
+        same_host = st.get("host") == socket.gethostname()
+        if same_host and not _pid_alive(int(st.get("pid", -1))):
+            return INCOMPLETE, "the process writing this run stopped before it finished (killed or crashed)"
+        return RUNNING, f"being written by pid {st.get('pid')} since {st.get('started_at')}"
+    mpath = path / layout.MANIFEST
+    if not mpath.exists():
+        return INCOMPLETE, "manifest.json is missing: the run was not finished"
+    try:
+        manifest = json.loads(mpath.read_text())
+    except (json.JSONDecodeError, OSError) as e:
+        return INCOMPLETE, f"manifest.json unreadable ({e})"
+    if manifest.get("schema_version") != layout.SCHEMA_VERSION:
+        return INCOMPLETE, f"unknown schema_version {manifest.get('schema_version')!r}"
+    for name, meta in manifest.get("files", {}).items():
+        p = path / name
+        if not p.exists():
+            return INCOMPLETE, f"{name} is missing"
+        if p.stat().st_size != meta.get("bytes"):
+            return INCOMPLETE, f"{name} has {p.stat().st_size} bytes, the manifest says {meta.get('bytes')}"
+    return COMPLETE, ""
+
+
+@dataclass
+class RunInfo:
+    """One line of ``infoscope runs``."""
+
+    path: Path
+    run_id: str
+    status: str
+    reason: str = ""
+    created_at: str = ""
+    n_samples: int | None = None
+    scores: list[str] = field(default_factory=list)
+    size_bytes: int = 0
+    name: str = ""
+
+
+def _dir_size(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+def list_runs(runs_dir: str | Path | None = None) -> list[RunInfo]:
+    """Every run directory under ``runs_dir`` (newest first) with its status; never raises for a bad run."""
+    root = Path(runs_dir) if runs_dir is not None else layout.default_runs_dir()
+    if not root.is_dir():
+        return []
+    out = []
+    for d in sorted((p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")), reverse=True):
+        if not ((d / layout.STATUS).exists() or (d / layout.MANIFEST).exists()):
+            continue
+        status, reason = read_status(d)
+        info = RunInfo(path=d, run_id=d.name, status=status, reason=reason, size_bytes=_dir_size(d))
+        try:
+            m = json.loads((d / layout.MANIFEST).read_text())
+            info.created_at = m.get("created_at", "")
+            info.n_samples = m.get("n_samples")
+            info.scores = list(m.get("scores", {}))
+            info.name = m.get("name", "")
+        except (OSError, json.JSONDecodeError):
+            pass
+        out.append(info)
+    return out
+
+
+class Run:
+    """A complete run opened for reading (``open_run``): manifest, table, queries, images, decisions."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        status, reason = read_status(self.path)
+        if status != COMPLETE:
+            raise RunStoreError(f"run {self.path} is {status}: {reason}")
+        self.manifest: dict[str, Any] = json.loads((self.path / layout.MANIFEST).read_text())
+        self.run_id: str = self.manifest["run_id"]
+        self.class_names: list[str] = list(self.manifest["class_names"])
+
+    def __repr__(self) -> str:
+        return f"Run({str(self.path)!r})"
+
+    # ---- table ---------------------------------------------------------------------------------
+    @cached_property
+    def df(self) -> pd.DataFrame:
+        """The whole ``samples.parquet`` as a DataFrame (fine up to ~1e5 rows; pages should use ``query``)."""
+        return pd.read_parquet(self.path / layout.SAMPLES)
+
+    @cached_property
+    def query(self) -> SampleQuery:
+        """DuckDB view over samples joined with the latest decisions (call ``refresh_decisions`` after writes)."""
+        return SampleQuery(self.path / layout.SAMPLES, self.decisions.latest())
+
+    def refresh_decisions(self) -> None:
+        self.query.set_decisions(self.decisions.latest())
+
+    @property
+    def columns(self) -> list[str]:
+        return self.query.columns
+
+    @property
+    def score_names(self) -> list[str]:
+        """Scores recorded in the manifest (in the order they were computed)."""
+        return list(self.manifest.get("scores", {}))
+
+    # ---- decisions -----------------------------------------------------------------------------
+    @cached_property
+    def decisions(self) -> Decisions:
+        ids = pd.read_parquet(self.path / layout.SAMPLES, columns=["sample_id"])["sample_id"]
+        return Decisions(self.path / layout.CURATION, valid_ids=ids.tolist(), class_names=self.class_names)
+
+    def curated(self) -> pd.DataFrame:
+        """All samples minus those whose latest decision is ``remove``, with ``relabel`` decisions applied
+        (``label``/``label_name`` changed, the given label kept in ``original_label_name``)."""
+        df = self.df.merge(self.decisions.latest()[["sample_id", "decision", "relabel_to", "tags"]],
+                           on="sample_id", how="left")
+        df = df[df["decision"] != "remove"].copy()
+        df["original_label_name"] = df["label_name"]
+        rel = df["decision"] == "relabel"
+        df.loc[rel, "label_name"] = df.loc[rel, "relabel_to"]
+        df.loc[rel, "label"] = df.loc[rel, "relabel_to"].map({c: i for i, c in enumerate(self.class_names)})
+        df["tags"] = df["tags"].fillna("")
+        return df.reset_index(drop=True)
+
+    # ---- images and arrays ---------------------------------------------------------------------
+    def resolve_image_path(self, image_path: str) -> Path:
+        p = Path(image_path)
+        return p if p.is_absolute() else self.path / p
+
+    @cached_property
+    def _paths(self) -> dict[str, str]:
+        t = pd.read_parquet(self.path / layout.SAMPLES, columns=["sample_id", "image_path"])
+        return dict(zip(t["sample_id"], t["image_path"], strict=True))
+
+    def image_file(self, sample_id: str) -> Path | None:
+        """The image file of a sample, or None if the sample or its file is missing."""
+        rel = self._paths.get(sample_id)
+        if not rel:
+            return None
+        p = self.resolve_image_path(rel)
+        return p if p.is_file() else None
+
+    def image(self, sample_id: str) -> np.ndarray | None:
+        """The sample's image as a uint8 array (H, W) or (H, W, 3); None if missing or unreadable."""
+        from PIL import Image, UnidentifiedImageError
+
+        p = self.image_file(sample_id)
+        if p is None:
+            return None
+        try:
+            with Image.open(p) as im:
+                im = im.convert("L") if im.mode in ("L", "I", "I;16", "1", "P") and im.mode != "P" else im
+                if im.mode not in ("L", "RGB"):
+                    im = im.convert("RGB")
+                return np.asarray(im)
+        except (OSError, UnidentifiedImageError):
+            return None
+
+    def embeddings(self) -> np.ndarray | None:
+        p = self.path / layout.EMBEDDINGS
+        return np.load(p, mmap_mode="r", allow_pickle=False) if p.exists() else None
+
+    def neighbors(self, sample_id: str, k: int | None = None) -> list[str]:
+        """Sample ids of the stored nearest neighbours of ``sample_id`` (feature space, self excluded)."""
+        p = self.path / layout.NEIGHBORS
+        if not p.exists():
+            return []
+        row = self._row_of.get(sample_id)
+        if row is None:
+            return []
+        idx = np.load(p, mmap_mode="r", allow_pickle=False)[row]
+        ids = list(self._paths)
+        return [ids[int(j)] for j in idx[:k] if 0 <= int(j) < len(ids)]
+
+    @cached_property
+    def _row_of(self) -> dict[str, int]:
+        return {sid: i for i, sid in enumerate(self._paths)}
+
+    def duplicates(self) -> pd.DataFrame:
+        p = self.path / layout.DUPLICATES
+        return pd.read_parquet(p) if p.exists() else pd.DataFrame(columns=["sample_id_a", "sample_id_b", "distance"])
+
+    def size_bytes(self) -> int:
+        return _dir_size(self.path)
+
+
+def open_run(path: str | Path) -> Run:
+    """Open a complete run directory; raises ``RunStoreError`` (with the reason) for anything else."""
+    path = Path(path)
+    if not path.is_dir():
+        raise RunStoreError(f"no run directory at {path}")
+    return Run(path)
+
+
+def delete_run(path: str | Path) -> None:
+    """Remove a run directory (used by tests and the CLI's clean-up of failed runs)."""
+    shutil.rmtree(path)
