@@ -29,3 +29,43 @@ def mnist_small(mnist_arrays) -> tuple[np.ndarray, np.ndarray]:
     idx = np.concatenate([rng.choice(np.flatnonzero(y == c), 40, replace=False) for c in range(10)])
     idx.sort()
     return x[idx], y[idx]
+
+
+def _write_npz(path, x: np.ndarray, y: np.ndarray) -> str:
+    np.savez(path, x=(x[:, 0] * 255).round().astype(np.uint8), y=y)
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def tiny_sources(tmp_path_factory, mnist_arrays) -> list[str]:
+    """Two real sources as npz files: 60 MNIST digits per class and 30 sklearn digits per class (8×8)."""
+    from sklearn.datasets import load_digits
+
+    d = tmp_path_factory.mktemp("sources")
+    x, y = mnist_arrays
+    rng = np.random.default_rng(1)
+    idx = np.sort(np.concatenate([rng.choice(np.flatnonzero(y == c), 60, replace=False) for c in range(10)]))
+    digits = load_digits()
+    didx = np.sort(np.concatenate([np.flatnonzero(digits.target == c)[:30] for c in range(10)]))
+    dx = (digits.images[didx] / 16.0)[:, None].astype(np.float32)
+    return [f"mnist=npz:{_write_npz(d / 'mnist600.npz', x[idx], y[idx])}",
+            f"digits=npz:{_write_npz(d / 'digits300.npz', dx, digits.target[didx])}"]
+
+
+def tiny_config(sources: list[str], runs_dir, **overrides):
+    """A fast but complete recipe: label noise, an under-sampled class, adversarial copies, every score."""
+    from core.pipeline import RunConfig
+
+    cfg = RunConfig(sources=sources, runs_dir=str(runs_dir), name="tiny", label_noise=0.1, undersample="3:0.5",
+                    adversarial=0.02, epochs=3, map_method="pca", seed=0)
+    for k, v in overrides.items():
+        setattr(cfg, k, v)
+    return cfg
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory, tiny_sources):
+    """A complete run (every score) scored by the real pipeline on ~900 real images; returns its path."""
+    from core.pipeline import score_run
+
+    return score_run(tiny_config(tiny_sources, tmp_path_factory.mktemp("runs")))

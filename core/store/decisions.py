@@ -174,7 +174,9 @@ class Decisions:
             status[["sample_id", "action", "value", "note", "time"]].rename(
                 columns={"action": "decision", "value": "relabel_to", "time": "decided_at"}),
             on="sample_id", how="left")
-        out.loc[out["decision"] != "relabel", "relabel_to"] = None
+        out["relabel_to"] = pd.Series([v if d == "relabel" else None for d, v in
+                                       zip(out["decision"], out["relabel_to"], strict=True)], dtype=object)
+        out["decision"] = pd.Series([d if isinstance(d, str) else None for d in out["decision"]], dtype=object)
         tags: dict[str, set[str]] = {}
         for sid, action, value in live.loc[live["action"].isin(("tag", "untag")),
                                            ["sample_id", "action", "value"]].itertuples(index=False):

@@ -7,6 +7,7 @@ are passed as bound parameters.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -25,9 +26,19 @@ class SampleQuery:
     def __init__(self, parquet: str | Path, decisions: pd.DataFrame | None = None):
         self.parquet = str(parquet)
         self.con = duckdb.connect()
-        self.con.execute(f"CREATE VIEW raw AS SELECT * FROM read_parquet({_sql_str(self.parquet)})")
-        self.columns: list[str] = [r[0] for r in self.con.execute("DESCRIBE raw").fetchall()]
+        self._lock = threading.Lock()
+        self.con.execute(f"CREATE TABLE raw AS SELECT *, (row_number() OVER () - 1) AS _row "
+                         f"FROM read_parquet({_sql_str(self.parquet)})")
+        self.columns: list[str] = [r[0] for r in self.con.execute("DESCRIBE raw").fetchall() if r[0] != "_row"]
         self.set_decisions(decisions)
+
+    def _fetch(self, sql: str, params: Sequence[Any] | None = None) -> pd.DataFrame:
+        """Run ``sql`` on a fresh cursor (thread-safe: Streamlit serves sessions from several threads)."""
+        cur = self.con.cursor()
+        try:
+            return cur.execute(sql, list(params or [])).fetchdf()
+        finally:
+            cur.close()
 
     def set_decisions(self, decisions: pd.DataFrame | None) -> None:
         """(Re)join the latest decisions (``Decisions.latest()``) as columns."""
@@ -37,40 +48,48 @@ class SampleQuery:
                                       "relabel_to": pd.Series([], dtype=str),
                                       "tags": pd.Series([], dtype=str)})
         dec = decisions[["sample_id", "decision", "relabel_to", "tags"]].astype(object)
-        self.con.register("decisions_df", dec)
-        self.con.execute(
-            "CREATE OR REPLACE VIEW samples AS SELECT r.*, d.decision, d.relabel_to, "
-            "coalesce(d.tags, '') AS tags FROM raw r LEFT JOIN decisions_df d USING (sample_id)")
+        with self._lock:
+            cur = self.con.cursor()
+            try:
+                cur.register("decisions_df", dec)
+                cur.execute("CREATE OR REPLACE TABLE decisions_t (sample_id VARCHAR, decision VARCHAR, "
+                            "relabel_to VARCHAR, tags VARCHAR)")
+                cur.execute("INSERT INTO decisions_t SELECT * FROM decisions_df")
+                cur.unregister("decisions_df")
+                cur.execute(
+                    "CREATE OR REPLACE VIEW samples AS SELECT r.*, d.decision, d.relabel_to, "
+                    "coalesce(d.tags, '') AS tags FROM raw r LEFT JOIN decisions_t d USING (sample_id)")
+            finally:
+                cur.close()
         self.all_columns = self.columns + ["decision", "relabel_to", "tags"]
 
     def _order(self, order_by: str | None, descending: bool) -> str:
         if order_by is None:
-            return " ORDER BY rowid_ "
+            return " ORDER BY _row "
         if order_by not in self.all_columns:
             raise ValueError(f"unknown column {order_by!r} to sort by")
-        return f" ORDER BY {_quote(order_by)} {'DESC' if descending else 'ASC'} NULLS LAST, rowid_ "
+        return f" ORDER BY {_quote(order_by)} {'DESC' if descending else 'ASC'} NULLS LAST, _row "
 
     def select(self, where: str | None = None, params: Sequence[Any] | None = None, *,
                columns: Sequence[str] | None = None, order_by: str | None = None, descending: bool = True,
                limit: int | None = None, offset: int = 0) -> pd.DataFrame:
         """Rows matching the SQL predicate ``where`` (with ``?`` parameters), sorted and paged."""
-        cols = "*" if not columns else ", ".join(_quote(c) for c in columns)
-        sql = f"SELECT {cols} FROM (SELECT *, row_number() OVER () AS rowid_ FROM samples)"
+        cols = "* EXCLUDE (_row)" if not columns else ", ".join(_quote(c) for c in columns)
+        sql = f"SELECT {cols} FROM samples"
         if where:
             sql += f" WHERE ({where})"
         sql += self._order(order_by, descending)
         if limit is not None:
             sql += f" LIMIT {int(limit)} OFFSET {int(offset)}"
-        df = self.con.execute(sql, list(params or [])).fetchdf()
-        return df.drop(columns=["rowid_"], errors="ignore")
+        return self._fetch(sql, params)
 
     def count(self, where: str | None = None, params: Sequence[Any] | None = None) -> int:
         sql = "SELECT count(*) FROM samples" + (f" WHERE ({where})" if where else "")
-        return int(self.con.execute(sql, list(params or [])).fetchone()[0])
+        return int(self._fetch(sql, params).iloc[0, 0])
 
     def sql(self, query: str, params: Sequence[Any] | None = None) -> pd.DataFrame:
         """Run any read query against the ``samples`` view (aggregations for charts)."""
-        return self.con.execute(query, list(params or [])).fetchdf()
+        return self._fetch(query, params)
 
     def close(self) -> None:
         self.con.close()

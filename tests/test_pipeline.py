@@ -1,0 +1,98 @@
+"""The whole scoring pipeline on real (small) data: run contents, ground truth, determinism, failures."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from core.errors import InfoscopeError
+from core.pipeline import RunConfig, score_run
+from core.scores.registry import SCORE_SPECS
+from core.store import list_runs, open_run
+from tests.conftest import tiny_config
+
+
+def test_tiny_run_has_every_score_and_the_contract(tiny_run):
+    run = open_run(tiny_run)
+    df, m = run.df, run.manifest
+    for col in ["sample_id", "source", "split", "label", "label_name", "image_path", "true_label", "is_mislabeled",
+                "is_adversarial", "pred", "pred_prob", "loss", "margin", "umap_x", "umap_y", "flag_mislabeled",
+                "flag_adversarial", "flag_reason", "suspicion_mislabeled", "suspicion_adversarial", *SCORE_SPECS]:
+        assert col in df.columns, col
+    for name in SCORE_SPECS:
+        assert np.isfinite(df[name]).sum() > 0, f"{name} is all NaN"
+        assert m["scores"][name]["wall_time_s"] >= 0 and m["scores"][name]["paper"]
+    assert set(df["source"]) == {"mnist", "digits"}
+    assert m["sources"] == [{"name": "mnist", "spec": m["sources"][0]["spec"], "count": int((df.source == "mnist").sum())},
+                            {"name": "digits", "spec": m["sources"][1]["spec"], "count": int((df.source == "digits").sum())}]
+    assert {"load", "train", "flags", "write"} <= set(m["steps"])
+    assert m["versions"]["torch"] and m["device"] == "cpu" and m["n_samples"] == len(df)
+    assert df["sample_id"].is_unique
+    assert all(run.image(s) is not None for s in df["sample_id"].sample(20, random_state=0))
+    assert run.embeddings().shape[0] == len(df)
+    assert len(run.neighbors(df["sample_id"].iloc[0], 5)) == 5
+
+
+def test_ground_truth_of_every_corruption(tiny_run):
+    run = open_run(tiny_run)
+    df, m = run.df, run.manifest
+    kinds = [c["kind"] for c in m["corruptions"]]
+    assert kinds == ["undersample", "symmetric_label_noise", "adversarial"]
+    np.testing.assert_array_equal(df["is_mislabeled"], df["label"] != df["true_label"])
+    orig = df[~df["is_adversarial"]]
+    assert orig["is_mislabeled"].sum() == m["corruptions"][1]["n_affected"] == round(0.1 * len(orig))
+    # class 3 under-sampled to half of each source's 60 / 30 rows
+    assert (orig["true_label"] == 3).sum() == 45
+    adv = df[df["is_adversarial"]]
+    assert len(adv) == m["corruptions"][2]["n"] > 0
+    assert adv["sample_id"].str.startswith("adv:").all()
+    base = df.set_index("sample_id")
+    for _, row in adv.head(5).iterrows():
+        src = base.loc[row["sample_id"][4:]]
+        a, b = run.image(row["sample_id"]).astype(int), run.image(src.name).astype(int)
+        assert 0 < np.abs(a - b).max() <= round(0.15 * 255) + 1  # inside the eps ball, not a plain copy
+        assert row["true_label"] == src["true_label"]
+
+
+def test_same_seed_same_scores_other_seed_differs(tiny_sources, tmp_path):
+    fast = dict(adversarial=0.0, scores=["loss", "el2n", "cg_score", "uniqueness"], epochs=2)
+    a = open_run(score_run(tiny_config(tiny_sources, tmp_path, **fast))).df
+    b = open_run(score_run(tiny_config(tiny_sources, tmp_path, **fast))).df
+    c = open_run(score_run(tiny_config(tiny_sources, tmp_path, seed=1, **fast))).df
+    for col in ["label", "split", "loss", "el2n", "cg_score", "uniqueness"]:
+        pd.testing.assert_series_equal(a[col], b[col])
+    assert not np.array_equal(a["label"], c["label"])
+    assert not np.allclose(a["loss"], c["loss"])
+
+
+def test_failed_step_marks_run_failed(tiny_sources, tmp_path):
+    cfg = tiny_config(tiny_sources, tmp_path, adversarial=0.0, scores=["loss"], epochs=1,
+                      weights=str(tmp_path / "missing.pt"))
+    with pytest.raises(ValueError, match="weights file not found"):
+        score_run(cfg)
+    (info,) = list_runs(tmp_path)
+    assert info.status == "failed" and "weights file not found" in info.reason
+
+
+@pytest.mark.parametrize("bad, match", [(dict(scores=["nope"]), "unknown score"),
+                                        (dict(label_noise=1.5), "label_noise"),
+                                        (dict(sources=["mnist=bogus:x"]), "bogus")])
+def test_bad_config_is_a_clear_error(tiny_sources, tmp_path, bad, match):
+    cfg = tiny_config(tiny_sources, tmp_path)
+    for k, v in bad.items():
+        setattr(cfg, k, v)
+    with pytest.raises((InfoscopeError, ValueError), match=match):
+        score_run(cfg)
+
+
+def test_toml_config_and_unknown_keys(tmp_path):
+    f = tmp_path / "c.toml"
+    f.write_text('sources = ["digits"]\nepochs = 4\n[scores]\nnames = ["loss", "cg_score"]\n'
+                 '[scores.cg_score]\nrepeats = 2\n')
+    cfg = RunConfig.from_toml(f, epochs=7)
+    assert cfg.sources == ["digits"] and cfg.epochs == 7 and cfg.scores == ["loss", "cg_score"]
+    assert cfg.score_params == {"cg_score": {"repeats": 2}}
+    f.write_text("epochz = 3\n")
+    with pytest.raises(InfoscopeError, match="epochz"):
+        RunConfig.from_toml(f)
