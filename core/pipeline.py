@@ -195,28 +195,14 @@ def _score_into(writer: RunWriter, cfg: RunConfig, data: Samples, corruptions: l
         return train_model(d.images, d.labels, np.flatnonzero(sp == "train"), d.n_classes, tcfg, seed=seed,
                            device=dev, test_idx=np.flatnonzero(sp == "test"), progress=steps.progress)
 
-    attack_record = None
-    if cfg.adversarial > 0:
-        from core.attacks import make_adversarial_copies
-
-        with steps.step("train attack model"):
-            ref = train(data, split, cfg.seed)
-        with steps.step("adversarial"):
-            n_adv = max(1, int(round(cfg.adversarial * len(data))))
-            rng = np.random.default_rng(cfg.seed + 3)
-            pred = ref.epoch_logits[-1].argmax(1)
-            candidates = np.flatnonzero((pred == data.labels) & ~data.is_mislabeled)
-            rows = np.sort(rng.choice(candidates, size=min(n_adv, len(candidates)), replace=False))
-            adv, attack_record = make_adversarial_copies(ref.model, data, rows, attack=cfg.attack, eps=cfg.eps,
-                                                         seed=cfg.seed, device=dev)
-            split = np.concatenate([split, split[rows]])
-            data = Samples.concat([data, adv])
-            corruptions.append({"kind": "adversarial", **attack_record})
-
     with steps.step("train"):
         result = train(data, split, cfg.seed)
     model = result.model
-    logits = result.epoch_logits[-1]
+    epoch_logits = result.epoch_logits
+    if cfg.adversarial > 0:
+        with steps.step("adversarial"):
+            data, split, epoch_logits = _inject_adversarial(cfg, data, split, result, corruptions, dev)
+    logits = epoch_logits[-1]
     with steps.step("features"):
         emb = embed(model, data.images, dev)
         from core.embedding import neighbors
@@ -227,7 +213,7 @@ def _score_into(writer: RunWriter, cfg: RunConfig, data: Samples, corruptions: l
         return train(data, split, seed)
 
     ctx_base = dict(data=data, split=split, model=model, init_state=result.init_state, logits=logits,
-                    epoch_logits=result.epoch_logits, embeddings=emb, device=dev, seed=cfg.seed,
+                    epoch_logits=epoch_logits, embeddings=emb, device=dev, seed=cfg.seed,
                     train_model=lambda s: train_again(s).model, progress=steps.progress,
                     extra={"train_run": train_again, "neighbor_dist": nb_dist, "neighbor_idx": nb_idx,
                            "train_config": asdict(tcfg)})
@@ -299,6 +285,33 @@ def _score_into(writer: RunWriter, cfg: RunConfig, data: Samples, corruptions: l
         "wall_time_s": round(sum(steps.times.values()), 3),
     }
     return writer.finish(manifest)
+
+
+def _inject_adversarial(cfg: RunConfig, data: Samples, split: np.ndarray, result: TrainResult,
+                        corruptions: list[dict], dev: torch.device) -> tuple[Samples, np.ndarray, np.ndarray]:
+    """Append attacked copies of ``cfg.adversarial``·n rows, crafted against the trained network.
+
+    Sources are rows the network classifies correctly whose label is clean (seeded choice). The copies are
+    held-out rows (split ``test``): never trained on, so their training-dynamics scores are NaN, while the
+    network's outputs, CG, prediction depth, uniqueness and the flags cover them. Their epoch logits are
+    NaN (they did not exist while training).
+    """
+    from core.attacks import make_adversarial_copies
+    from core.models.training import predict_logits
+
+    n_adv = max(1, int(round(cfg.adversarial * len(data))))
+    rng = np.random.default_rng(cfg.seed + 3)
+    pred = result.epoch_logits[-1].argmax(1)
+    candidates = np.flatnonzero((pred == data.labels) & ~data.is_mislabeled)
+    rows = np.sort(rng.choice(candidates, size=min(n_adv, len(candidates)), replace=False))
+    adv, record = make_adversarial_copies(result.model, data, rows, attack=cfg.attack, eps=cfg.eps,
+                                          seed=cfg.seed, device=dev)
+    corruptions.append({"kind": "adversarial", "split": "test", **record})
+    adv_logits = predict_logits(result.model, adv.images, dev)
+    epochs = np.full((result.epoch_logits.shape[0], len(adv), adv_logits.shape[1]), np.nan, np.float32)
+    epochs[-1] = adv_logits
+    return (Samples.concat([data, adv]), np.concatenate([split, np.full(len(adv), "test", dtype=split.dtype)]),
+            np.concatenate([result.epoch_logits, epochs], axis=1))
 
 
 def map_coordinates(emb: np.ndarray, cfg: RunConfig) -> np.ndarray:

@@ -47,6 +47,10 @@ def test_ground_truth_of_every_corruption(tiny_run):
     adv = df[df["is_adversarial"]]
     assert len(adv) == m["corruptions"][2]["n"] > 0
     assert adv["sample_id"].str.startswith("adv:").all()
+    # crafted against the trained network, never trained on: held out, no training-dynamics scores
+    assert (adv["split"] == "test").all() and adv["el2n"].isna().all() and adv["forgetting"].isna().all()
+    assert adv["cg_score"].notna().all() and adv["prediction_depth"].notna().all()
+    assert (adv["pred"] != adv["label"]).mean() >= m["corruptions"][2]["success_rate"] - 1e-9
     base = df.set_index("sample_id")
     for _, row in adv.head(5).iterrows():
         src = base.loc[row["sample_id"][4:]]

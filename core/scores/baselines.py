@@ -91,11 +91,18 @@ def early_epoch(n_epochs: int, fraction: float = 0.25) -> int:
 
 
 # ---- adapters -------------------------------------------------------------------------------------
-def _train_only(ctx: ScoreContext, values: np.ndarray) -> np.ndarray:
-    out = np.full(len(ctx.split), np.nan)
+def _train_only(ctx: ScoreContext, fn) -> dict[str, np.ndarray]:
+    """Apply ``fn(epoch_logits[:, train], labels[train])`` (returning one array or a tuple of arrays) to the
+    training rows only; held-out rows (never trained on, e.g. injected adversarial copies) get NaN."""
     idx = ctx.train_idx
-    out[idx] = values[idx]
-    return out
+    values = fn(ctx.epoch_logits[:, idx], ctx.data.labels[idx])
+    values = values if isinstance(values, tuple) else (values,)
+    outs = []
+    for v in values:
+        out = np.full(len(ctx.split), np.nan)
+        out[idx] = v
+        outs.append(out)
+    return outs
 
 
 def loss_adapter(ctx: ScoreContext) -> ScoreResult:
@@ -115,18 +122,16 @@ def el2n_adapter(ctx: ScoreContext) -> ScoreResult:
     for s in range(1, seeds):
         ctx.progress(f"el2n: extra network {s}/{seeds - 1}", s / seeds)
         stack.append(ctx.extra["train_run"](ctx.seed + 1000 + s).epoch_logits[e])
-    values = el2n(np.stack(stack), ctx.data.labels)
-    return ScoreResult({"el2n": _train_only(ctx, values)},
-                       {"epoch": e + 1, "epoch_fraction": frac, "seeds": seeds})
+    (values,) = _train_only(ctx, lambda _, y: el2n(np.stack(stack)[:, ctx.train_idx], y))
+    return ScoreResult({"el2n": values}, {"epoch": e + 1, "epoch_fraction": frac, "seeds": seeds})
 
 
 def forgetting_adapter(ctx: ScoreContext) -> ScoreResult:
-    values = forgetting_events(ctx.epoch_logits, ctx.data.labels)
-    return ScoreResult({"forgetting": _train_only(ctx, values)},
+    (values,) = _train_only(ctx, forgetting_events)
+    return ScoreResult({"forgetting": values},
                        {"epochs": int(ctx.epoch_logits.shape[0]), "never_learned_value": int(ctx.epoch_logits.shape[0])})
 
 
 def datamaps_adapter(ctx: ScoreContext) -> ScoreResult:
-    conf, var = datamaps(ctx.epoch_logits, ctx.data.labels)
-    return ScoreResult({"confidence": _train_only(ctx, conf), "variability": _train_only(ctx, var)},
-                       {"epochs": int(ctx.epoch_logits.shape[0])})
+    conf, var = _train_only(ctx, datamaps)
+    return ScoreResult({"confidence": conf, "variability": var}, {"epochs": int(ctx.epoch_logits.shape[0])})
