@@ -1,0 +1,1 @@
+"""The infoscope Streamlit dashboard (``infoscope app``): browse scored runs, curate, export."""

@@ -1,0 +1,31 @@
+"""infoscope dashboard entry point: page config, logo, navigation.
+
+Run: ``streamlit run dashboard/app.py -- --run PATH --runs-dir DIR`` (or ``infoscope app``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import streamlit as st
+
+HERE = Path(__file__).resolve().parent
+ASSETS = HERE.parent / "assets"
+LOGO = ASSETS / "logo.png"
+
+st.set_page_config(page_title="infoscope", page_icon=str(LOGO) if LOGO.exists() else "🔭", layout="wide",
+                   initial_sidebar_state="expanded")
+if LOGO.exists():
+    st.logo(str(LOGO), size="large", icon_image=str(ASSETS / "logo-icon.png"))
+
+PAGES = [
+    st.Page("pages/overview.py", title="Overview & summary", icon=":material/dashboard:", default=True),
+    st.Page("pages/classes.py", title="Classes", icon=":material/category:"),
+    st.Page("pages/sources.py", title="Sources", icon=":material/compare_arrows:"),
+    st.Page("pages/flagged.py", title="Flagged", icon=":material/flag:"),
+    st.Page("pages/explore.py", title="Explore & export", icon=":material/grid_view:"),
+]
+
+
+# Each page starts with ``components.page.start()``: run picker, open run, undo panel (see state.py).
+st.navigation(PAGES).run()

@@ -1,0 +1,1 @@
+"""Shared dashboard components: score metadata, image grid, filters, charts, decisions, export."""

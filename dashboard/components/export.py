@@ -1,0 +1,56 @@
+"""Export widgets: write a table (or the curated dataset) with ``core.export`` and offer a zip download."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pandas as pd
+import streamlit as st
+
+from core import export as core_export
+from core.errors import ExportError
+from dashboard.state import RunView
+
+FORMAT_LABELS = {"csv": "CSV (path, label, source, scores)", "parquet": "Parquet",
+                 "folder": "Image folders (one per class)"}
+
+
+def default_dir(rv: RunView, what: str) -> str:
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    return str(rv.path / "exports" / f"{stamp}-{what}")
+
+
+def export_panel(rv: RunView, key: str, what: str, table_fn: Callable[[], pd.DataFrame] | None,
+                 n: int) -> None:
+    """Format + folder + Export button; ``table_fn`` None means the curated dataset (``export_curated``)."""
+    c1, c2 = st.columns([1, 2])
+    fmt = c1.radio("Format", list(FORMAT_LABELS), format_func=FORMAT_LABELS.get, key=f"{key}_fmt")
+    nonce = st.session_state.get(f"{key}_nonce", 0)
+    out_dir = c2.text_input("Export folder (must be empty or new)", value=st.session_state.setdefault(f"{key}_default_{nonce}", default_dir(rv, what)),
+                            key=f"{key}_dir_{nonce}")
+    c2.caption(f"{n:,} sample(s) will be exported.")
+    if c2.button(f"Export {what}", key=f"{key}_go", type="primary", disabled=n == 0):
+        try:
+            with st.spinner("Exporting…"):
+                if table_fn is None:
+                    path = core_export.export_curated(rv.run, fmt, Path(out_dir))
+                else:
+                    path = core_export.export_table(rv.run, table_fn(), fmt, Path(out_dir), name=what)
+            st.session_state[f"{key}_done"] = str(path)
+            st.session_state[f"{key}_nonce"] = nonce + 1  # the next export gets a fresh folder
+        except ExportError as e:
+            st.error(f"Export failed: {e}", icon=":material/warning:")
+        except OSError as e:
+            st.error(f"Export failed: could not write to {out_dir}: {e}", icon=":material/warning:")
+    done = st.session_state.get(f"{key}_done")
+    if done and Path(done).exists():
+        st.success(f"Exported to `{done}`", icon=":material/inventory_2:")
+        st.download_button("Download as zip", icon=":material/download:", data=_zip(done, Path(done).stat().st_mtime_ns),
+                           file_name=f"{Path(done).stem}.zip", mime="application/zip", key=f"{key}_zip")
+
+
+@st.cache_data(show_spinner=False, max_entries=4)
+def _zip(path: str, mtime_ns: int) -> bytes:
+    return core_export.zip_folder(path)

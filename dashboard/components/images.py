@@ -1,0 +1,97 @@
+"""Image thumbnails (cached, loaded only for what is on screen) and the image grid with a placeholder."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from dashboard.state import RunView
+
+THUMB = 112
+
+
+@st.cache_resource
+def placeholder(size: int = THUMB) -> np.ndarray:
+    """A light-grey tile with a crossed frame, shown where an image file is missing or unreadable."""
+    from PIL import Image, ImageDraw
+
+    im = Image.new("RGB", (size, size), (236, 238, 243))
+    d = ImageDraw.Draw(im)
+    d.rectangle([2, 2, size - 3, size - 3], outline=(190, 195, 205), width=2)
+    d.line([10, 10, size - 11, size - 11], fill=(200, 80, 80), width=3)
+    d.line([10, size - 11, size - 11, 10], fill=(200, 80, 80), width=3)
+    d.text((size // 2 - 20, size // 2 + 18), "missing", fill=(110, 115, 125))
+    return np.asarray(im)
+
+
+@st.cache_data(show_spinner=False, max_entries=4096)
+def _thumb(file: str, mtime_ns: int, size: int) -> np.ndarray | None:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(file) as im:
+            im = im.convert("RGB") if im.mode not in ("L", "RGB") else im
+            w, h = im.size
+            scale = size / max(w, h)
+            resample = Image.NEAREST if scale >= 1 else Image.LANCZOS
+            im = im.resize((max(1, round(w * scale)), max(1, round(h * scale))), resample)
+            return np.asarray(im)
+    except (OSError, UnidentifiedImageError, ValueError):
+        return None
+
+
+def thumbnail(rv: RunView, image_path: str | None, size: int = THUMB) -> tuple[np.ndarray, bool]:
+    """``(pixels, found)``: the cached thumbnail of an image file, or the placeholder when it is missing."""
+    if image_path:
+        p = rv.run.resolve_image_path(str(image_path))
+        try:
+            mtime = p.stat().st_mtime_ns
+        except OSError:
+            mtime = -1
+        if mtime >= 0:
+            arr = _thumb(str(p), mtime, size)
+            if arr is not None:
+                return arr, True
+    return placeholder(size), False
+
+
+def thumbnail_by_id(rv: RunView, sample_id: str, size: int = THUMB) -> tuple[np.ndarray, bool]:
+    p: Path | None = rv.run.image_file(sample_id)
+    return thumbnail(rv, str(p) if p is not None else None, size)
+
+
+def default_caption(row: pd.Series, score: str | None = None) -> str:
+    text = str(row.get("label_name", ""))
+    if score and score in row and pd.notna(row[score]):
+        text += f" · {float(row[score]):.3g}"
+    dec = row.get("decision")
+    if isinstance(dec, str) and dec:
+        text += f" · {dec}"
+    return text
+
+
+def image_grid(rv: RunView, rows: pd.DataFrame, ncols: int = 8, score: str | None = None,
+               caption: Callable[[pd.Series], str] | None = None, size: int = THUMB) -> int:
+    """Show ``rows`` (need ``image_path``) as a grid; returns how many image files were missing."""
+    if rows.empty:
+        st.info("No images to show.", icon=":material/image:")
+        return 0
+    n_missing = 0
+    records = rows.reset_index(drop=True)
+    for start in range(0, len(records), ncols):
+        cols = st.columns(ncols)
+        for j, (_, row) in enumerate(records.iloc[start:start + ncols].iterrows()):
+            arr, found = thumbnail(rv, row.get("image_path"), size)
+            n_missing += not found
+            cap = caption(row) if caption else default_caption(row, score)
+            if not found:
+                cap = f"{cap} · image file missing"
+            with cols[j]:
+                st.image(arr, caption=cap, width="stretch")
+    if n_missing:
+        st.caption(f"{n_missing} image file(s) could not be found; a placeholder is shown instead.")
+    return n_missing

@@ -1,0 +1,140 @@
+"""Flagged: suspected mislabeled / adversarial images ranked by suspicion, with one-click decisions."""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from dashboard import state
+from dashboard.components import decisions, images, page, scores
+
+rv = page.start()
+st.title("Flagged images")
+st.caption("Images the engine suspects are mislabeled or adversarial, most suspicious first. Decide on each: "
+           "keep it, remove it, relabel it, or tag it for later. Every decision can be undone (sidebar).")
+
+KINDS = {"mislabeled": "Suspected mislabeled", "adversarial": "Suspected adversarial"}
+kinds = [k for k in KINDS if f"flag_{k}" in rv.columns or f"suspicion_{k}" in rv.columns]
+if not kinds:
+    st.info("This run has no flags (`flag_mislabeled`, `flag_adversarial`, `suspicion_*`): the engine was run "
+            "without the flagging step.", icon=":material/info:")
+    st.stop()
+c1, c2, c3 = st.columns([1.4, 2, 1])
+kind = c1.radio("Show", kinds, format_func=KINDS.get, key="flag_kind")
+flag_col, susp_col, truth_col = f"flag_{kind}", f"suspicion_{kind}", f"is_{kind}"
+has_susp = susp_col in rv.columns and rv.count(f'"{susp_col}" IS NOT NULL') > 0
+has_flag = flag_col in rv.columns
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def default_threshold(key: str, _rv: state.RunView, flag_col: str, susp_col: str) -> float:
+    """The lowest suspicion among the rows the engine flagged (so the default view matches its flags)."""
+    if flag_col not in _rv.columns:
+        return 0.5
+    v = _rv.sql(f'SELECT min("{susp_col}") AS t FROM samples WHERE coalesce("{flag_col}", FALSE)')["t"].iloc[0]
+    return float(v) if pd.notna(v) else 0.5
+
+
+if has_susp:
+    thr = c2.slider("Suspicion threshold", 0.0, 1.0, round(default_threshold(rv.static_key, rv, flag_col,
+                                                                             susp_col), 3),
+                    step=0.01, key=f"flag_thr_{kind}",
+                    help="Images with suspicion at or above the threshold count as flagged.")
+    flagged_where, flagged_params = f'"{susp_col}" >= ?', [thr]
+else:
+    thr = None
+    flagged_where, flagged_params = f'coalesce("{flag_col}", FALSE)', []
+hide = c3.toggle("Hide decided", value=False, key="flag_hide")
+
+# ---- precision / recall against injected ground truth --------------------------------------------------
+if truth_col in rv.columns and rv.count(f'coalesce("{truth_col}", FALSE)') > 0:
+    r = rv.sql(f'SELECT count(*) FILTER (WHERE {flagged_where}) AS flagged, '
+               f'count(*) FILTER (WHERE {flagged_where} AND coalesce("{truth_col}", FALSE)) AS hit, '
+               f'count(*) FILTER (WHERE coalesce("{truth_col}", FALSE)) AS truth FROM samples',
+               flagged_params * 2).iloc[0]
+    prec = r["hit"] / r["flagged"] if r["flagged"] else float("nan")
+    rec = r["hit"] / r["truth"] if r["truth"] else float("nan")
+    m = st.columns(4)
+    m[0].metric("Flagged", f"{int(r['flagged']):,}")
+    m[1].metric("Injected (ground truth)", f"{int(r['truth']):,}")
+    m[2].metric("Precision", "—" if pd.isna(prec) else f"{prec:.0%}",
+                help="Share of flagged images that really were corrupted.")
+    m[3].metric("Recall", "—" if pd.isna(rec) else f"{rec:.0%}",
+                help="Share of corrupted images that are flagged.")
+else:
+    st.caption("No ground truth in this run (no corruptions were injected), so precision and recall are unknown.")
+
+where = flagged_where + (" AND decision IS NULL" if hide else "")
+n = rv.count(where, flagged_params)
+if n == 0:
+    st.success("Nothing to review: no image is flagged at this threshold" + (" (or all are decided)." if hide
+                                                                             else "."), icon=":material/task_alt:")
+    st.stop()
+per_page = 8
+pages = (n + per_page - 1) // per_page
+pc1, pc2 = st.columns([1, 4])
+page = pc1.number_input(f"Page (of {pages})", min_value=1, max_value=pages, value=1, key=f"flag_page_{kind}")
+pc2.caption(f"{n:,} flagged image(s), most suspicious first.")
+order = susp_col if has_susp else None
+rows = rv.select(where, flagged_params, order_by=order, descending=True, limit=per_page,
+                 offset=(page - 1) * per_page)
+shown_scores = [s for s in ("si_function", "cg_score", "loss", "margin", "uniqueness") if s in scores.available(rv)]
+classes = list(rv.run.class_names)
+
+# neighbour labels in one query
+neigh = {sid: rv.run.neighbors(sid, 6) for sid in rows["sample_id"]}
+all_n = sorted({i for v in neigh.values() for i in v})
+labels_of = {}
+if all_n:
+    from core.store import build_filter
+
+    nl = rv.select(*build_filter(ids=all_n), columns=["sample_id", "label_name", "image_path"])
+    labels_of = dict(zip(nl["sample_id"], zip(nl["label_name"], nl["image_path"], strict=True), strict=True))
+
+
+def card(row: pd.Series) -> None:
+    sid = str(row["sample_id"])
+    with st.container(border=True):
+        a, b, c = st.columns([1, 2.4, 2.6])
+        arr, found = images.thumbnail(rv, row.get("image_path"), 128)
+        a.image(arr, caption=sid if found else f"{sid} · image file missing", width="stretch")
+        pred = row.get("pred_name", row.get("pred", "—"))
+        prob = row.get("pred_prob")
+        b.markdown(f"**Given label:** `{row['label_name']}`  \n**Predicted:** `{pred}`"
+                   + (f" ({float(prob):.0%})" if pd.notna(prob) else ""))
+        if has_susp:
+            b.progress(min(max(float(row[susp_col]), 0.0), 1.0), text=f"suspicion {float(row[susp_col]):.2f}")
+        reason = row.get("flag_reason")
+        if isinstance(reason, str) and reason:
+            b.caption(f"Why: {reason}")
+        if shown_scores:
+            b.caption(" · ".join(f"{scores.label(s)} {float(row[s]):.3g}" for s in shown_scores if pd.notna(row[s])))
+        dec = row.get("decision")
+        if isinstance(dec, str) and dec:
+            b.markdown(f"Decision: **{dec}**" + (f" → `{row['relabel_to']}`" if dec == "relabel" else ""))
+        tags = row.get("tags")
+        if isinstance(tags, str) and tags:
+            b.caption(f"Tags: {tags}")
+        ids = neigh.get(sid, [])
+        if ids:
+            c.caption("Nearest neighbours (feature space)")
+            thumbs = [images.thumbnail(rv, labels_of.get(i, ("", None))[1], 64)[0] for i in ids]
+            c.image(thumbs, caption=[str(labels_of.get(i, ("?",))[0]) for i in ids], width=58)
+        else:
+            c.caption("No stored neighbours for this image.")
+        k1, k2, k3 = c.columns(3)
+        if k1.button("Keep", key=f"keep_{sid}", icon=":material/check:", width="stretch"):
+            decisions.apply(rv, [sid], "keep")
+        if k2.button("Remove", key=f"rm_{sid}", icon=":material/delete:", width="stretch"):
+            decisions.apply(rv, [sid], "remove")
+        if k3.button("Tag review", key=f"tag_{sid}", icon=":material/bookmark:", width="stretch"):
+            decisions.apply(rv, [sid], "tag", "review")
+        r1, r2 = c.columns([1, 2])
+        default = classes.index(str(pred)) if str(pred) in classes else 0
+        target = r1.selectbox("Relabel to", classes, index=default, key=f"to_{sid}", label_visibility="collapsed")
+        if r2.button("Relabel to this class", key=f"rl_{sid}", icon=":material/label:", width="stretch"):
+            decisions.apply(rv, [sid], "relabel", target)
+
+
+for _, row in rows.iterrows():
+    card(row)

@@ -1,0 +1,114 @@
+"""Sources: compare data sources (distributions, KS statistics, map, source × class counts, top images)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+
+from dashboard import state
+from dashboard.components import charts, images, page, scores
+from dashboard.components.filters import distinct
+from dashboard.components.stats import ks_2samp
+
+rv = page.start()
+st.title("Sources")
+st.caption("How do the data sources differ? Compare their score distributions, where they sit on the map, "
+           "and what their most informative images look like.")
+sources = distinct(rv.static_key, rv, "source")
+if len(sources) < 2:
+    st.info(f"This run has a single source (**{sources[0] if sources else '—'}**); comparing sources needs two. "
+            "Score several sources together, e.g. `infoscope score --source mnist5k --source folder:…`.",
+            icon=":material/info:")
+avail = scores.available(rv)
+scores.missing_note(rv)
+PROBS = np.linspace(0, 1, 101)
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def quantiles(key: str, _rv: state.RunView, score: str) -> dict[str, np.ndarray]:
+    probs = "[" + ", ".join(f"{p:.2f}" for p in PROBS) + "]"
+    df = _rv.sql(f'SELECT source, quantile_cont("{score}", {probs}) FILTER (WHERE isfinite("{score}")) AS q '
+                 f"FROM samples GROUP BY source ORDER BY source")
+    return {r.source: np.asarray(r.q, dtype=float) for r in df.itertuples() if r.q is not None}
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def ks_table(key: str, _rv: state.RunView, a: str, b: str, cols: tuple[str, ...]) -> pd.DataFrame:
+    df = _rv.select('"source" IN (?, ?)', [a, b], columns=["source", *cols])
+    rows = []
+    for c in cols:
+        xa = pd.to_numeric(df.loc[df["source"] == a, c], errors="coerce").to_numpy(dtype=float)
+        xb = pd.to_numeric(df.loc[df["source"] == b, c], errors="coerce").to_numpy(dtype=float)
+        d, p = ks_2samp(xa, xb)
+        rows.append({"score": c, "KS D": d, "p-value": p, f"median {a}": np.nanmedian(xa) if xa.size else np.nan,
+                     f"median {b}": np.nanmedian(xb) if xb.size else np.nan,
+                     "reading": ("no values" if np.isnan(d) else
+                                 "different" if p < 0.01 and d >= 0.1 else
+                                 "slightly different" if p < 0.01 else "indistinguishable")})
+    return pd.DataFrame(rows)
+
+
+@st.cache_data(show_spinner=False, max_entries=4)
+def map_points(key: str, _rv: state.RunView) -> tuple[pd.DataFrame, bool]:
+    pts = _rv.select("umap_x IS NOT NULL AND umap_y IS NOT NULL", columns=["sample_id", "umap_x", "umap_y", "source"],
+                     order_by=None)
+    return charts.downsample(pts)
+
+
+if avail:
+    score = scores.pick(rv, "Score", avail, key="src_score")
+    qs = quantiles(rv.static_key, rv, score)
+    left, right = st.columns(2)
+    with left:
+        st.plotly_chart(charts.ecdf_from_quantiles(qs, PROBS, f"{scores.label(score)} by source (ECDF)",
+                                                   scores.label(score)), width="stretch")
+    with right:
+        if len(sources) >= 2:
+            ca, cb = st.columns(2)
+            a = ca.selectbox("Source A", sources, index=0, key="src_a")
+            b = cb.selectbox("Source B", sources, index=1, key="src_b")
+            if a == b:
+                st.warning("Pick two different sources.")
+            else:
+                kt = ks_table(rv.static_key, rv, a, b, tuple(avail))
+                st.markdown(f"**Two-sample Kolmogorov–Smirnov test**, {a} vs. {b}")
+                st.dataframe(kt, hide_index=True, width="stretch", column_config={
+                    "KS D": st.column_config.ProgressColumn("KS D", format="%.3f", min_value=0.0, max_value=1.0),
+                    "p-value": st.column_config.NumberColumn(format="%.2g")})
+                st.caption("D is the largest gap between the two cumulative distributions (0 = same, 1 = "
+                           "disjoint); p < 0.01 with D ≥ 0.1 reads as different.")
+else:
+    st.warning("This run has no score columns to compare.")
+
+left, right = st.columns(2)
+with left:
+    if {"umap_x", "umap_y"} <= set(rv.columns):
+        pts, dropped = map_points(rv.static_key, rv)
+        st.plotly_chart(charts.scatter_map(pts, "source", "UMAP map coloured by source"), width="stretch")
+        if dropped:
+            st.caption(f"Downsampled to {charts.MAX_POINTS:,} points for speed.")
+    else:
+        st.info("This run has no UMAP coordinates.")
+with right:
+    mat = rv.sql("SELECT source, label_name, count(*) AS n FROM samples GROUP BY ALL").pivot_table(
+        index="source", columns="label_name", values="n", fill_value=0)
+    fig = go.Figure(go.Heatmap(z=mat.values, x=[str(c) for c in mat.columns], y=list(mat.index),
+                               colorscale="Blues", text=mat.values, texttemplate="%{text}",
+                               colorbar={"title": {"text": "samples"}},
+                               hovertemplate="%{y} · %{x}: %{z}<extra></extra>"))
+    st.plotly_chart(charts.style(fig, "Samples per source and class", "class", "source",
+                                 height=140 + 40 * len(mat)), width="stretch")
+
+if avail:
+    st.subheader(f"Most informative images of each source ({scores.label(score)})")
+    cols = st.columns(max(len(sources), 1))
+    for col, src in zip(cols, sources, strict=False):
+        top = rv.select('"source" = ?', [src], order_by=score, descending=True, limit=8)
+        with col:
+            st.markdown(f"**{src}**")
+            thumbs = [images.thumbnail(rv, p)[0] for p in top["image_path"]]
+            caps = [images.default_caption(r, score) for _, r in top.iterrows()]
+            if thumbs:
+                st.image(thumbs, caption=caps, width=84)

@@ -1,0 +1,234 @@
+"""Browser tests: Playwright drives Debian's chromium against ``streamlit run`` on 127.0.0.1.
+
+They open every page (no exception shown), lasso-select on the map and see the grid change, make a decision and
+see it after a reload, and export files that load back as sources. Screenshots of every page are written to
+the test's tmp dir, and into ``assets/screenshot-<page>.png`` when ``INFOSCOPE_SAVE_SCREENSHOTS=1``.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from dashboard_fixtures import TinyRun, write_tiny_run
+
+pytestmark = pytest.mark.browser
+
+ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM = "/usr/bin/chromium"
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync",
+        "--enable-unsafe-swiftshader"]  # software WebGL for the Scattergl map
+PAGES = {"overview": "", "classes": "classes", "sources": "sources", "flagged": "flagged", "explore": "explore"}
+TITLES = {"overview": "Overview", "classes": "Classes", "sources": "Sources", "flagged": "Flagged images",
+          "explore": "Explore & export"}
+
+
+def _need_chromium() -> None:
+    if not Path(CHROMIUM).exists():
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"{CHROMIUM} is missing (install Debian's chromium); CI=true, so this is a failure")
+        pytest.skip(f"{CHROMIUM} is missing: install Debian's chromium (apt-get install chromium) to run these")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def browser_run(tmp_path_factory, mnist_arrays) -> TinyRun:
+    x, y = mnist_arrays
+    return write_tiny_run(tmp_path_factory.mktemp("browser_runs"), x, y, per_class=24, missing_image=False)
+
+
+@pytest.fixture(scope="module")
+def server(browser_run) -> Iterator[str]:
+    """``streamlit run dashboard/app.py`` on a free 127.0.0.1 port; killed after the module."""
+    _need_chromium()
+    port = _free_port()
+    cmd = [sys.executable, "-m", "streamlit", "run", str(ROOT / "dashboard" / "app.py"),
+           "--server.address", "127.0.0.1", "--server.port", str(port), "--server.headless", "true",
+           "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none",
+           "--client.toolbarMode", "minimal",
+           "--", "--run", str(browser_run.path), "--runs-dir", str(browser_run.path.parent)]
+    log = open(browser_run.path.parent / "streamlit.log", "wb")  # noqa: SIM115 - closed below
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 60
+        while True:
+            try:
+                if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).read() == b"ok":
+                    break
+            except OSError:
+                pass
+            if proc.poll() is not None or time.time() > deadline:
+                raise RuntimeError(f"streamlit did not start: {(browser_run.path.parent / 'streamlit.log').read_text()}")
+            time.sleep(0.3)
+        yield url
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def browser(server):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture()
+def page(browser):
+    ctx = browser.new_context(viewport={"width": 1440, "height": 1800}, accept_downloads=True)
+    pg = ctx.new_page()
+    yield pg
+    ctx.close()
+
+
+def settle(pg, title: str, timeout: float = 45) -> None:
+    """Wait for the page title, then until Streamlit has stopped running for a moment."""
+    pg.get_by_role("heading", level=1, name=title).wait_for(timeout=timeout * 1000)
+    deadline, quiet_since = time.time() + timeout, None
+    while time.time() < deadline:
+        running = (pg.locator('[data-testid="stStatusWidget"]').count() > 0
+                   or pg.locator('[data-testid="stSkeleton"]').count() > 0
+                   or pg.locator('[data-stale="true"]').count() > 0)
+        if running:
+            quiet_since = None
+        elif quiet_since is None:
+            quiet_since = time.time()
+        elif time.time() - quiet_since > 1.0:
+            return
+        time.sleep(0.1)
+    raise AssertionError("the app kept running")
+
+
+def open_page(pg, server: str, name: str) -> None:
+    pg.goto(f"{server}/{PAGES[name]}")
+    settle(pg, TITLES[name])
+
+
+def no_exception(pg) -> None:
+    exc = pg.locator('[data-testid="stException"]')
+    assert exc.count() == 0, exc.first.inner_text()
+
+
+def match_count(pg) -> int:
+    text = pg.get_by_text(re.compile(r"image\(s\) match")).first.inner_text()
+    return int(re.search(r"([\d,]+) image\(s\) match", text).group(1).replace(",", ""))
+
+
+# ---- tests ----------------------------------------------------------------------------------------
+def test_every_page_opens_and_screenshots(page, server, tmp_path) -> None:
+    save = os.environ.get("INFOSCOPE_SAVE_SCREENSHOTS") == "1"
+    for name in PAGES:
+        open_page(page, server, name)
+        no_exception(page)
+        assert page.locator('[data-testid="stSidebar"]').get_by_text("Run", exact=True).count() == 1
+        time.sleep(1.0)  # let plotly finish drawing
+        shot = tmp_path / f"screenshot-{name}.png"
+        page.screenshot(path=str(shot), full_page=True)
+        assert shot.stat().st_size > 20_000
+        if save:
+            shutil.copy(shot, ROOT / "assets" / f"screenshot-{name}.png")
+
+
+def test_lasso_on_map_filters_grid(page, server, browser_run) -> None:
+    open_page(page, server, "explore")
+    assert match_count(page) == browser_run.n
+    drag = page.locator('[data-testid="stPlotlyChart"] .nsewdrag').first
+    drag.wait_for()
+    box = drag.bounding_box()
+    x0, y0, w, h = box["x"], box["y"], box["width"], box["height"]
+    # a lasso around the left half of the map
+    path = [(0.02, 0.02), (0.5, 0.02), (0.5, 0.98), (0.02, 0.98), (0.02, 0.03)]
+    page.mouse.move(x0 + path[0][0] * w, y0 + path[0][1] * h)
+    page.mouse.down()
+    for fx, fy in path[1:]:
+        page.mouse.move(x0 + fx * w, y0 + fy * h, steps=8)
+    page.mouse.up()
+    page.get_by_text(re.compile(r"Grid restricted to the")).wait_for(timeout=30_000)
+    settle(page, TITLES["explore"])
+    n = match_count(page)
+    assert 0 < n < browser_run.n
+    grid = page.locator('[data-testid="stImage"]')
+    assert grid.count() == min(n, 24)
+    page.get_by_role("button", name="Clear map selection").click()
+    page.get_by_text(f"{browser_run.n:,} image(s) match").wait_for(timeout=30_000)
+
+
+def test_decision_survives_reload_and_undo(page, server) -> None:
+    open_page(page, server, "flagged")
+    assert page.get_by_text("Decision: remove").count() == 0
+    page.get_by_role("button", name="Remove").first.click()
+    page.get_by_text(re.compile(r"Recorded remove")).wait_for(timeout=30_000)
+    page.reload()
+    settle(page, TITLES["flagged"])
+    assert page.get_by_text("Decision: remove").count() >= 1
+    assert page.get_by_text(re.compile(r"Last: remove")).count() == 1
+    # undo from the sidebar, reload: the decision is gone
+    page.get_by_role("button", name="Undo last decision").click()
+    page.get_by_text(re.compile(r"Undid batch")).wait_for(timeout=30_000)
+    page.reload()
+    settle(page, TITLES["flagged"])
+    assert page.get_by_text("Decision: remove").count() == 0
+    assert page.get_by_text("Every decision has been undone.").count() == 1
+
+
+def test_export_files_load_back(page, server, browser_run, tmp_path) -> None:
+    from core.data.sources import load_one, parse_spec
+
+    open_page(page, server, "explore")
+    for fmt_label, fmt, out in (("CSV", "csv", tmp_path / "csv"), ("Image folders", "folder", tmp_path / "folder")):
+        page.get_by_text(re.compile(fmt_label)).first.click()
+        time.sleep(0.5)
+        settle(page, TITLES["explore"])
+        box = page.get_by_label("Export folder (must be empty or new)")
+        box.fill(str(out))
+        box.press("Enter")
+        time.sleep(1.0)  # let the rerun start before waiting for it to end
+        settle(page, TITLES["explore"])
+        page.get_by_role("button", name="Export selection").click()
+        try:
+            page.locator('[data-testid="stAlert"]').filter(has_text=f"Exported to {out}").wait_for(timeout=90_000)
+        except Exception:
+            page.screenshot(path=str(tmp_path / "export-failure.png"), full_page=True)
+            shutil.copy(tmp_path / "export-failure.png", "/tmp/export-failure.png")
+            raise
+        settle(page, TITLES["explore"])
+        with page.expect_download() as dl:
+            page.get_by_role("button", name="Download as zip").click()
+        data = Path(dl.value.path()).read_bytes()
+        names = zipfile.ZipFile(io.BytesIO(data)).namelist()
+        if fmt == "csv":
+            assert names == ["selection.csv"]
+            table = pd.read_csv(out / "selection.csv")
+            assert len(table) == browser_run.n
+            raw = load_one(parse_spec(f"back=csv:{out / 'selection.csv'}"), out, skip_bad=False)
+        else:
+            assert "index.csv" in names and sum(n.endswith(".png") for n in names) == browser_run.n
+            raw = load_one(parse_spec(f"back=folder:{out}"), out, skip_bad=False)
+        assert len(raw) == browser_run.n
