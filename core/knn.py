@@ -1,0 +1,149 @@
+"""Exact k-nearest-neighbour search (faiss), shared by prediction depth, flags and the uniqueness baseline.
+
+``knn(query, support, k)`` returns, for every query row, the ``k`` support rows with the smallest Euclidean
+distance ‖q − s‖₂ (nearest first; ties in an unspecified order), computed exactly by a flat faiss index
+(``IndexFlatL2``: no approximation, no training). A GPU index is used only when ``faiss.get_num_gpus() > 0``
+(the ``faiss-gpu`` build) and ``device`` allows it; otherwise the CPU index runs.
+
+Self-matches: when the query rows are (some of) the support rows, a point must not be its own neighbour
+(a k-NN probe or a density estimate that counts the point itself is biased). ``exclude_self=True`` says
+query row ``i`` *is* support row ``i``; ``self_index[i]`` says more generally which support row query ``i`` is
+(−1 for none). The search then asks for ``k + 1`` neighbours and drops the row's own index wherever it
+appears (not merely the first hit, which may be an exact duplicate of the point).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+
+from core.errors import ScoreError
+
+Metric = Literal["l2", "cosine"]
+
+
+def _as_float32(a: np.ndarray, name: str) -> np.ndarray:
+    a = np.asarray(a)
+    if a.ndim == 1:
+        a = a[:, None]
+    a = a.reshape(len(a), -1)
+    a = np.ascontiguousarray(a, dtype=np.float32)
+    if not np.isfinite(a).all():
+        raise ScoreError(f"kNN {name} contains NaN or infinite values")
+    return a
+
+
+def _normalize(a: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(a, axis=1, keepdims=True)
+    return a / np.maximum(norms, 1e-12)
+
+
+def _use_gpu(device: str | None) -> bool:
+    import faiss
+
+    if device is not None and str(device).startswith("cpu"):
+        return False
+    return getattr(faiss, "get_num_gpus", lambda: 0)() > 0
+
+
+def _build_index(support: np.ndarray, gpu: bool):
+    import faiss
+
+    d = support.shape[1]
+    index = faiss.IndexFlatL2(d)
+    if gpu:
+        res = faiss.StandardGpuResources()
+        index = faiss.index_cpu_to_gpu(res, 0, index)
+        index._infoscope_res = res  # keep the resources alive as long as the index
+    index.add(support)
+    return index
+
+
+def _search(index, query: np.ndarray, k: int, batch: int) -> tuple[np.ndarray, np.ndarray]:
+    dists = np.empty((len(query), k), dtype=np.float32)
+    idx = np.empty((len(query), k), dtype=np.int64)
+    for s in range(0, len(query), batch):
+        d, i = index.search(query[s : s + batch], k)
+        dists[s : s + batch], idx[s : s + batch] = d, i
+    return dists, idx
+
+
+def _drop_self(dists: np.ndarray, idx: np.ndarray, self_index: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Remove each row's own support index from its k+1 hits, keeping the first k of the rest."""
+    is_self = idx == self_index[:, None]
+    # rows where the point itself was not retrieved (many exact duplicates): drop the last hit instead
+    missing = ~is_self.any(axis=1)
+    is_self[missing, -1] = True
+    keep = ~is_self
+    # exactly one True per row is removed only if self appears once; cap to k kept entries per row
+    order = np.argsort(~keep, axis=1, kind="stable")[:, :k]
+    return np.take_along_axis(dists, order, axis=1), np.take_along_axis(idx, order, axis=1)
+
+
+def knn(
+    query: np.ndarray,
+    support: np.ndarray,
+    k: int,
+    exclude_self: bool = False,
+    *,
+    self_index: np.ndarray | None = None,
+    metric: Metric = "l2",
+    device: str | None = "auto",
+    batch: int = 16384,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Exact k nearest support rows of every query row.
+
+    Args:
+        query: (m, ...) array, flattened to (m, d).
+        support: (n, ...) array, flattened to (n, d).
+        k: neighbours per query (``1 ≤ k ≤ n`` minus one when self-matches are excluded).
+        exclude_self: query row i is support row i (``query`` is ``support``); never return it.
+        self_index: (m,) int, the support row each query row is (−1 for none); overrides ``exclude_self``.
+        metric: ``"l2"`` (Euclidean) or ``"cosine"`` (Euclidean between L2-normalised rows,
+            ‖a−b‖ = √(2 − 2 cos(a, b)), which orders neighbours by cosine similarity).
+        device: ``"cpu"`` forces the CPU index; anything else uses a GPU index when faiss sees a GPU.
+        batch: query rows per faiss call (bounds the result memory).
+
+    Returns:
+        ``(distances, indices)``: float32 (m, k) Euclidean distances, nearest first, and int64 (m, k) support
+        row indices.
+    """
+    q = _as_float32(query, "query")
+    s = _as_float32(support, "support")
+    if q.shape[1] != s.shape[1]:
+        raise ScoreError(f"kNN query has {q.shape[1]} features, support has {s.shape[1]}")
+    if metric == "cosine":
+        q, s = _normalize(q), _normalize(s)
+    elif metric != "l2":
+        raise ValueError(f"unknown metric {metric!r}: use 'l2' or 'cosine'")
+    if exclude_self and self_index is None:
+        if len(q) != len(s):
+            raise ValueError("exclude_self=True needs query and support to be the same rows")
+        self_index = np.arange(len(q))
+    drop = self_index is not None
+    available = len(s) - (1 if drop else 0)
+    if k < 1 or k > available:
+        raise ScoreError(f"kNN needs 1 ≤ k ≤ {available} (support of {len(s)} rows), got k={k}")
+    index = _build_index(s, _use_gpu(device))
+    dists, idx = _search(index, q, k + 1 if drop else k, batch)
+    if drop:
+        dists, idx = _drop_self(dists, idx, np.asarray(self_index, dtype=np.int64), k)
+    return np.sqrt(np.maximum(dists, 0.0)), idx
+
+
+def knn_vote(neighbour_labels: np.ndarray, n_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """Majority vote of k neighbours' labels (rows ordered nearest first).
+
+    Ties are broken in favour of the tied class whose nearest member is closest.
+    Returns ``(predicted class, vote counts (m, n_classes))``.
+    """
+    m, k = neighbour_labels.shape
+    counts = np.zeros((m, n_classes), dtype=np.int64)
+    np.add.at(counts, (np.repeat(np.arange(m), k), neighbour_labels.ravel()), 1)
+    # tie-break bonus in (0, 1): larger for classes that appear earlier in the ranking
+    first = np.full((m, n_classes), k, dtype=np.int64)
+    ranks = np.broadcast_to(np.arange(k), (m, k))
+    np.minimum.at(first, (np.repeat(np.arange(m), k), neighbour_labels.ravel()), ranks.ravel())
+    score = counts + (k - first) / (k + 1.0)
+    return score.argmax(axis=1), counts
