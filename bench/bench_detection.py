@@ -353,8 +353,8 @@ def report(cache: Path, args) -> str:
         am = {r["attack"]: adv_metrics(load_table(cache, r["key"])) for r in advs}
         atk = [r["attack"] for r in advs]
         lines += ["", f"Adversarial copies: {args.adv_fraction:.0%} of the rows of the 10%-noise seed-0 run, ε = "
-                  f"{args.eps} (L∞), appended with their original's split, network retrained (the pipeline's "
-                  "order). AUROC for `is_adversarial` over every row where the score is defined.", "",
+                  f"{args.eps} (L∞), appended with their original's split, network retrained on them (an alternative design: the "
+                  "pipeline does NOT do this, see the next table). AUROC for `is_adversarial` over every row where the score is defined.", "",
                   "| score | " + " | ".join(a.upper() for a in atk) + " |", "| --- |" + " ---: |" * len(atk)]
         for c in [*SCORE_ORDER, "flag rule"]:
             if any(c in am[a] for a in atk):
@@ -371,7 +371,7 @@ def report(cache: Path, args) -> str:
     if held:
         hm = {r["attack"]: adv_metrics(load_table(cache, r["key"])) for r in held}
         atk = [r["attack"] for r in held]
-        lines += ["", "Variant (test-time view): the same rows attacked by the run's own network, appended as "
+        lines += ["", "**What `infoscope score --adversarial` does** (test-time view): the same rows attacked by the run's own network, appended as "
                   "held-out test rows and scored by that network without retraining (training-dynamics scores "
                   "and SI are defined on train rows only, so they cannot see the copies).", "",
                   "| score | " + " | ".join(a.upper() for a in atk) + " |", "| --- |" + " ---: |" * len(atk)]
