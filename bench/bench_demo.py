@@ -22,6 +22,7 @@ BUDGET_S = 300.0
 
 
 def main() -> None:
+    load0 = f"{os.getloadavg()[0]:.1f}"
     with tempfile.TemporaryDirectory() as runs:
         t0 = time.perf_counter()
         out = subprocess.run([sys.executable, "-m", "core.cli", "demo", "--no-app", "--runs-dir", runs, "--device", "cpu"],
@@ -39,7 +40,8 @@ def main() -> None:
         f"Recipe: {', '.join(s['name'] + '=' + s['spec'] for s in m['sources'])}; n = {m['n_samples']} rows; "
         f"{', '.join(c['kind'] for c in m['corruptions'])}; scores: {', '.join(m['scores'])}.",
         "",
-        f"**Total: {wall:.1f} s** for `infoscope demo --no-app` in a fresh process (budget {BUDGET_S:.0f} s: "
+        f"**Total: {wall:.1f} s** for `infoscope demo --no-app` in a fresh process (load average before/after: "
+        f"{load0} / {os.getloadavg()[0]:.1f}; budget {BUDGET_S:.0f} s: "
         f"{'within' if wall <= BUDGET_S else 'OVER'} budget, {wall / BUDGET_S:.2f}× of it).",
         "",
         "| step | wall time (s) | share |",

@@ -324,7 +324,8 @@ def _source_summary(cfg: RunConfig, data: Samples) -> list[dict]:
     out = []
     for s in cfg.sources:
         spec = parse_spec(s)
-        out.append({"name": spec.name, "spec": spec.text, "count": int((data.source == spec.name).sum())})
+        text = f"{spec.kind}:{spec.path}" if spec.path else spec.kind
+        out.append({"name": spec.name, "spec": text, "count": int((data.source == spec.name).sum())})
     return out
 
 
