@@ -54,3 +54,25 @@ def test_flagged_page_counts_match_run(real_run, monkeypatch):
     df = open_run(real_run).df
     metrics = {m.label: m.value for m in at.metric}
     assert str(int(df["is_mislabeled"].sum())) in metrics.values()
+
+
+def test_evidence_view_shows_committed_results(real_run, monkeypatch, tmp_path):
+    import json
+
+    doc = {"title": "Under-sampled classes", "command": "python bench/evidence_undersampled.py",
+           "machine": "test", "date": "today", "scale": "quick", "conclusion": "class 3 ranks first at 5%",
+           "tables": [{"caption": "mean score ratio", "columns": ["fraction", "si_function ratio"],
+                       "rows": [[0.05, 2.5], [0.5, 1.1]]}]}
+    (tmp_path / "evidence_undersampled.json").write_text(json.dumps(doc))
+    (tmp_path / "evidence_broken.json").write_text("{ nope")
+    monkeypatch.setenv("INFOSCOPE_EVIDENCE_DIR", str(tmp_path))
+    at = _app(real_run, monkeypatch)
+    assert not at.exception
+    assert "class 3 ranks first at 5%" in _all_text(at)
+    assert any("reduced scale" in w.value for w in at.warning)
+    assert any("evidence_broken.json" in w.value for w in at.warning)
+    frames = [d.value for d in at.dataframe]
+    assert any(list(f.columns) == ["fraction", "si_function ratio"] and f.iloc[0, 1] == 2.5 for f in frames)
+    monkeypatch.setenv("INFOSCOPE_EVIDENCE_DIR", str(tmp_path / "none"))
+    at = _app(real_run, monkeypatch)
+    assert any("No evidence results" in i.value for i in at.info)

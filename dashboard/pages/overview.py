@@ -10,7 +10,7 @@ import streamlit as st
 from core.selection import informativeness_curve, resolve_budget, summarize
 from core.store import build_filter
 from dashboard import state
-from dashboard.components import charts, images, page, scores
+from dashboard.components import charts, evidence, images, page, scores
 from dashboard.components.export import export_panel
 
 rv = page.start()
@@ -206,3 +206,6 @@ with tab_curve:
 with tab_export:
     ids = table["sample_id"].iloc[idx].tolist()
     export_panel(rv, "sum_export", "summary", lambda: rv.select(*build_filter(ids=ids)), len(ids))
+
+st.divider()
+evidence.render()
