@@ -28,11 +28,16 @@ has_flag = flag_col in rv.columns
 
 @st.cache_data(show_spinner=False, max_entries=16)
 def default_threshold(key: str, _rv: state.RunView, flag_col: str, susp_col: str) -> float:
-    """The lowest suspicion among the rows the engine flagged (so the default view matches its flags)."""
+    """The suspicion of the n-th most suspicious row, n = how many rows the engine flagged: the default view
+    shows as many images as the engine's flag rule (a vote over several scores) flags, most suspicious first."""
     if flag_col not in _rv.columns:
         return 0.5
-    v = _rv.sql(f'SELECT min("{susp_col}") AS t FROM samples WHERE coalesce("{flag_col}", FALSE)')["t"].iloc[0]
-    return float(v) if pd.notna(v) else 0.5
+    n = int(_rv.sql(f'SELECT count(*) AS n FROM samples WHERE coalesce("{flag_col}", FALSE)')["n"].iloc[0])
+    if n == 0:
+        return 1.0
+    v = _rv.sql(f'SELECT "{susp_col}" AS t FROM samples WHERE "{susp_col}" IS NOT NULL '
+                f'ORDER BY "{susp_col}" DESC LIMIT 1 OFFSET {n - 1}')["t"]
+    return float(v.iloc[0]) if len(v) and pd.notna(v.iloc[0]) else 0.5
 
 
 if has_susp:
