@@ -1,0 +1,74 @@
+"""Models: the shared staged interface, local weights (weights_only), deterministic training."""
+
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pytest
+import torch
+
+from core.models import build_model, load_weights
+from core.models.training import TrainConfig, train_model
+
+
+@pytest.mark.parametrize("name", ["cnn", "mlp", "resnet18"])
+def test_staged_interface(name):
+    m = build_model(name, (1, 28, 28), 10).eval()
+    x = torch.rand(3, 1, 28, 28)
+    probes = m.probes(x)
+    torch.testing.assert_close(probes[-1], m(x))
+    assert probes[0].shape == (3, 784)
+    assert m.embed(x).shape == (3, m.classifier.in_features)
+    torch.testing.assert_close(m.classifier(m.embed(x)), m(x))
+
+
+def test_small_cnn_size():
+    n = sum(p.numel() for p in build_model("cnn", (1, 28, 28), 10).parameters())
+    assert 15_000 < n < 25_000  # the "small CNN (~20k parameters)" of the NTK targets
+
+
+def test_load_local_weights_and_torchvision_keys(tmp_path):
+    src = build_model("resnet18", (1, 28, 28), 10)
+    path = tmp_path / "w.pt"
+    torch.save(src.state_dict(), path)
+    dst = load_weights(build_model("resnet18", (1, 28, 28), 10), str(path))
+    for a, b in zip(src.state_dict().values(), dst.state_dict().values(), strict=True):
+        torch.testing.assert_close(a, b)
+    # a torchvision-style state dict (conv1.weight, layer1..., fc...) maps onto the staged stages
+    from torchvision.models import resnet18
+
+    tv = resnet18(weights=None, num_classes=10)
+    tv.conv1 = torch.nn.Conv2d(1, 64, 3, 1, 1, bias=False)
+    torch.save({"state_dict": tv.state_dict()}, tmp_path / "tv.pt")
+    got = load_weights(build_model("resnet18", (1, 28, 28), 10), str(tmp_path / "tv.pt"))
+    torch.testing.assert_close(got.stages[5].weight, tv.fc.weight)
+
+
+class _Evil:
+    def __reduce__(self):
+        return (print, ("code ran",))
+
+
+def test_untrusted_pickle_is_refused(tmp_path, capsys):
+    path = tmp_path / "evil.pt"
+    with open(path, "wb") as fh:
+        pickle.dump({"x": _Evil()}, fh)
+    with pytest.raises(ValueError, match="could not load weights"):
+        load_weights(build_model("cnn", (1, 28, 28), 10), str(path))
+    assert "code ran" not in capsys.readouterr().out
+    with pytest.raises(ValueError, match="not found"):
+        load_weights(build_model("cnn", (1, 28, 28), 10), str(tmp_path / "missing.pt"))
+
+
+def test_training_is_deterministic_and_learns(mnist_small):
+    x, y = mnist_small
+    idx = np.random.default_rng(0).permutation(len(x))  # the fixture is sorted by label
+    cfg = TrainConfig(model="cnn", epochs=5, batch_size=32)
+    a = train_model(x, y, idx[:320], 10, cfg, seed=3, device="cpu", test_idx=idx[320:])
+    b = train_model(x, y, idx[:320], 10, cfg, seed=3, device="cpu", test_idx=idx[320:])
+    c = train_model(x, y, idx[:320], 10, cfg, seed=4, device="cpu", test_idx=idx[320:])
+    np.testing.assert_array_equal(a.epoch_logits, b.epoch_logits)
+    assert not np.array_equal(a.epoch_logits, c.epoch_logits)
+    assert a.epoch_logits.shape == (5, len(x), 10)
+    assert a.train_acc > 0.6 and a.test_acc > 0.5  # far above chance (0.1)
