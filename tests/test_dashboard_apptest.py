@@ -74,7 +74,9 @@ def _find(node, kind: str, out: list) -> list:
 
 
 def captions_of_images(at: AppTest) -> list[str]:
-    return [c for im in _find(at.main, "image", []) for c in im.captions]
+    """Captions of the image-grid thumbnails (each has one); uncaptioned images (the Evidence view's plots on
+    the Overview page) are not grid cells."""
+    return [c for im in _find(at.main, "image", []) for c in im.captions if c]
 
 
 def texts(at: AppTest) -> str:
