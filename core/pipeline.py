@@ -25,6 +25,7 @@ import core
 from core.data import load_sources, pair_label_noise, stratified_split, symmetric_label_noise, undersample
 from core.data.dataset import Samples
 from core.device import resolve_device
+from core.embedding import map_2d, near_duplicates, neighbors
 from core.errors import InfoscopeError
 from core.models.training import TrainConfig, TrainResult, embed, train_model
 from core.scores.registry import SCORE_SPECS, ScoreContext, ScoreResult, parse_score_names
@@ -205,8 +206,6 @@ def _score_into(writer: RunWriter, cfg: RunConfig, data: Samples, corruptions: l
     logits = epoch_logits[-1]
     with steps.step("features"):
         emb = embed(model, data.images, dev)
-        from core.embedding import neighbors
-
         nb_dist, nb_idx = neighbors(emb, cfg.knn_k, str(dev))
 
     def train_again(seed: int) -> TrainResult:
@@ -239,10 +238,8 @@ def _score_into(writer: RunWriter, cfg: RunConfig, data: Samples, corruptions: l
                                "paper": s.paper if s else "", "computed_with": names}
 
     with steps.step("map"):
-        coords = map_coordinates(emb, cfg)
+        coords = map_2d(emb, method=cfg.map_method, seed=cfg.seed)
     with steps.step("duplicates"):
-        from core.embedding import near_duplicates
-
         dups = near_duplicates(data.images, data.sample_id, threshold=cfg.duplicate_threshold, device=str(dev))
 
     table = build_table(data, split, logits, columns, coords)
@@ -312,10 +309,6 @@ def _inject_adversarial(cfg: RunConfig, data: Samples, split: np.ndarray, result
     epochs[-1] = adv_logits
     return (Samples.concat([data, adv]), np.concatenate([split, np.full(len(adv), "test", dtype=split.dtype)]),
             np.concatenate([result.epoch_logits, epochs], axis=1))
-
-
-def map_coordinates(emb: np.ndarray, cfg: RunConfig) -> np.ndarray:
-    return __import__("core.embedding", fromlist=["map_2d"]).map_2d(emb, method=cfg.map_method, seed=cfg.seed)
 
 
 def _source_summary(cfg: RunConfig, data: Samples) -> list[dict]:

@@ -274,8 +274,7 @@ class Run:
     # ---- decisions -----------------------------------------------------------------------------
     @cached_property
     def decisions(self) -> Decisions:
-        ids = pd.read_parquet(self.path / layout.SAMPLES, columns=["sample_id"])["sample_id"]
-        return Decisions(self.path / layout.CURATION, valid_ids=ids.tolist(), class_names=self.class_names)
+        return Decisions(self.path / layout.CURATION, valid_ids=self._paths.keys(), class_names=self.class_names)
 
     def curated(self) -> pd.DataFrame:
         """All samples minus those whose latest decision is ``remove``, with ``relabel`` decisions applied
@@ -317,9 +316,8 @@ class Run:
             return None
         try:
             with Image.open(p) as im:
-                im = im.convert("L") if im.mode in ("L", "I", "I;16", "1", "P") and im.mode != "P" else im
                 if im.mode not in ("L", "RGB"):
-                    im = im.convert("RGB")
+                    im = im.convert("L" if im.mode in ("1", "I", "I;16") else "RGB")
                 return np.asarray(im)
         except (OSError, UnidentifiedImageError):
             return None
@@ -346,7 +344,7 @@ class Run:
 
     def duplicates(self) -> pd.DataFrame:
         p = self.path / layout.DUPLICATES
-        return pd.read_parquet(p) if p.exists() else pd.DataFrame(columns=["sample_id_a", "sample_id_b", "distance"])
+        return pd.read_parquet(p) if p.exists() else pd.DataFrame(columns=["sample_id_a", "sample_id_b", "cosine"])
 
     def size_bytes(self) -> int:
         return _dir_size(self.path)
