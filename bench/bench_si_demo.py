@@ -28,7 +28,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from core.models.training import TrainConfig, train_model  # noqa: E402
-from core.scores.unique_info import DEFAULTS, unique_information  # noqa: E402
+from core.scores.unique_info import NETWORK_DEFAULTS as DEFAULTS  # noqa: E402
+from core.scores.unique_info import unique_information
 
 OUT = Path(__file__).parent / "results" / "si_demo.md"
 

@@ -76,7 +76,9 @@ def score(
     scores: Annotated[str | None, typer.Option(help="Comma-separated scores, or 'all'. Known: loss, margin, el2n, forgetting, confidence, variability, uniqueness, si_weights, si_function, cg_score, prediction_depth.")] = None,
     cg_features: Annotated[str | None, typer.Option(help="CG score features: pixels (the paper's setting) or embeddings.")] = None,
     depth_models: Annotated[int | None, typer.Option(help="Networks averaged for prediction depth.")] = None,
-    linearize_at: Annotated[str | None, typer.Option(help="SI linearisation point: trained (default), init, or a local checkpoint PATH.")] = None,
+    si_method: Annotated[str | None, typer.Option(help="SI method: head (default: a wide ReLU head on features that did not see the row, exact, finite t) or network (the whole network linearized, projected: an approximation).")] = None,
+    si_features: Annotated[str | None, typer.Option(help="Features of the head SI: auto (pretrained with --weights, else crossfit), crossfit, pretrained or trained.")] = None,
+    linearize_at: Annotated[str | None, typer.Option(help="Only with --si-method network: linearisation point trained, init, or a local checkpoint PATH.")] = None,
     map_method: Annotated[str | None, typer.Option("--map", help="2-D map of the features: umap or pca.")] = None,
     device: Annotated[str | None, typer.Option(help="auto (CUDA when present), cpu or cuda.")] = None,
     seed: Annotated[int | None, typer.Option(help="Seed for corruptions, split, initialisation and batch order.")] = None,
@@ -96,8 +98,16 @@ def score(
     try:
         cfg = RunConfig.from_toml(config, **overrides) if config else RunConfig(
             **{k: v for k, v in overrides.items() if v is not None})
+        if linearize_at is not None and si_method not in (None, "network"):
+            raise InfoscopeError("--linearize-at applies to --si-method network only")
+        if linearize_at is not None:
+            si_method = "network"
+        if si_method is not None and si_method not in ("head", "network"):
+            raise InfoscopeError(f"--si-method must be head or network, got {si_method!r}")
         for score_name, key, value in [("cg_score", "features", cg_features),
                                        ("prediction_depth", "models", depth_models),
+                                       ("si_function", "method", si_method),
+                                       ("si_function", "features", si_features),
                                        ("si_function", "linearize_at", linearize_at)]:
             if value is not None:
                 cfg.score_params.setdefault(score_name, {})[key] = value
@@ -154,6 +164,30 @@ def export(
         _fail(e)
     console.print(f"[green]exported[/] to {path}")
     typer.echo(str(path))
+
+
+@app.command("verify-si")
+def verify_si_cmd(
+    run: Annotated[Path, typer.Option("--run", help="The run directory.")],
+    samples: Annotated[int, typer.Option(help="Rows to retrain without (stratified over the SI range).")] = 30,
+    seed: Annotated[int, typer.Option(help="Seed for choosing the rows.")] = 0,
+) -> None:
+    """Retrain the run's SI model without --samples rows and compare the real change of weights and of
+    held-out predictions with the run's SI; stores the figures in the run and prints them as the last line."""
+    from core.verify_si import fidelity_line, verify_si
+
+    try:
+        with _progress() as p:
+            task = p.add_task("verify-si", total=1.0)
+            res = verify_si(run, samples=samples, seed=seed,
+                            progress=lambda msg, frac: p.update(task, description=f"verify-si: {msg}", completed=frac))
+    except InfoscopeError as e:
+        _fail(e)
+    if res.get("stored"):
+        console.print(f"stored in {res['stored']}")
+    else:
+        console.print(f"[yellow]warning:[/] could not store the figures in the run: {res.get('store_error')}")
+    typer.echo(fidelity_line(res))
 
 
 @app.command("app")

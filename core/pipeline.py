@@ -211,13 +211,25 @@ def _score_into(writer: RunWriter, cfg: RunConfig, data: Samples, corruptions: l
     def train_again(seed: int) -> TrainResult:
         return train(data, split, seed)
 
+    def train_subset(rows: np.ndarray, seed: int) -> torch.nn.Module:
+        """The run's recipe trained on ``rows`` only (cross-fitting: features for rows it never saw)."""
+        return train_model(data.images, data.labels, np.asarray(rows), data.n_classes, tcfg, seed=seed,
+                           device=dev).model
+
+    with steps.step("duplicates"):
+        dups = near_duplicates(data.images, data.sample_id, threshold=cfg.duplicate_threshold, device=str(dev))
+        row_of = {sid: i for i, sid in enumerate(data.sample_id.astype(str))}
+        dup_pairs = np.array([(row_of[a], row_of[b]) for a, b in zip(dups["sample_id_a"], dups["sample_id_b"],
+                                                                    strict=True)], dtype=int).reshape(-1, 2)
+
     ctx_base = dict(data=data, split=split, model=model, init_state=result.init_state, logits=logits,
                     epoch_logits=epoch_logits, embeddings=emb, device=dev, seed=cfg.seed,
                     train_model=lambda s: train_again(s).model, progress=steps.progress,
-                    extra={"train_run": train_again, "neighbor_dist": nb_dist, "neighbor_idx": nb_idx,
-                           "train_config": asdict(tcfg)})
+                    extra={"train_run": train_again, "train_subset": train_subset, "neighbor_dist": nb_dist,
+                           "neighbor_idx": nb_idx, "train_config": asdict(tcfg), "duplicate_pairs": dup_pairs})
     columns: dict[str, np.ndarray] = {}
     score_meta: dict[str, dict] = {}
+    score_arrays: dict[str, dict[str, np.ndarray]] = {}
     for names in _group_scores(cfg.scores).values():
         spec = SCORE_SPECS[names[0]]
         params: dict[str, Any] = {}
@@ -231,6 +243,7 @@ def _score_into(writer: RunWriter, cfg: RunConfig, data: Samples, corruptions: l
             if values.shape != (len(data),):
                 raise InfoscopeError(f"score {col} returned shape {values.shape}, expected ({len(data)},)")
             columns[col] = values
+        score_arrays.update(res.arrays)
         for col in res.columns:
             s = SCORE_SPECS.get(col)
             score_meta[col] = {"params": res.params, "info": res.info, "wall_time_s": steps.times[f"score {label}"],
@@ -239,8 +252,6 @@ def _score_into(writer: RunWriter, cfg: RunConfig, data: Samples, corruptions: l
 
     with steps.step("map"):
         coords = map_2d(emb, method=cfg.map_method, seed=cfg.seed)
-    with steps.step("duplicates"):
-        dups = near_duplicates(data.images, data.sample_id, threshold=cfg.duplicate_threshold, device=str(dev))
 
     table = build_table(data, split, logits, columns, coords)
     with steps.step("flags"):
@@ -256,6 +267,8 @@ def _score_into(writer: RunWriter, cfg: RunConfig, data: Samples, corruptions: l
         writer.write_embeddings(emb)
         writer.write_neighbors(nb_idx)
         writer.write_table(DUPLICATES, dups)
+        for name, arrays in score_arrays.items():
+            writer.write_arrays(name, arrays)
     manifest = {
         "name": cfg.name or "run",
         "infoscope_version": core.__version__,

@@ -196,7 +196,7 @@ def test_adapter_on_small_run(mnist_small):
             p.add_(0.05 * torch.randn_like(p))
     ctx = ScoreContext(data=data, split=split, model=model, init_state=init, logits=np.zeros((60, 10)),
                        epoch_logits=np.zeros((1, 60, 10)), embeddings=np.zeros((60, 4)), device="cpu",
-                       params={"projection_dim": 256}, seed=0, train_model=lambda s: model)
+                       params={"method": "network", "projection_dim": 256}, seed=0, train_model=lambda s: model)
     from core.scores.unique_info import adapter
 
     res = adapter(ctx)
@@ -205,6 +205,6 @@ def test_adapter_on_small_run(mnist_small):
         assert v.shape == (60,) and np.isfinite(v[:40]).all() and np.isnan(v[40:]).all()
     assert res.params["n_train"] == 40 and res.params["n_val"] == 10  # adversarial test rows excluded
     assert res.params["projection_dim"] == 256 and res.params["t"] is None
-    ctx.params = {"projection_dim": 256, "linearize_at": "init"}
+    ctx.params = {"method": "network", "projection_dim": 256, "linearize_at": "init"}
     res_init = adapter(ctx)
     assert not np.allclose(res_init.columns["si_weights"][:40], res.columns["si_weights"][:40])

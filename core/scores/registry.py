@@ -38,6 +38,7 @@ class ScoreContext:
         seed: the run's seed.
         train_model: ``train_model(seed) -> nn.Module`` trains another network of the same recipe on the train
             split (used for ensembles: prediction depth over M models, EL2N over seeds).
+            ``extra["train_subset"](rows, seed) -> nn.Module`` trains one on the given rows only (cross-fitting).
         progress: ``progress(message, fraction)`` for the CLI progress bar; fraction in [0, 1] or None.
         extra: free-form values other steps computed (e.g. ``"attack"`` info), read-only by convention.
     """
@@ -72,11 +73,14 @@ class ScoreResult:
     columns: name -> float array of length n (all rows); NaN where the score is not defined for a row.
     params: the effective parameters (defaults filled in), recorded in the manifest.
     info: notes worth recording (jitter added, projection used, rows skipped...).
+    arrays: named groups of arrays the run keeps (each written atomically as ``<name>.npz`` in the run),
+        e.g. what ``infoscope verify-si`` needs to re-run the SI model.
     """
 
     columns: dict[str, np.ndarray]
     params: dict[str, Any] = field(default_factory=dict)
     info: dict[str, Any] = field(default_factory=dict)
+    arrays: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -416,7 +416,8 @@ def _choose_path(n: int, k: int, p: int, projection_dim: int | None) -> str:
 # the pipeline adapter
 # --------------------------------------------------------------------------------------------------------
 
-DEFAULTS: dict[str, Any] = {
+NETWORK_DEFAULTS: dict[str, Any] = {
+    "method": "network",
     "lam": 1e-3,
     "lam_relative": True,
     "t": None,
@@ -449,16 +450,38 @@ def _linearization_model(ctx: ScoreContext, where: str) -> nn.Module:
 def adapter(ctx: ScoreContext) -> ScoreResult:
     """``si_weights`` and ``si_function`` for the train rows (NaN for test rows).
 
+    ``method = "head"`` (the default): the paper's quantity for a stated algorithm: a wide two-layer ReLU head
+    trained for a finite time on features that did not see the row (cross-fitted, or a pretrained network
+    at w₀), exact kernel, exact closed-form leave-one-out (``core.scores.si_crossfit``).
+    ``method = "network"``: the whole trained network linearized at its trained weights (``network_adapter``),
+    an approximation kept for comparison (``bench/results/si_default.md`` measures its error).
+    """
+    method = str((ctx.params or {}).get("method", "head"))
+    if method == "head":
+        from core.scores.si_crossfit import HEAD_DEFAULTS, head_adapter
+
+        unknown = sorted(set(ctx.params or {}) - set(HEAD_DEFAULTS))
+        if unknown:
+            raise ScoreError(f"unknown SI parameter(s) {unknown} for method 'head'; known: {', '.join(HEAD_DEFAULTS)}")
+        return head_adapter(ctx, dict(ctx.params or {}))
+    if method != "network":
+        raise ScoreError(f"unknown SI method {method!r}: 'head' (default) or 'network'")
+    return network_adapter(ctx)
+
+
+def network_adapter(ctx: ScoreContext) -> ScoreResult:
+    """SI of the whole trained network linearized at its trained weights (an approximation; see ``adapter``).
+
     Held-out inputs: the test rows that are not injected adversarial copies (at most ``max_val``, seeded
     subsample), or the train rows when the run has no test split. Defaults: λ = 10⁻³ · mean diag Θ,
     t = ∞, all parameters, linearized at the trained weights; the classifier's Jacobian exact and every
     other parameter CountSketch-projected to d = 1024 (``bench/results/si_demo.md`` measures this against the
     exact kernel: time, correlation, and mislabel detection).
     """
-    unknown = sorted(set(ctx.params or {}) - set(DEFAULTS))
+    unknown = sorted(set(ctx.params or {}) - set(NETWORK_DEFAULTS))
     if unknown:
-        raise ScoreError(f"unknown SI parameter(s) {unknown}; known: {', '.join(DEFAULTS)}")
-    prm = {**DEFAULTS, **(ctx.params or {})}
+        raise ScoreError(f"unknown SI parameter(s) {unknown} for method 'network'; known: {', '.join(NETWORK_DEFAULTS)}")
+    prm = {**NETWORK_DEFAULTS, **(ctx.params or {})}
     t = prm["t"]
     t = None if t in (None, "inf", "none", "None", float("inf")) else float(t)
     proj = prm["projection_dim"]
@@ -485,7 +508,7 @@ def adapter(ctx: ScoreContext) -> ScoreResult:
     cols = {name: np.full(n_all, np.nan) for name in ("si_weights", "si_function")}
     cols["si_weights"][tr] = res.si_weights
     cols["si_function"][tr] = res.si_function
-    params = {**res.params, "linearize_at": str(prm["linearize_at"]), "max_val": prm["max_val"],
+    params = {**res.params, "method": "network", "linearize_at": str(prm["linearize_at"]), "max_val": prm["max_val"],
               "eta": res.params["lr"], "val_source": val_source}
     info = {**res.info, "val_source": val_source,
             "loo_residual_norm_mean": float(np.linalg.norm(res.loo_residuals, axis=1).mean())}

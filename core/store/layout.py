@@ -15,6 +15,7 @@ IMAGES = "images"
 CURATION = "curation.sqlite"
 DUPLICATES = "duplicates.parquet"
 NEIGHBORS = "neighbors.npy"
+SI_MODEL = "si_model.npz"  # the SI head problems (rows, features, ηt), for ``infoscope verify-si``
 
 #: Columns every run has, in order (score columns and flags follow).
 BASE_COLUMNS = ("sample_id", "source", "split", "label", "label_name", "image_path")

@@ -123,6 +123,13 @@ class RunWriter:
         with atomic_path(self.path / layout.NEIGHBORS, ".npy") as tmp, open(tmp, "wb") as fh:
             np.save(fh, np.ascontiguousarray(idx, dtype=np.int32))
 
+    def write_arrays(self, name: str, arrays: dict[str, np.ndarray]) -> None:
+        """``<name>.npz``: named arrays a score keeps for later checks (e.g. ``si_model.npz`` for verify-si)."""
+        if not name.replace("_", "").isalnum():
+            raise RunStoreError(f"bad array file name {name!r}")
+        with atomic_path(self.path / f"{name}.npz", ".npz") as tmp, open(tmp, "wb") as fh:
+            np.savez(fh, **arrays)
+
     def write_table(self, filename: str, table: pd.DataFrame) -> None:
         with atomic_path(self.path / filename, ".parquet") as tmp:
             table.to_parquet(tmp, index=False)
@@ -130,7 +137,7 @@ class RunWriter:
     def finish(self, manifest: dict[str, Any]) -> Path:
         """Write ``manifest.json`` (adding file sizes, schema version, timestamps) and mark the run complete."""
         files = {}
-        for name in (layout.SAMPLES, layout.EMBEDDINGS, layout.DUPLICATES, layout.NEIGHBORS):
+        for name in (layout.SAMPLES, layout.EMBEDDINGS, layout.DUPLICATES, layout.NEIGHBORS, layout.SI_MODEL):
             p = self.path / name
             if p.exists():
                 files[name] = {"bytes": p.stat().st_size}

@@ -1,0 +1,166 @@
+"""``infoscope verify-si``: check a run's SI against retraining without the row, on the user's own data.
+
+For ``--samples`` training rows (seeded, stratified over the range of ``si_function``: one row drawn from each
+of as many quantile bins), the run's SI model (``si_model.npz``: the head problems of
+``core.scores.si_crossfit``) is trained again **without the row**: the remaining rows' kernel is
+eigendecomposed and the gradient-flow solution for the same λ and ηt is formed directly (no block-inverse
+identity, no contour quadrature: an independent computation of the trained head). The real changes
+
+    ‖w − w₋ᵢ‖² / (2σ²)   and   mean over held-out x of ‖f(x) − f₋ᵢ(x)‖² / (2σ²)
+
+are compared with the run's ``si_weights`` and ``si_function`` (Pearson and Spearman). The figures are
+stored in the run as ``si_verification.json`` (beside, never inside, the immutable score files).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from scipy import stats
+
+from core.errors import InfoscopeError
+from core.scores.si_head import flow_filter, prepare_features, relu_ntk
+from core.store.atomic import atomic_write_json
+from core.store.layout import SI_MODEL
+
+VERIFICATION = "si_verification.json"
+
+
+def choose_rows(si: np.ndarray, rows: np.ndarray, n: int, seed: int) -> np.ndarray:
+    """``n`` rows drawn one per quantile bin of ``si`` (seeded): the check covers the whole SI range."""
+    order = rows[np.argsort(si, kind="stable")]
+    n = min(n, len(order))
+    rng = np.random.default_rng(seed)
+    bins = np.array_split(order, n)
+    return np.array([rng.choice(b) for b in bins if len(b)], dtype=int)
+
+
+def _problem_arrays(z: Any, j: int) -> dict[str, np.ndarray]:
+    return {k: z[f"p{j}_{k}"] for k in ("rows", "x", "val_rows", "xv", "eta_t")}
+
+
+def _solve(kern: torch.Tensor, y: torch.Tensor, lam: float, eta_t: float | None) -> torch.Tensor:
+    ev, vec = torch.linalg.eigh(kern)
+    g = torch.as_tensor(flow_filter((ev.clamp_min(0) + lam).numpy(), eta_t), dtype=torch.float64)
+    return vec @ (g[:, None] * (vec.T @ y))  # α = −g(A) r, r = −Y
+
+
+def retrain_without(x: np.ndarray, xv: np.ndarray, labels: np.ndarray, n_classes: int, drop: list[int], *,
+                    lam: float, eta_t: float | None, sigma: float) -> list[tuple[float, float]]:
+    """For each position in ``drop``: (‖Δw‖²/2σ², mean‖Δf‖²/2σ²) from training with and without that row."""
+    xt, xvt = prepare_features(np.concatenate([x, xv]), x, xv)[1:]
+    kern, kern_val = relu_ntk(xt, xt), relu_ntk(xvt, xt)
+    y = torch.nn.functional.one_hot(torch.as_tensor(labels), n_classes).double()
+    alpha = _solve(kern, y, lam, eta_t)
+    out = []
+    n = len(x)
+    for i in drop:
+        keep = np.r_[0:i, i + 1:n]
+        alpha_i = torch.zeros_like(alpha)
+        alpha_i[keep] = _solve(kern[keep][:, keep], y[keep], lam, eta_t)
+        da = alpha - alpha_i
+        dw2 = float((da * (kern @ da)).sum())
+        df2 = float((kern_val @ da).pow(2).sum(1).mean())
+        out.append((dw2 / (2 * sigma**2), df2 / (2 * sigma**2)))
+    return out
+
+
+def verify_si(run_path: str | Path, samples: int = 30, seed: int = 0, write: bool = True,
+              progress: Any = None) -> dict[str, Any]:
+    """Retrain the run's SI model without ``samples`` rows and compare with its SI (see module docstring)."""
+    from core.store import open_run
+
+    if samples < 3:
+        raise InfoscopeError(f"--samples must be at least 3, got {samples}")
+    run = open_run(run_path)
+    path = Path(run.path)
+    model_file = path / SI_MODEL
+    if not model_file.exists():
+        raise InfoscopeError(f"{path} has no {SI_MODEL}: its SI was not computed with the head method "
+                             "(re-score with the default SI)")
+    df = run.df
+    for col in ("si_weights", "si_function"):
+        if col not in df.columns:
+            raise InfoscopeError(f"run {path} has no {col} column")
+    t0 = time.perf_counter()
+    try:
+        z = np.load(model_file, allow_pickle=False)
+        prm = json.loads(str(z["params_json"]))
+        lam, sigma, n_classes = float(prm["lam"]), float(prm["sigma"]), int(prm["n_classes"])
+        problems = [_problem_arrays(z, j) for j in range(int(prm["n_problems"]))]
+    except (KeyError, ValueError, OSError) as e:
+        raise InfoscopeError(f"{model_file} is damaged or incomplete: {e}") from e
+    labels = df["label"].to_numpy()
+    si_w, si_f = df["si_weights"].to_numpy(), df["si_function"].to_numpy()
+    ok = np.flatnonzero(np.isfinite(si_f) & np.isfinite(si_w))
+    if len(ok) < 3:
+        raise InfoscopeError("fewer than 3 rows have SI: nothing to verify")
+    chosen = choose_rows(si_f[ok], ok, samples, seed)
+    where = {}
+    for j, p in enumerate(problems):
+        for pos, r in enumerate(p["rows"]):
+            where[int(r)] = (j, pos)
+    by_problem: dict[int, list[tuple[int, int]]] = {}
+    for r in chosen:
+        if int(r) not in where:
+            raise InfoscopeError(f"row {r} has SI but is in no stored SI problem: {model_file} does not match the run")
+        j, pos = where[int(r)]
+        by_problem.setdefault(j, []).append((int(r), pos))
+    real_w, real_f, est_w, est_f = [], [], [], []
+    done = 0
+    for j, items in by_problem.items():
+        p = problems[j]
+        eta = float(p["eta_t"])
+        res = retrain_without(p["x"].astype(np.float64), p["xv"].astype(np.float64), labels[p["rows"]], n_classes,
+                              [pos for _, pos in items], lam=lam, eta_t=None if np.isnan(eta) else eta, sigma=sigma)
+        for (r, _), (w, f) in zip(items, res, strict=True):
+            real_w.append(w)
+            real_f.append(f)
+            est_w.append(si_w[r])
+            est_f.append(si_f[r])
+        done += len(items)
+        if progress:
+            progress(f"retrained without {done}/{len(chosen)} rows", done / len(chosen))
+    rw, rf, ew, ef = map(np.asarray, (real_w, real_f, est_w, est_f))
+    result = {
+        "pearson_weights": float(stats.pearsonr(ew, rw)[0]), "pearson_function": float(stats.pearsonr(ef, rf)[0]),
+        "spearman_weights": float(stats.spearmanr(ew, rw)[0]),
+        "spearman_function": float(stats.spearmanr(ef, rf)[0]),
+        "max_rel_error_weights": float(np.max(np.abs(ew - rw) / np.maximum(np.abs(rw), 1e-300))),
+        "max_rel_error_function": float(np.max(np.abs(ef - rf) / np.maximum(np.abs(rf), 1e-300))),
+        "n": len(chosen), "seed": seed, "rows": [str(s) for s in df["sample_id"].to_numpy()[chosen]],
+        "retrained_si_weights": rw.tolist(), "retrained_si_function": rf.tolist(),
+        "method": "head re-trained without each row: eigendecomposition of the remaining rows' kernel, same λ, ηt",
+        "wall_time_s": round(time.perf_counter() - t0, 2),
+        "verified_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    if write:
+        try:
+            atomic_write_json(path / VERIFICATION, result)
+            result["stored"] = str(path / VERIFICATION)
+        except Exception as e:  # a read-only run can still be verified
+            result["stored"] = None
+            result["store_error"] = str(e)
+    return result
+
+
+def fidelity_line(res: dict[str, Any]) -> str:
+    """The exact last line ``infoscope verify-si`` prints."""
+    return (f"si fidelity: pearson_weights={res['pearson_weights']:.4f} pearson_function={res['pearson_function']:.4f} "
+            f"spearman_weights={res['spearman_weights']:.4f} spearman_function={res['spearman_function']:.4f} "
+            f"n={res['n']}")
+
+
+def read_verification(run_path: str | Path) -> dict[str, Any] | None:
+    """The stored verification of a run, or None (never raises on a damaged file)."""
+    p = Path(run_path) / VERIFICATION
+    try:
+        obj = json.loads(p.read_text())
+        return obj if isinstance(obj, dict) and "pearson_weights" in obj else None
+    except (OSError, ValueError):
+        return None

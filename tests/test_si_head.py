@@ -1,0 +1,162 @@
+"""The default SI (wide ReLU head on features that did not see the row): closed forms against brute force,
+the contour quadrature, cross-fitting folds, verify-si end to end, duplicates and the CLI line."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from core.errors import InfoscopeError, ScoreError
+from core.scores.si_crossfit import assign_folds, duplicate_groups, split_problem
+from core.scores.si_head import choose_time, flow_filter, flow_poles, head_loo, prepare_features, relu_ntk
+
+
+def _problem(n=24, m=6, d=5, k=3, seed=0):
+    rng = np.random.default_rng(seed)
+    x, xv = rng.normal(size=(n, d)), rng.normal(size=(m, d))
+    y = np.eye(k)[rng.integers(0, k, n)]
+    xt, xvt = prepare_features(np.concatenate([x, xv]), x, xv)[1:]
+    return relu_ntk(xt, xt), relu_ntk(xvt, xt), torch.as_tensor(y)
+
+
+def _solve(kern: np.ndarray, y: np.ndarray, lam: float, eta_t):
+    ev, vec = np.linalg.eigh(kern)
+    return vec @ (flow_filter(np.clip(ev, 0, None) + lam, eta_t)[:, None] * (vec.T @ y))
+
+
+@pytest.mark.parametrize("eta_t", [None, 0.3, 7.0, 2500.0])
+def test_head_loo_equals_removing_the_row_and_retraining(eta_t):
+    kern, kern_val, y = _problem()
+    lam = 1e-2
+    out = head_loo(kern, kern_val, y, lam=lam, eta_t=eta_t)
+    k_np, kv_np, y_np = kern.numpy(), kern_val.numpy(), y.numpy()
+    alpha = _solve(k_np, y_np, lam, eta_t)
+    for i in range(len(y_np)):
+        keep = np.r_[0:i, i + 1:len(y_np)]
+        alpha_i = np.zeros_like(alpha)
+        alpha_i[keep] = _solve(k_np[np.ix_(keep, keep)], y_np[keep], lam, eta_t)
+        da = alpha - alpha_i
+        assert out.dw2[i] == pytest.approx(np.einsum("ik,ij,jk->", da, k_np, da), rel=1e-7, abs=1e-12)
+        assert out.df2[i] == pytest.approx(((kv_np @ da) ** 2).sum(1).mean(), rel=1e-7, abs=1e-12)
+        np.testing.assert_allclose(out.loo_resid[i], k_np[i] @ alpha_i - y_np[i], atol=1e-9)
+    np.testing.assert_allclose(out.resid, k_np @ alpha - y_np, atol=1e-9)
+
+
+def test_contour_quadrature_of_the_flow_filter():
+    a = np.logspace(-3, 5, 500)
+    for eta_t in (0.05, 1.0, 40.0, 1e4):
+        p, b = flow_poles(eta_t)
+        approx = np.real(b[0] / (a + p[0])) + 2 * np.real((b[None, 1:] / (a[:, None] + p[None, 1:])).sum(1))
+        np.testing.assert_allclose(approx, flow_filter(a, eta_t), rtol=1e-6)
+    with pytest.raises(ScoreError):
+        flow_poles(-1.0)
+
+
+def test_relu_ntk_is_the_wide_network_limit():
+    """The closed-form kernel equals the empirical NTK of a wide two-layer ReLU network (Monte Carlo)."""
+    rng = np.random.default_rng(0)
+    x = torch.as_tensor(rng.normal(size=(5, 3)))
+    width = 200_000
+    w = torch.as_tensor(rng.normal(size=(3, width)))
+    a = torch.as_tensor(rng.normal(size=width))
+    pre = x @ w
+    act, der = pre.clamp_min(0), (pre > 0).double()
+    # f = a·relu(Wᵀx)/√width: ∂f/∂a = relu/√width, ∂f/∂W = x (a ∘ relu')/√width
+    emp = (act @ act.T + (x @ x.T) * ((der * a) @ (der * a).T)) / width
+    np.testing.assert_allclose(relu_ntk(x, x).numpy(), emp.numpy(), rtol=0.03, atol=0.01)
+
+
+def test_early_stopping_picks_the_held_out_minimum():
+    kern, kern_val, y = _problem(n=40, m=20)
+    rng = np.random.default_rng(3)
+    yv = torch.as_tensor(np.eye(3)[rng.integers(0, 3, 20)])
+    best, path = choose_time(kern, kern_val, y, yv, lam=1e-3)
+    assert best == min(path, key=lambda p: p[1])[0]
+    # recompute one point of the path by brute force
+    s, mse = path[5]
+    alpha = _solve(kern.numpy(), y.numpy(), 1e-3, s)
+    assert mse == pytest.approx((((kern_val.numpy() @ alpha) - yv.numpy()) ** 2).sum(1).mean(), rel=1e-9)
+
+
+def test_folds_keep_duplicates_together_and_balance_classes():
+    labels = np.repeat(np.arange(3), 20)
+    pairs = np.array([[0, 1], [1, 2], [30, 45]])
+    groups = duplicate_groups(60, pairs)
+    assert groups[0] == groups[1] == groups[2] and groups[30] == groups[45] and groups[3] != groups[0]
+    fold = assign_folds(labels, groups, 2, seed=4)
+    assert fold[0] == fold[1] == fold[2] and fold[30] == fold[45]
+    for c in range(3):
+        counts = np.bincount(fold[labels == c], minlength=2)
+        assert abs(counts[0] - counts[1]) <= 3
+    parts = split_problem(np.arange(60), groups, 25, seed=0)
+    assert sorted(np.concatenate(parts).tolist()) == list(range(60)) and all(len(p) <= 27 for p in parts)
+    assert any({0, 1, 2} <= set(p.tolist()) for p in parts)
+
+
+def test_duplicate_rows_carry_little_unique_information():
+    """A row duplicated inside the problem keeps far less unique information than it had alone."""
+    rng = np.random.default_rng(5)
+    n, d, k = 60, 6, 3
+    x = rng.normal(size=(n, d))
+    y = np.eye(k)[rng.integers(0, k, n)]
+    xv = rng.normal(size=(15, d))
+    single = head_loo(*_kern(x, xv), torch.as_tensor(y), lam=1e-3, eta_t=50.0)
+    x2, y2 = np.concatenate([x, x[:10]]), np.concatenate([y, y[:10]])
+    dup = head_loo(*_kern(x2, xv), torch.as_tensor(y2), lam=1e-3, eta_t=50.0)
+    ratio = dup.df2[:10] / single.df2[:10]
+    assert np.median(ratio) < 0.5
+    assert np.median(dup.df2[10:n] / single.df2[10:n]) > 0.5  # the other rows barely change
+
+
+def _kern(x, xv):
+    xt, xvt = prepare_features(np.concatenate([x, xv]), x, xv)[1:]
+    return relu_ntk(xt, xt), relu_ntk(xvt, xt)
+
+
+def test_run_si_is_the_head_and_verify_si_confirms_it(tiny_run):
+    from core.verify_si import fidelity_line, read_verification, verify_si
+
+    m = json.loads((tiny_run / "manifest.json").read_text())
+    p = m["scores"]["si_function"]["params"]
+    assert p["method"] == "head" and p["features"] == "crossfit" and p["projection"] is None
+    assert p["unit"] == "nats" and p["sigma"] > 0 and all(t is not None for t in p["eta_t_per_problem"])
+    df = pd.read_parquet(tiny_run / "samples.parquet")
+    tr = df[df.split == "train"]
+    assert tr["si_function"].notna().all() and df.loc[df.split == "test", "si_function"].isna().all()
+    res = verify_si(tiny_run, samples=8, seed=1)
+    assert res["n"] == 8 and res["max_rel_error_weights"] < 1e-5 and res["max_rel_error_function"] < 1e-5
+    line = fidelity_line(res)
+    assert re.fullmatch(r"si fidelity: pearson_weights=\S+ pearson_function=\S+ spearman_weights=\S+ "
+                        r"spearman_function=\S+ n=8", line)
+    stored = read_verification(tiny_run)
+    assert stored is not None and stored["rows"] == res["rows"]
+
+
+def test_verify_si_cli_prints_the_line_last(tiny_run):
+    from typer.testing import CliRunner
+
+    from core.cli import app
+
+    out = CliRunner().invoke(app, ["verify-si", "--run", str(tiny_run), "--samples", "4", "--seed", "2"])
+    assert out.exit_code == 0, out.output
+    last = out.stdout.strip().splitlines()[-1]
+    assert last.startswith("si fidelity: pearson_weights=") and last.endswith("n=4")
+    bad = CliRunner().invoke(app, ["verify-si", "--run", str(tiny_run), "--samples", "1"])
+    assert bad.exit_code == 2 and "--samples" in bad.output
+
+
+def test_verify_si_refuses_a_run_without_the_head_model(tiny_run, tmp_path):
+    import shutil
+
+    from core.verify_si import verify_si
+
+    copy = tmp_path / "run"
+    shutil.copytree(tiny_run, copy)
+    (copy / "si_model.npz").unlink()
+    with pytest.raises(InfoscopeError, match="si_model.npz"):
+        verify_si(copy, samples=4)
