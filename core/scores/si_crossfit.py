@@ -44,6 +44,7 @@ HEAD_DEFAULTS: dict[str, Any] = {
     "sigma": 0.01,
     "max_val": 300,
     "max_problem": 5000,
+    "crossfit_seed": None,
 }
 
 
@@ -167,7 +168,7 @@ def build_problems(ctx: ScoreContext, prm: dict[str, Any]) -> tuple[list[HeadPro
         feats = "pretrained" if weights else "crossfit"
     n = len(ctx.data.labels)
     groups = duplicate_groups(n, ctx.extra.get("duplicate_pairs"))
-    seed = ctx.seed
+    seed = ctx.seed if prm.get("crossfit_seed") is None else int(prm["crossfit_seed"])
     problems: list[HeadProblem] = []
     meta: dict[str, Any] = {"features": feats}
     if feats == "crossfit":
@@ -252,7 +253,7 @@ def head_adapter(ctx: ScoreContext, params: dict[str, Any]) -> ScoreResult:
                  "unit": "nats", "kernel": "NTK of an infinitely wide two-layer ReLU head (exact, no projection)",
                  "linearize_at": "w₀ of the head (random init; exact in the wide limit)",
                  "loss": "MSE to one-hot targets, f₀ = 0", "projection": None,
-                 "folds": meta.get("folds"), "max_problem": int(prm["max_problem"]), "max_val": int(prm["max_val"]),
+                 "folds": meta.get("folds"), "crossfit_seed": prm.get("crossfit_seed"), "max_problem": int(prm["max_problem"]), "max_val": int(prm["max_val"]),
                  "eta_t_per_problem": [r["eta_t"] for r in runs]}
     arrays["params_json"] = np.array(json.dumps({"lam": lam, "sigma": sigma, "n_classes": n_classes,
                                                  "n_problems": len(problems), "t": t}))
