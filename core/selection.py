@@ -358,3 +358,42 @@ def plan_summary(table: pd.DataFrame, embeddings: np.ndarray | None, budget: int
         picked = summarize(sub, emb, min(k, len(rows)), method, score="key", seed=seed, label_column="label")
     return SummaryPlan(idx=rows[picked].astype(np.int64), eligible=mask, ranked_by=ranked_by, labels=labels,
                        excluded=excluded, per_class=per_class, fallback=fb)
+
+
+def summary_information(embeddings: np.ndarray, plan: SummaryPlan, *, eval_mask: np.ndarray | None = None,
+                        sigma: float = 1.0, lam: float = 1.0, k_random: int = 5,
+                        seed: int = 0) -> dict[str, float | int]:
+    """Non-additive information the summary leaves out, vs random subsets of the same size from the same pool.
+
+    The pool is ``plan.eligible``; the information of the left-out rows R = pool \\ summary about the ridge head
+    on the embeddings is ``core.subset_info.subset_information`` (½‖w(pool) − w(summary)‖²/σ² and its
+    functional version over the ``eval_mask`` rows, in nats). The same is computed for ``k_random`` seeded
+    random subsets of |summary| pool rows.
+
+    Returns ``weights_nats``, ``function_nats`` (summary), ``random_weights_nats``, ``random_function_nats``
+    (means), ``random_function_sd``, ``function_nats_all`` (what the whole pool carries: w(∅) = 0), ``lam``,
+    ``sigma``, ``n_pool``, ``n_kept``.
+    """
+    from core.subset_info import subset_information
+
+    pool = np.flatnonzero(plan.eligible)
+    emb = np.asarray(embeddings, dtype=np.float64)
+    if len(pool) == 0 or len(plan.idx) == 0:
+        raise ValueError("the summary or its pool is empty")
+    keep = np.isin(pool, plan.idx)
+    ev = emb[np.asarray(eval_mask, dtype=bool)] if eval_mask is not None and np.any(eval_mask) else None
+    feats, labels = emb[pool], plan.labels[pool]
+    own = subset_information(feats, labels, keep, lam=lam, sigma=sigma, eval_features=ev)
+    rng = np.random.default_rng(seed)
+    rnd = []
+    for _ in range(k_random):
+        m = np.zeros(len(pool), dtype=bool)
+        m[rng.choice(len(pool), int(keep.sum()), replace=False)] = True
+        rnd.append(subset_information(feats, labels, m, lam=lam, sigma=sigma, eval_features=ev))
+    rf = np.array([r["function_nats"] for r in rnd])
+    return {"weights_nats": own["weights_nats"], "function_nats": own["function_nats"],
+            "random_weights_nats": float(np.mean([r["weights_nats"] for r in rnd])) if rnd else float("nan"),
+            "random_function_nats": float(rf.mean()) if rnd else float("nan"),
+            "random_function_sd": float(rf.std(ddof=1)) if len(rf) > 1 else 0.0,
+            "function_nats_all": own["function_nats_all"], "weights_nats_all": own["weights_nats_all"],
+            "lam": own["lam"], "sigma": own["sigma"], "n_pool": int(len(pool)), "n_kept": int(keep.sum())}
