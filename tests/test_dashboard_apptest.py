@@ -210,6 +210,57 @@ def test_classes_ranks_undersampled_first(make_app, dash_runs) -> None:
     assert most == sorted(most, reverse=True) and least == sorted(least) and min(most) >= max(least)
 
 
+@pytest.mark.parametrize("score", ["margin", "confidence"])
+def test_classes_follows_the_score_direction(make_app, dash_runs, score) -> None:
+    """Low margin / confidence = hard: the under-sampled class (7, then 9) must rank first, not the easiest one."""
+    at = make_app(dash_runs["tiny"].path, dash_runs["root"], "classes")
+    at.selectbox(key="cls_score").set_value(score).run()
+    assert_clean(at)
+    ranking = next(d.value for d in at.dataframe if "reading" in d.value.columns)
+    df = open_run(dash_runs["tiny"].path).df
+    g = df.groupby("label_name").agg(n=("sample_id", "size"), mean=(score, "mean"))
+
+    def z(v: pd.Series) -> pd.Series:
+        return (v - v.mean()) / v.std(ddof=0)
+
+    expected = (-z(g["mean"]) - z(np.log(g["n"].astype(float)))).sort_values(ascending=False)
+    assert ranking["class"].tolist() == expected.index.tolist()
+    assert ranking["class"].iloc[0] == "7"
+    # the naive (direction-blind) order would put another class first: the test can tell them apart
+    naive = (z(g["mean"]) - z(np.log(g["n"].astype(float)))).sort_values(ascending=False)
+    assert naive.index[0] != "7"
+    verdict = at.info[0].value
+    assert verdict.startswith("**7** ranks first") and "likely under-sampled" in verdict and "lower = harder" in verdict
+    # "most informative" images of a class are its lowest-margin ones
+    at.selectbox(key="cls_pick").set_value("4").run()
+    caps = captions_of_images(at)
+    most = [float(c.split(" · ")[1]) for c in caps[:8]]
+    least = [float(c.split(" · ")[1]) for c in caps[8:16]]
+    assert most == sorted(most) and least == sorted(least, reverse=True) and max(most) <= min(least)
+
+
+def test_cg_data_complexity_on_overview_classes_sources(make_app, dash_runs) -> None:
+    info = open_run(dash_runs["tiny"].path).manifest["scores"]["cg_score"]["info"]
+    d = info["dataset_complexity"]
+    at = make_app(dash_runs["tiny"].path, dash_runs["root"])
+    assert metric(at, "yᵀH⁻¹y (mean over classes)") == f"{d['complexity']:.4g}"
+    assert metric(at, "bound sqrt(2yᵀH⁻¹y/n)") == f"{d['bound']:.3g}"
+    assert any("Arora et al., ICML 2019" in c.value for c in at.caption)
+    at.switch_page("pages/classes.py").run()
+    cx = next(t.value for t in at.dataframe if "yᵀH⁻¹y (vs all rows)" in t.value.columns).set_index("class")
+    assert len(cx) == 10
+    for c, v in d["classes"].items():
+        assert cx.loc[c, "yᵀH⁻¹y (vs all rows)"] == pytest.approx(v["complexity"])
+        assert cx.loc[c, "bound (vs all rows)"] == pytest.approx(np.sqrt(2 * v["complexity"] / d["n"]))
+        assert cx.loc[c, "yᵀH⁻¹y (score problems)"] == pytest.approx(info["class_complexity"][c]["complexity"])
+    at.switch_page("pages/sources.py").run()
+    sx = next(t.value for t in at.dataframe if "yᵀH⁻¹y (mean over classes)" in t.value.columns).set_index("source")
+    assert set(sx.index) == {"mnist", "mnist-noisy"}
+    for src, v in d["groups"].items():
+        assert sx.loc[src, "yᵀH⁻¹y (mean over classes)"] == pytest.approx(v["complexity"])
+        assert sx.loc[src, "bound"] == pytest.approx(np.sqrt(2 * v["complexity"] / v["n"]))
+
+
 def test_sources_ks_matches_scipy(make_app, dash_runs) -> None:
     from scipy.stats import ks_2samp
 
