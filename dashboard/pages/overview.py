@@ -175,7 +175,7 @@ if method != "iterative":
         auto = pick_fallback(t0, score, tuple(cands)) if cands else None
         fallback_opts = [*([auto] if auto else []), *[c for c in cands if c != auto], "leave them out"]
         fb_choice = st.selectbox(f"Rows without {scores.label(score)} ({n_missing:,}, e.g. held-out rows) are ranked "
-                                 "by their within-class percentile of", fallback_opts, key=f"sum_fallback_{score}",
+                                 f"by their percentile{' within their class' if method == 'class_balanced' else ''} of", fallback_opts, key=f"sum_fallback_{score}",
                                  format_func=lambda c: c if c == "leave them out" else scores.label(c))
     else:
         fb_choice = None
