@@ -190,6 +190,43 @@ def verify_si_cmd(
     typer.echo(fidelity_line(res))
 
 
+@app.command("evaluate-summary")
+def evaluate_summary(
+    run: Annotated[Path, typer.Option("--run", help="The run directory.")],
+    ids: Annotated[Path, typer.Option("--ids", help="Text file with the summary's sample ids, one per line.")],
+    random: Annotated[int, typer.Option("--random", help="Number of random subsets of the same size.")] = 5,
+    model: Annotated[str, typer.Option(help="logistic or ridge (a head on the run's embeddings), or network "
+                                            "(a fresh network on the images).")] = "logistic",
+    seed: Annotated[int, typer.Option(help="Seed of the random subsets.")] = 0,
+    include_flagged: Annotated[bool, typer.Option("--include-flagged", help="Keep flagged rows in the pool and the evaluation rows.")] = False,
+    include_removed: Annotated[bool, typer.Option("--include-removed", help="Keep rows decided 'remove'.")] = False,
+) -> None:
+    """Held-out accuracy of a model fitted on a summary vs on random subsets of the same size.
+
+    Prints one ``progress DONE/TOTAL MESSAGE`` line per fitted model, then ``result {json}``."""
+    import json
+
+    from core.summary_eval import evaluate_run_summary
+
+    try:
+        if not ids.is_file():
+            raise InfoscopeError(f"no ids file at {ids}")
+        wanted = [line.strip() for line in ids.read_text().splitlines() if line.strip()]
+        if random < 1:
+            raise InfoscopeError("--random must be at least 1")
+
+        def report(done: int, total: int, msg: str) -> None:
+            typer.echo(f"progress {done}/{total} {msg}")
+            sys.stdout.flush()
+
+        res = evaluate_run_summary(str(run), wanted, k_random=random, model=model, seed=seed,
+                                   exclude_flagged=not include_flagged, exclude_removed=not include_removed,
+                                   progress=report)
+    except InfoscopeError as e:
+        _fail(e)
+    typer.echo("result " + json.dumps(res.to_dict()))
+
+
 @app.command("app")
 def app_cmd(
     run: Annotated[Path | None, typer.Option("--run", help="Open this run (default: pick one in the sidebar).")] = None,

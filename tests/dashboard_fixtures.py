@@ -123,6 +123,11 @@ def write_tiny_run(runs_dir: Path, x: np.ndarray, y: np.ndarray, per_class: int 
         w.write_neighbors(nbr)
         specs = {s: {"params": {}, "wall_time_s": 0.01} for s in
                  ("loss", "margin", "confidence", "uniqueness", "si_function", "si_weights", "cg_score")}
+        # the dataset-level CG quantities the engine records (real: the CG paper's kernel on these images)
+        from core.scores.cg import cg_score_details, name_classes
+
+        cg_res = cg_score_details(imgs, label, negatives="all", groups=source, dataset_level=True, device="cpu")
+        specs["cg_score"]["info"] = name_classes(cg_res.info, CLASS_NAMES)
         path = w.finish({
             "name": name, "class_names": CLASS_NAMES,
             "sources": [{"name": s, "spec": s, "count": int((source == s).sum())} for s in ("mnist", "mnist-noisy")],

@@ -149,7 +149,7 @@ def test_adapter_echoes_params_and_uses_embeddings(slice3):
     s = res.columns["cg_score"]
     assert s.shape == (len(y),) and np.isfinite(s).all()
     assert res.params == {"negatives": "balanced", "ratio": 1.0, "repeats": 2, "seed": 3, "max_class_size": 2000,
-                          "features": "pixels"}
+                          "features": "pixels", "dataset_level": True, "dataset_max_rows": 4096}
     assert res.info["jitter_max"] == 0.0 and res.info["problems"] == 3 * 2
     np.testing.assert_allclose(s, cg_score(x, y, repeats=2, seed=3, device="cpu"))
     ctx.params = {"features": "embeddings", "negatives": "all"}

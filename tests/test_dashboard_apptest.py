@@ -115,9 +115,22 @@ def test_overview_glance_and_summary(make_app, dash_runs) -> None:
     assert corr.set_index("kind").loc["label_noise", "affected"] == tiny.n_mislabeled
     # a score explanation with its paper is shown next to the scores
     assert "Harutyunyan et al., ICLR 2021" in texts(at)
-    # default: top 100 by SI (function)
-    assert any(m.value.startswith("**100** images") for m in at.markdown)
+    df = open_run(tiny.path).df
+    flagged = int((df["flag_mislabeled"] | df["flag_adversarial"]).sum())
+    held = int((df["split"] == "test").sum())
+    # default: top 100 by SI (function), flagged rows left out, held-out rows ranked by a stated fallback
+    assert any(m.value.startswith("**100** images") and f"{flagged:,} flagged" in m.value for m in at.markdown)
+    assert at.toggle(key="sum_exclude").value is True
+    assert at.selectbox(key="sum_fallback_si_function").value == "uniqueness"
+    assert any("ranked by their percentile of **uniqueness**" in c.value for c in at.caption)
     assert len(captions_of_images(at)) == 32
+    at.number_input(key="sum_count").set_value(tiny.n).run()
+    text = next(m.value for m in at.markdown if "images (" in m.value)
+    assert text.startswith(f"**{tiny.n - flagged:,}** images") and f"{held - int(df.loc[df.split == 'test', ['flag_mislabeled', 'flag_adversarial']].any(axis=1).sum()):,} of them held-out" in text
+    at.toggle(key="sum_exclude").set_value(False).run()
+    assert any(m.value.startswith(f"**{tiny.n:,}** images") and f"{held:,} of them held-out" in m.value
+               for m in at.markdown)
+    at.toggle(key="sum_exclude").set_value(True).run()
     at.selectbox(key="sum_method").set_value("Class-balanced").run()
     at.number_input(key="sum_count").set_value(20).run()
     assert_clean(at)
@@ -125,13 +138,61 @@ def test_overview_glance_and_summary(make_app, dash_runs) -> None:
     caps = captions_of_images(at)
     assert len(caps) == 20
     assert len({c.split(" · ")[0] for c in caps}) == 10  # every class represented
+    per = next(d.value for d in at.dataframe if "equal share" in d.value.columns)
+    assert per["chosen"].tolist() == [2] * 10 and per["equal share"].iloc[0] == 2.0
     at.selectbox(key="sum_method").set_value("Diversity-aware (embeddings)").run()
     assert_clean(at)
     assert any(m.value.startswith("**20** images") for m in at.markdown)
-    # the curve and the map are drawn
+    at.selectbox(key="sum_method").set_value("Iterative SI pruning (ridge head, rescored)").run()
+    assert_clean(at)
+    assert any(m.value.startswith("**20** images") for m in at.markdown)
+    # the non-additive information left out, against random subsets; the map is drawn
+    labels = [mm.label for mm in at.metric]
+    assert "Left out, function (nats)" in labels and "Random subsets, same size" in labels
+    assert float(metric(at, "Left out, function (nats)")) > 0
     titles = [str(p.proto.spec) for p in _find(at.main, "plotly_chart", [])]
-    assert any("Total informativeness kept vs. budget" in t for t in titles)
     assert any("The summary on the UMAP map" in t for t in titles)
+
+
+def test_overview_summary_retrained_accuracy_runs_in_the_engine(make_app, dash_runs) -> None:
+    at = make_app(dash_runs["tiny"].path, dash_runs["root"])
+    at.number_input(key="sum_count").set_value(30).run()
+    at.selectbox(key="sum_acc_model").set_value("ridge").run()
+    at.number_input(key="sum_acc_k").set_value(3).run()
+    at.button(key="sum_acc_go").click().run()
+    assert_clean(at)
+    res = next(d.value for d in at.dataframe if "held-out accuracy" in d.value.columns)
+    assert res["subset"].tolist() == ["summary", "random 1", "random 2", "random 3"]
+    assert res["held-out accuracy"].between(0, 1).all()
+    assert any(m.value.startswith("Summary: **") and "random subsets of 30" in m.value for m in at.markdown)
+
+
+def test_overview_summary_leaves_out_removed_and_applies_relabels(make_app, run_copy) -> None:
+    r = open_run(run_copy.path)
+    df = r.df
+    clean = df[~(df["flag_mislabeled"] | df["flag_adversarial"])]
+    top = clean.sort_values("cg_score", ascending=False)["sample_id"].iloc[:3].tolist()
+    r.decisions.record(top, "remove")
+    at = make_app(run_copy.path, run_copy.path.parent)
+    at.selectbox(key="sum_method").set_value("Top by CG score").run()
+    at.number_input(key="sum_count").set_value(10).run()
+    assert any("3 removed" in m.value for m in at.markdown)
+    at.selectbox(key="sum_fallback_cg_score").set_value("leave them out").run()  # only rows with a CG score
+    assert any("without CG score or a fallback" in m.value for m in at.markdown)
+    shown = [float(c.split(" · ")[1]) for c in captions_of_images(at)]
+    assert len(shown) == 10
+    # the three highest CG scores were removed: the summary starts below them
+    removed_cg = df.set_index("sample_id").loc[top, "cg_score"]
+    assert max(shown) < removed_cg.min()
+    assert max(shown) == pytest.approx(clean.sort_values("cg_score", ascending=False)["cg_score"].iloc[3], rel=1e-2)
+    at.selectbox(key="sum_method").set_value("Class-balanced").run()
+    per = next(d.value for d in at.dataframe if "equal share" in d.value.columns)
+    before = int(per.set_index("class").loc["7", "eligible"])
+    movers = clean[clean["label_name"] == "0"]["sample_id"].iloc[:2].tolist()
+    r.decisions.record(movers, "relabel", "7")
+    at.run()
+    per = next(d.value for d in at.dataframe if "equal share" in d.value.columns)
+    assert int(per.set_index("class").loc["7", "eligible"]) == before + 2
 
 
 def test_classes_ranks_undersampled_first(make_app, dash_runs) -> None:
@@ -147,6 +208,57 @@ def test_classes_ranks_undersampled_first(make_app, dash_runs) -> None:
     most = [float(c.split(" · ")[1]) for c in caps[:8]]
     least = [float(c.split(" · ")[1]) for c in caps[8:]]
     assert most == sorted(most, reverse=True) and least == sorted(least) and min(most) >= max(least)
+
+
+@pytest.mark.parametrize("score", ["margin", "confidence"])
+def test_classes_follows_the_score_direction(make_app, dash_runs, score) -> None:
+    """Low margin / confidence = hard: the under-sampled class (7, then 9) must rank first, not the easiest one."""
+    at = make_app(dash_runs["tiny"].path, dash_runs["root"], "classes")
+    at.selectbox(key="cls_score").set_value(score).run()
+    assert_clean(at)
+    ranking = next(d.value for d in at.dataframe if "reading" in d.value.columns)
+    df = open_run(dash_runs["tiny"].path).df
+    g = df.groupby("label_name").agg(n=("sample_id", "size"), mean=(score, "mean"))
+
+    def z(v: pd.Series) -> pd.Series:
+        return (v - v.mean()) / v.std(ddof=0)
+
+    expected = (-z(g["mean"]) - z(np.log(g["n"].astype(float)))).sort_values(ascending=False)
+    assert ranking["class"].tolist() == expected.index.tolist()
+    assert ranking["class"].iloc[0] == "7"
+    # the naive (direction-blind) order would put another class first: the test can tell them apart
+    naive = (z(g["mean"]) - z(np.log(g["n"].astype(float)))).sort_values(ascending=False)
+    assert naive.index[0] != "7"
+    verdict = at.info[0].value
+    assert verdict.startswith("**7** ranks first") and "likely under-sampled" in verdict and "lower = harder" in verdict
+    # "most informative" images of a class are its lowest-margin ones
+    at.selectbox(key="cls_pick").set_value("4").run()
+    caps = captions_of_images(at)
+    most = [float(c.split(" · ")[1]) for c in caps[:8]]
+    least = [float(c.split(" · ")[1]) for c in caps[8:16]]
+    assert most == sorted(most) and least == sorted(least, reverse=True) and max(most) <= min(least)
+
+
+def test_cg_data_complexity_on_overview_classes_sources(make_app, dash_runs) -> None:
+    info = open_run(dash_runs["tiny"].path).manifest["scores"]["cg_score"]["info"]
+    d = info["dataset_complexity"]
+    at = make_app(dash_runs["tiny"].path, dash_runs["root"])
+    assert metric(at, "yᵀH⁻¹y (mean over classes)") == f"{d['complexity']:.4g}"
+    assert metric(at, "bound sqrt(2yᵀH⁻¹y/n)") == f"{d['bound']:.3g}"
+    assert any("Arora et al., ICML 2019" in c.value for c in at.caption)
+    at.switch_page("pages/classes.py").run()
+    cx = next(t.value for t in at.dataframe if "yᵀH⁻¹y (vs all rows)" in t.value.columns).set_index("class")
+    assert len(cx) == 10
+    for c, v in d["classes"].items():
+        assert cx.loc[c, "yᵀH⁻¹y (vs all rows)"] == pytest.approx(v["complexity"])
+        assert cx.loc[c, "bound (vs all rows)"] == pytest.approx(np.sqrt(2 * v["complexity"] / d["n"]))
+        assert cx.loc[c, "yᵀH⁻¹y (score problems)"] == pytest.approx(info["class_complexity"][c]["complexity"])
+    at.switch_page("pages/sources.py").run()
+    sx = next(t.value for t in at.dataframe if "yᵀH⁻¹y (mean over classes)" in t.value.columns).set_index("source")
+    assert set(sx.index) == {"mnist", "mnist-noisy"}
+    for src, v in d["groups"].items():
+        assert sx.loc[src, "yᵀH⁻¹y (mean over classes)"] == pytest.approx(v["complexity"])
+        assert sx.loc[src, "bound"] == pytest.approx(np.sqrt(2 * v["complexity"] / v["n"]))
 
 
 def test_sources_ks_matches_scipy(make_app, dash_runs) -> None:

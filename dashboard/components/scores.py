@@ -48,6 +48,18 @@ def informative(rv: RunView) -> list[str]:
     return [c for c in available(rv) if c in INFORMATIVE]
 
 
+def direction(name: str, rv: RunView | None = None) -> str:
+    """The score's direction text, from the run's manifest first, the registry second ("" if unknown)."""
+    meta = (rv.run.manifest.get("scores", {}).get(name, {}) if rv is not None else {}) or {}
+    spec = SCORE_SPECS.get(name)
+    return str(meta.get("direction") or (spec.direction if spec else "") or "")
+
+
+def higher_is_informative(name: str, rv: RunView | None = None) -> bool:
+    """False when the score's direction says low values are the hard / informative ones (margin, confidence)."""
+    return not direction(name, rv).strip().lower().startswith("lower")
+
+
 def spec_text(name: str, rv: RunView | None = None) -> str:
     """One sentence: what the score is, which direction, which paper (manifest first, registry second)."""
     meta = (rv.run.manifest.get("scores", {}).get(name, {}) if rv is not None else {}) or {}

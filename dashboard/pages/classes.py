@@ -8,7 +8,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from dashboard import state
-from dashboard.components import charts, images, page, scores
+from dashboard.components import charts, complexity, images, page, scores
 
 rv = page.start()
 st.title("Classes")
@@ -33,8 +33,11 @@ def class_stats(key: str, _rv: state.RunView, score: str) -> pd.DataFrame:
         f"FROM samples GROUP BY label_name ORDER BY label_name")
 
 
-def ranking(stats: pd.DataFrame) -> pd.DataFrame:
-    """Classes by under-sampling index = z(mean score) − z(log count): few samples, high informativeness."""
+def ranking(stats: pd.DataFrame, higher: bool = True) -> pd.DataFrame:
+    """Classes by under-sampling index = z_info − z(log count): few samples, high informativeness.
+
+    ``z_info`` is z(mean score) when high values are the informative ones, −z(mean score) when the score's
+    direction says low values are (``higher=False``: margin, confidence)."""
     t = stats.dropna(subset=["mean"]).copy()
     if t.empty:
         return t
@@ -43,29 +46,38 @@ def ranking(stats: pd.DataFrame) -> pd.DataFrame:
         sd = v.std(ddof=0)
         return (v - v.mean()) / sd if sd > 0 else v * 0.0
 
-    t["z_info"] = z(t["mean"])
+    t["z_info"] = z(t["mean"]) if higher else -z(t["mean"])
     t["z_count"] = z(np.log(t["n"].astype(float)))
     t["index"] = t["z_info"] - t["z_count"]
     return t.sort_values("index", ascending=False).reset_index(drop=True)
 
 
-def reading(r: pd.Series, mean_n: float, label: str) -> str:
+def reading(r: pd.Series, mean_n: float, label: str, higher: bool = True) -> str:
+    """One sentence: size vs the average class, mean score (and which way is informative), verdict."""
     dn = (r["n"] - mean_n) / mean_n if mean_n else 0.0
     verdict = ("likely under-sampled: collect more" if r["z_info"] > 0 and dn < 0 else
                "informative but well represented" if r["z_info"] > 0 else
                "few samples but easy: probably enough" if dn < 0 else "well covered")
+    side = "higher" if (r["mean"] >= r.get("overall", r["mean"])) else "lower"
+    way = "" if higher else f"; for {label} lower = harder, so {'less' if side == 'higher' else 'more'} informative than average"
+    z_raw = r["z_info"] if higher else -r["z_info"]
     return (f"{int(r['n'])} samples ({dn:+.0%} vs. the average class), mean {label} "
-            f"{r['mean']:.3g} ({r['z_info']:+.1f}σ): {verdict}.")
+            f"{r['mean']:.3g} ({z_raw:+.1f}σ{way}): {verdict}.")
 
 
 stats = class_stats(rv.static_key, rv, score)
 if stats["mean"].notna().sum() == 0:
     st.warning(f"`{score}` has no values in this run.")
     st.stop()
-rank = ranking(stats)
+higher = scores.higher_is_informative(score, rv)
+rank = ranking(stats, higher)
+rank["overall"] = float(stats["mean"].mean())
 top = rank.iloc[0]
-st.info(f"**{top['label_name']}** ranks first — " + reading(top, float(stats["n"].mean()), scores.label(score)),
+st.info(f"**{top['label_name']}** ranks first — " + reading(top, float(stats["n"].mean()), scores.label(score), higher),
         icon=":material/search:")
+if not higher:
+    st.caption(f"{scores.label(score)}: {scores.direction(score, rv)} — the ranking counts a *low* class mean as "
+               "informative.")
 
 left, right = st.columns(2)
 with left:
@@ -86,20 +98,31 @@ st.subheader("Classes ranked by “few samples and high informativeness”")
 mean_n = float(stats["n"].mean())
 table = pd.DataFrame({"class": rank["label_name"], "samples": rank["n"], f"mean {score}": rank["mean"],
                       f"sd {score}": rank["sd"], "index": rank["index"],
-                      "reading": [reading(r, mean_n, scores.label(score)) for _, r in rank.iterrows()]})
+                      "reading": [reading(r, mean_n, scores.label(score), higher) for _, r in rank.iterrows()]})
 st.dataframe(table, hide_index=True, width="stretch",
              column_config={"index": st.column_config.ProgressColumn(
-                 "under-sampling index", help="z(mean score) − z(log class size)", format="%.2f",
+                 "under-sampling index", help="z(mean score) − z(log class size); the score's sign is flipped "
+                 "when low values are the informative ones", format="%.2f",
                  min_value=float(min(rank["index"].min(), 0)), max_value=float(max(rank["index"].max(), 1e-9))),
                  "reading": st.column_config.TextColumn(width="large")})
+
+cx = complexity.class_table(rv)
+if not cx.empty:
+    st.subheader("Data complexity per class (CG)")
+    st.caption(complexity.EXPLAIN + " *vs all rows*: the class against every other row of the dataset (same n for "
+               "every class, comparable); *score problems*: the class against the negatives the CG score drew "
+               "(n = problem size, averaged over draws).")
+    st.dataframe(cx.sort_values("yᵀH⁻¹y (vs all rows)", ascending=False, na_position="last"), hide_index=True,
+                 width="stretch", key="cls_complexity")
 
 st.subheader("Most and least informative images of a class")
 cls = st.selectbox("Class", rank["label_name"].tolist(), key="cls_pick")
 where, params = '"label_name" = ?', [cls]
 ncols = 8
-most = rv.select(where, params, order_by=score, descending=True, limit=ncols)
-least = rv.select(where, params, order_by=score, descending=False, limit=ncols)
-st.markdown(f"**Most informative** `{cls}` images by {scores.label(score)}")
+most = rv.select(where, params, order_by=score, descending=higher, limit=ncols)
+least = rv.select(where, params, order_by=score, descending=not higher, limit=ncols)
+st.markdown(f"**Most informative** `{cls}` images by {scores.label(score)} "
+            f"({'highest' if higher else 'lowest'} first)")
 images.image_grid(rv, most, ncols=ncols, score=score)
-st.markdown(f"**Least informative** `{cls}` images")
+st.markdown(f"**Least informative** `{cls}` images ({'lowest' if higher else 'highest'} first)")
 images.image_grid(rv, least, ncols=ncols, score=score)

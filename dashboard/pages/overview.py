@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from core.selection import informativeness_curve, resolve_budget, summarize
+from core.selection import (
+    FALLBACKS,
+    SummaryPlan,
+    pick_fallback,
+    plan_summary,
+    resolve_budget,
+    summary_information,
+)
 from core.store import build_filter
 from dashboard import state
-from dashboard.components import charts, evidence, images, page, scores
+from dashboard.components import charts, complexity, evidence, images, page, scores
+from dashboard.components import summary as summary_ui
 from dashboard.components.export import export_panel
 
 rv = page.start()
@@ -85,6 +92,7 @@ with right:
         st.markdown("\n".join(lines))
     if gone:
         st.warning("Missing from this run (absent or all NaN): " + ", ".join(f"`{s}`" for s in gone), icon=":material/info:")
+    complexity.overview_block(rv)
     steps = m.get("steps") or {}
     if steps:
         t = pd.DataFrame({"step": list(steps), "seconds": [float(v) for v in steps.values()]})
@@ -96,9 +104,11 @@ with right:
 # ---- summarization ---------------------------------------------------------------------------------
 st.divider()
 st.header("Summarize the dataset")
-st.caption("Keep a budget of images that retains as much information as possible. Top-k keeps the highest "
-           "scores; class-balanced splits the budget across classes in proportion to their size; "
-           "diversity-aware greedily covers the embedding (informativeness-weighted k-center).")
+st.caption("Keep a budget of images that retains as much information as possible. **Top** keeps the highest "
+           "scores; **class-balanced** gives every class the same number of images (a class with fewer gives all "
+           "it has, the rest is shared by the others); **diversity-aware** greedily covers the embedding "
+           "(informativeness-weighted k-center); **iterative SI pruning** removes the 5% of what is left with the "
+           "lowest leave-one-out SI of a ridge head on the embeddings, rescores in closed form and repeats.")
 info_scores = scores.informative(rv)
 methods: dict[str, tuple[str, str | None]] = {}
 for s in ("si_function", "si_weights", "cg_score"):
@@ -107,13 +117,20 @@ for s in ("si_function", "si_weights", "cg_score"):
 if info_scores:
     methods["Class-balanced"] = ("class_balanced", None)
     methods["Diversity-aware (embeddings)"] = ("diversity", None)
+if rv.run.embeddings() is not None and "label_name" in rv.columns:
+    methods["Iterative SI pruning (ridge head, rescored)"] = ("iterative", None)
 if not methods:
     st.warning("This run has no informativeness score, so it cannot be summarized.", icon=":material/warning:")
     st.stop()
 c1, c2, c3, c4 = st.columns([1.6, 1, 1, 1.4])
 method_label = c1.selectbox("Method", list(methods), key="sum_method")
 method, fixed = methods[method_label]
-score = fixed or c4.selectbox("Informativeness score", info_scores, key="sum_score", format_func=scores.label)
+if method == "iterative":
+    score = "si_function"
+    c4.caption("Leave-one-out functional SI of a ridge head (MSE to one-hot) on the run's embeddings, recomputed "
+               "after every 5% step; held-out rows take part like any other row.")
+else:
+    score = fixed or c4.selectbox("Informativeness score", info_scores, key="sum_score", format_func=scores.label)
 mode = c2.radio("Budget as", ["count", "%"], horizontal=True, key="sum_mode")
 if mode == "count":
     budget: int | float = c3.number_input("Budget", min_value=1, max_value=g["n"], value=min(100, g["n"]),
@@ -123,6 +140,9 @@ else:
                              key="sum_pct") / 100.0
 if fixed:
     c4.caption(scores.spec_text(score, rv))
+exclude = st.toggle("Leave out flagged and removed images", value=True, key="sum_exclude",
+                    help="Rows the engine flagged as mislabeled or adversarial (unless you decided 'keep') and rows "
+                         "you decided 'remove'. Relabel decisions are always applied.")
 k = resolve_budget(g["n"], budget if mode == "count" else min(float(budget), 0.999999))
 if method == "diversity" and rv.run.embeddings() is None:
     st.warning("This run has no embeddings.npy, so diversity-aware selection is not available.", icon=":material/warning:")
@@ -131,47 +151,105 @@ if method == "diversity" and k > 5000:
     st.info("Diversity-aware selection costs O(budget × n); budgets above 5 000 are capped at 5 000.")
     k = 5000
 
+SUM_COLS = ("sample_id", "label_name", "split", "umap_x", "umap_y", "flag_mislabeled", "flag_adversarial")
+
 
 @st.cache_data(show_spinner=False, max_entries=4)
 def _table(key: str, _rv: state.RunView, cols: tuple[str, ...]) -> pd.DataFrame:
     return _rv.select(columns=list(cols), order_by=None)
 
 
+def _sum_table(rv: state.RunView) -> pd.DataFrame:
+    cols = [c for c in SUM_COLS if c in rv.columns] + ["decision", "relabel_to"]
+    return _table(rv.key, rv, tuple(dict.fromkeys([*cols, *scores.available(rv)])))
+
+
+fallback_opts = ["auto"]
+if method != "iterative":
+    t0 = _sum_table(rv)
+    n_missing = int(t0[score].isna().sum()) if score in t0 else 0
+    if n_missing:
+        pref = [*FALLBACKS, *scores.informative(rv)]
+        cands = [s for s in dict.fromkeys(pref) if s != score and s in scores.informative(rv)
+                 and t0.loc[t0[score].isna(), s].notna().any()]
+        auto = pick_fallback(t0, score, tuple(cands)) if cands else None
+        fallback_opts = [*([auto] if auto else []), *[c for c in cands if c != auto], "leave them out"]
+        fb_choice = st.selectbox(f"Rows without {scores.label(score)} ({n_missing:,}, e.g. held-out rows) are ranked "
+                                 f"by their percentile{' within their class' if method == 'class_balanced' else ''} of", fallback_opts, key=f"sum_fallback_{score}",
+                                 format_func=lambda c: c if c == "leave them out" else scores.label(c))
+    else:
+        fb_choice = None
+else:
+    fb_choice = None
+fallback = None if fb_choice in (None, "leave them out") else fb_choice
+
+
 @st.cache_data(show_spinner="Selecting…", max_entries=16)
-def _summary(key: str, _rv: state.RunView, method: str, score: str, k: int) -> tuple[np.ndarray, np.ndarray]:
-    base = [c for c in ("sample_id", "label_name", "umap_x", "umap_y") if c in _rv.columns]
-    t = _table(_rv.static_key, _rv, tuple(dict.fromkeys([*base, *scores.informative(_rv)])))
-    emb = _rv.run.embeddings() if method == "diversity" else None
-    idx = summarize(t, emb, k, method, score=score, label_column="label_name")
-    return idx, informativeness_curve(t, idx, score)
+def _summary(key: str, _rv: state.RunView, method: str, score: str, k: int, fallback: str | None,
+             exclude: bool) -> SummaryPlan:
+    t = _sum_table(_rv)
+    emb = _rv.run.embeddings() if method in ("diversity", "iterative") else None
+    return plan_summary(t, emb, k, method, score=score, fallback=fallback, exclude_flagged=exclude,
+                        exclude_removed=exclude)
 
 
-base_cols = tuple(c for c in ("sample_id", "label_name", "umap_x", "umap_y") if c in rv.columns)
-table = _table(rv.static_key, rv, tuple(dict.fromkeys([*base_cols, *info_scores])))
+table = _sum_table(rv)
 try:
-    idx, curve = _summary(rv.static_key, rv, method, score, k)
+    plan = _summary(rv.key, rv, method, score, k, fallback, exclude)
 except ValueError as e:
     st.error(f"Could not summarize: {e}")
     st.stop()
-kept = float(curve[-1]) if len(curve) else 0.0
-st.markdown(f"**{len(idx):,}** images ({len(idx) / max(g['n'], 1):.1%} of the dataset) keep "
-            f"**{kept:.1%}** of the total {scores.label(score)}.")
+idx = plan.idx
+ex = plan.excluded
+held = int((table["split"].iloc[idx] == "test").sum()) if "split" in table else 0
+left_out = [f"{ex.get('flagged', 0):,} flagged" if exclude else None, f"{ex.get('removed', 0):,} removed" if exclude else None,
+            f"{ex['no score']:,} without {scores.label(score)} or a fallback" if ex.get("no score") else None]
+left_out = [s for s in left_out if s]
+st.markdown(f"**{len(idx):,}** images ({len(idx) / max(g['n'], 1):.1%} of the dataset), {held:,} of them held-out rows."
+            + (f" Left out: {', '.join(left_out)}." if left_out else " Nothing left out."))
+if plan.fallback:
+    n_fb = int((plan.ranked_by[idx] == "fallback").sum())
+    st.caption(f"Rows without {scores.label(score)} are ranked by their percentile of **{scores.label(plan.fallback)}** "
+               f"({'within their class' if method == 'class_balanced' else 'over the run'}); {n_fb:,} of the summary "
+               "were ranked that way.")
+if len(idx) < k:
+    st.warning(f"Only {len(idx):,} images are eligible, fewer than the budget of {k:,}.", icon=":material/info:")
 
-tab_grid, tab_map, tab_curve, tab_export = st.tabs(["Images", "Map", "Informativeness kept", "Export summary"])
+sigma = float(((m.get("scores", {}).get("si_function") or {}).get("params") or {}).get("sigma", 1.0) or 1.0)
+
+
+@st.cache_data(show_spinner="Measuring the information left out…", max_entries=16)
+def _information(key: str, _rv: state.RunView, _plan, method: str, score: str, k: int, fallback: str | None,
+                 exclude: bool, sigma: float) -> dict:
+    t = _sum_table(_rv)
+    ev = (t["split"] == "test").to_numpy() if "split" in t else None
+    return summary_information(_rv.run.embeddings(), _plan, eval_mask=ev, sigma=sigma)
+
+
+tabs = ["Images", "Map", "Classes", "Information left out", "Retrained accuracy", "Export summary"]
+tab_grid, tab_map, tab_cls, tab_info, tab_acc, tab_export = st.tabs(tabs)
 with tab_grid:
     show = min(32, len(idx))
     sel = table.iloc[idx[:show]]
-    rows = rv.select(*build_filter(ids=sel["sample_id"].tolist()), order_by=score)
-    st.caption(f"The {show} most informative images of the summary (of {len(idx):,}).")
-    images.image_grid(rv, rows, ncols=8, score=score)
+    order_col = score if score in rv.columns else None
+    rows = rv.select(*build_filter(ids=sel["sample_id"].tolist()), order_by=order_col)
+    st.caption(f"{show} images of the summary (of {len(idx):,})"
+               + (f", highest {scores.label(order_col)} first." if order_col else "."))
+    images.image_grid(rv, rows, ncols=8, score=order_col)
+with tab_cls:
+    counts = pd.DataFrame({"class": plan.labels[plan.eligible]}).value_counts().rename("eligible").reset_index()
+    chosen = pd.DataFrame({"class": plan.labels[idx]}).value_counts().rename("chosen").reset_index()
+    per = counts.merge(chosen, on="class", how="outer").fillna(0)
+    if plan.per_class is not None:
+        per = plan.per_class.rename(columns={"available": "eligible"})
+        st.caption("Equal numbers per class up to availability; a class short of its equal share gives all it has "
+                   "and the leftover is shared by the others.")
+    st.dataframe(per, hide_index=True, width="stretch", key="sum_classes")
+
+
 @st.cache_data(show_spinner=False, max_entries=4)
 def _background(key: str, _table: pd.DataFrame) -> tuple[pd.DataFrame, bool]:
     return charts.downsample(_table[["sample_id", "umap_x", "umap_y", "label_name"]].dropna(subset=["umap_x"]))
-
-
-@st.cache_data(show_spinner=False, max_entries=16)
-def _best_curve(key: str, _table: pd.DataFrame, score: str) -> np.ndarray:
-    return informativeness_curve(_table, summarize(_table, None, len(_table), "top", score=score), score)
 
 
 with tab_map:
@@ -186,23 +264,54 @@ with tab_map:
                                            highlight=summary_ids.tolist()), width="stretch", key="sum_map")
     else:
         st.info("This run has no UMAP coordinates (`umap_x`, `umap_y`).")
-with tab_curve:
-    full = _best_curve(rv.static_key, table, score)
-    grid = np.unique(np.linspace(1, g["n"], min(g["n"], 400)).astype(int))
-    fig = go.Figure()
-    fig.add_trace(go.Scatter(x=grid, y=full[grid - 1], name=f"top-k by {scores.label(score)} (upper bound)",
-                             line={"color": "#ADB5BD", "dash": "dash"}))
-    fig.add_trace(go.Scatter(x=[0, g["n"]], y=[0, 1], name="random (expected)",
-                             line={"color": "#CED4DA", "dash": "dot"}))
-    ks = np.arange(1, len(curve) + 1)
-    fig.add_trace(go.Scatter(x=ks, y=curve, name=f"{method_label} (selection order)",
-                             line={"color": charts.PRIMARY, "width": 3}))
-    fig.add_trace(go.Scatter(x=[len(idx)], y=[kept], mode="markers", name="chosen budget",
-                             marker={"size": 12, "color": "#F08C00"}))
-    fig.update_yaxes(tickformat=".0%", range=[0, 1.02])
-    st.plotly_chart(charts.style(fig, "Total informativeness kept vs. budget", "budget (images kept)",
-                                 f"share of total {scores.label(score)} kept", legend_title="selection"),
-                    width="stretch", key="sum_curve")
+with tab_info:
+    if rv.run.embeddings() is None or len(idx) == 0:
+        st.info("Needs the run's embeddings (embeddings.npy) and a non-empty summary.")
+    else:
+        info = _information(rv.key, rv, plan, method, score, k, fallback, exclude, sigma)
+        st.markdown(
+            "What the images **left out** of the summary tell a ridge head (MSE to one-hot) on the run's embeddings, "
+            f"with σ = {info['sigma']:g}: I_f = ½·mean over held-out x of ‖f_all(x) − f_summary(x)‖²/σ² and "
+            "I_w = ½‖w_all − w_summary‖²/σ², in nats, computed exactly for this subset (not a sum of per-image "
+            "scores: two near-duplicates each carry little alone, but leaving both out loses much more). "
+            "Lower = the summary keeps more; *Harutyunyan et al., ICLR 2021*.")
+        cols = st.columns(3)
+        cols[0].metric("Left out, function (nats)", f"{info['function_nats']:.4g}",
+                       help=f"of {info['function_nats_all']:.4g} nats that the whole pool of {info['n_pool']:,} rows carries")
+        cols[1].metric("Random subsets, same size", f"{info['random_function_nats']:.4g}",
+                       help=f"mean of 5 seeded random subsets of the pool (sd {info['random_function_sd']:.2g})")
+        cols[2].metric("Left out, weights (nats)", f"{info['weights_nats']:.4g}",
+                       help=f"random subsets: {info['random_weights_nats']:.4g}")
+        better = info["function_nats"] < info["random_function_nats"]
+        st.caption(("This summary keeps **more** " if better else "This summary keeps **less** ")
+                   + f"information about the head than random subsets of the same size (λ = {info['lam']:.3g}, the "
+                   "mean squared feature norm; pool = the eligible images).")
+with tab_acc:
+    ids = table["sample_id"].iloc[idx].tolist()
+    st.caption("Fit the same model on the summary and on random subsets of the same size (drawn from the same "
+               "eligible images), and measure accuracy on held-out rows outside the summary. The engine runs it "
+               "(`infoscope evaluate-summary`); the dashboard only starts it.")
+    a1, a2 = st.columns([2, 1])
+    model = a1.selectbox("Model", list(summary_ui.MODEL_LABELS), format_func=summary_ui.MODEL_LABELS.get,
+                         key="sum_acc_model")
+    k_random = a2.number_input("Random subsets", min_value=1, max_value=20, value=5, key="sum_acc_k")
+    acc_key = (rv.key, method, score, k, fallback, exclude, model, int(k_random))
+    if st.button("Compare with random subsets", key="sum_acc_go", disabled=not ids):
+        try:
+            st.session_state["sum_acc_result"] = (acc_key, summary_ui.retrain_comparison(
+                rv.path, ids, model, int(k_random), include_flagged=not exclude))
+        except RuntimeError as e:
+            st.error(f"The comparison failed: {e}", icon=":material/error:")
+    stored = st.session_state.get("sum_acc_result")
+    if stored and stored[0] == acc_key:
+        res = stored[1]
+        r = pd.DataFrame({"subset": ["summary"] + [f"random {i + 1}" for i in range(len(res["random_accs"]))],
+                          "held-out accuracy": [res["summary_acc"], *res["random_accs"]]})
+        st.markdown(f"Summary: **{res['summary_acc']:.1%}** · random subsets of {res['n_train']:,}: "
+                    f"**{res['random_mean']:.1%} ± {res['random_sd']:.1%}** (mean ± sd of {len(res['random_accs'])}), "
+                    f"on {res['n_eval']:,} held-out rows, model: {res['model']}.")
+        st.dataframe(r, hide_index=True, width="stretch", key="sum_acc_table",
+                     column_config={"held-out accuracy": st.column_config.NumberColumn(format="percent")})
 with tab_export:
     ids = table["sample_id"].iloc[idx].tolist()
     export_panel(rv, "sum_export", "summary", lambda: rv.select(*build_filter(ids=ids)), len(ids))

@@ -8,7 +8,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from dashboard import state
-from dashboard.components import charts, images, page, scores
+from dashboard.components import charts, complexity, images, page, scores
 from dashboard.components.filters import distinct
 from dashboard.components.stats import ks_2samp
 
@@ -101,11 +101,18 @@ with right:
     st.plotly_chart(charts.style(fig, "Samples per source and class", "class", "source",
                                  height=140 + 40 * len(mat)), width="stretch")
 
+sx = complexity.source_table(rv)
+if not sx.empty:
+    st.subheader("Data complexity per source (CG)")
+    st.caption(complexity.EXPLAIN + " Computed on each source's rows alone, one-vs-rest per class.")
+    st.dataframe(sx, hide_index=True, width="stretch", key="src_complexity")
+
 if avail:
     st.subheader(f"Most informative images of each source ({scores.label(score)})")
     cols = st.columns(max(len(sources), 1))
     for col, src in zip(cols, sources, strict=False):
-        top = rv.select('"source" = ?', [src], order_by=score, descending=True, limit=8)
+        top = rv.select('"source" = ?', [src], order_by=score, descending=scores.higher_is_informative(score, rv),
+                        limit=8)
         with col:
             st.markdown(f"**{src}**")
             thumbs = [images.thumbnail(rv, p)[0] for p in top["image_path"]]
