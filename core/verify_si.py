@@ -27,8 +27,7 @@ from core.errors import InfoscopeError
 from core.scores.si_head import flow_filter, prepare_features, relu_ntk
 from core.store.atomic import atomic_write_json
 from core.store.layout import SI_MODEL
-
-VERIFICATION = "si_verification.json"
+from core.store.layout import SI_VERIFICATION as VERIFICATION
 
 
 def choose_rows(si: np.ndarray, rows: np.ndarray, n: int, seed: int) -> np.ndarray:

@@ -76,3 +76,19 @@ def test_evidence_view_shows_committed_results(real_run, monkeypatch, tmp_path):
     monkeypatch.setenv("INFOSCOPE_EVIDENCE_DIR", str(tmp_path / "none"))
     at = _app(real_run, monkeypatch)
     assert any("No evidence results" in i.value for i in at.info)
+
+
+def test_overview_shows_si_unit_and_verification_state(real_run, monkeypatch, tmp_path):
+    from core.verify_si import verify_si
+
+    run = tmp_path / real_run.name
+    shutil.copytree(real_run, run)
+    (run / "si_verification.json").unlink(missing_ok=True)
+    at = _app(run, monkeypatch)
+    text = _all_text(at)
+    assert "nats" in text and "crossfit" in text
+    assert any("Not verified on this data" in i.value and "infoscope verify-si --run" in i.value for i in at.info)
+    res = verify_si(run, samples=4, seed=3)
+    at = _app(run, monkeypatch)
+    ok = [s.value for s in at.success if "Verified on this data" in s.value]
+    assert ok and f"r = {res['pearson_weights']:.3f}" in ok[0] and "4 rows retrained" in ok[0]

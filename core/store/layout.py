@@ -15,6 +15,7 @@ IMAGES = "images"
 CURATION = "curation.sqlite"
 DUPLICATES = "duplicates.parquet"
 NEIGHBORS = "neighbors.npy"
+SI_VERIFICATION = "si_verification.json"  # written by ``infoscope verify-si`` beside the immutable files
 SI_MODEL = "si_model.npz"  # the SI head problems (rows, features, ηt), for ``infoscope verify-si``
 
 #: Columns every run has, in order (score columns and flags follow).

@@ -278,6 +278,17 @@ class Run:
         """Scores recorded in the manifest (in the order they were computed)."""
         return list(self.manifest.get("scores", {}))
 
+    def si_verification(self) -> dict[str, Any] | None:
+        """What ``infoscope verify-si`` measured on this run (``si_verification.json``), or None."""
+        try:
+            obj = json.loads((self.path / layout.SI_VERIFICATION).read_text())
+        except (OSError, ValueError):
+            return None
+        keys = ("pearson_weights", "pearson_function", "spearman_weights", "spearman_function", "n")
+        if not isinstance(obj, dict) or not all(isinstance(obj.get(k), (int, float)) for k in keys):
+            return None
+        return obj
+
     # ---- decisions -----------------------------------------------------------------------------
     @cached_property
     def decisions(self) -> Decisions:

@@ -64,10 +64,28 @@ def thumbnail_by_id(rv: RunView, sample_id: str, size: int = THUMB) -> tuple[np.
     return thumbnail(rv, str(p) if p is not None else None, size)
 
 
-def default_caption(row: pd.Series, score: str | None = None) -> str:
+@st.cache_data(show_spinner=False, max_entries=64)
+def _sorted_column(key: str, score: str, _rv: RunView) -> np.ndarray:
+    """The run's non-null values of ``score``, sorted (for percentiles)."""
+    if score not in _rv.columns:
+        return np.zeros(0)
+    vals = _rv.sql(f'SELECT "{score}" AS v FROM samples WHERE "{score}" IS NOT NULL AND NOT isnan("{score}")')["v"]
+    return np.sort(vals.to_numpy(dtype=np.float64))
+
+
+def percentile_in_run(rv: RunView, score: str, value: float) -> float | None:
+    """Share of the run's rows (with a value) at or below ``value``, in percent."""
+    col = _sorted_column(rv.static_key, score, rv)
+    if not len(col) or not np.isfinite(value):
+        return None
+    return 100.0 * np.searchsorted(col, value, side="right") / len(col)
+
+
+def default_caption(row: pd.Series, score: str | None = None, pct: float | None = None) -> str:
+    """Label, the score as a percentile within the run (raw values like 9.6e-06 mean nothing on their own)."""
     text = str(row.get("label_name", ""))
     if score and score in row and pd.notna(row[score]):
-        text += f" · {float(row[score]):.3g}"
+        text += f" · {score} p{pct:.0f}" if pct is not None else f" · {float(row[score]):.3g}"
     dec = row.get("decision")
     if isinstance(dec, str) and dec:
         text += f" · {dec}"
@@ -87,7 +105,12 @@ def image_grid(rv: RunView, rows: pd.DataFrame, ncols: int = 8, score: str | Non
         for j, (_, row) in enumerate(records.iloc[start:start + ncols].iterrows()):
             arr, found = thumbnail(rv, row.get("image_path"), size)
             n_missing += not found
-            cap = caption(row) if caption else default_caption(row, score)
+            if caption:
+                cap = caption(row)
+            else:
+                pct = (percentile_in_run(rv, score, float(row[score]))
+                       if score and score in row and pd.notna(row[score]) else None)
+                cap = default_caption(row, score, pct)
             if not found:
                 cap = f"{cap} · image file missing"
             with cols[j]:

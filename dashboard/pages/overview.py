@@ -16,7 +16,7 @@ from core.selection import (
 )
 from core.store import build_filter
 from dashboard import state
-from dashboard.components import charts, complexity, evidence, images, page, scores
+from dashboard.components import charts, complexity, evidence, images, page, scores, si
 from dashboard.components import summary as summary_ui
 from dashboard.components.export import export_panel
 
@@ -92,6 +92,7 @@ with right:
         st.markdown("\n".join(lines))
     if gone:
         st.warning("Missing from this run (absent or all NaN): " + ", ".join(f"`{s}`" for s in gone), icon=":material/info:")
+    si.si_block(rv)
     complexity.overview_block(rv)
     steps = m.get("steps") or {}
     if steps:

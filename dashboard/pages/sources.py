@@ -116,6 +116,7 @@ if avail:
         with col:
             st.markdown(f"**{src}**")
             thumbs = [images.thumbnail(rv, p)[0] for p in top["image_path"]]
-            caps = [images.default_caption(r, score) for _, r in top.iterrows()]
+            caps = [images.default_caption(r, score, images.percentile_in_run(rv, score, float(r[score]))
+                                           if pd.notna(r[score]) else None) for _, r in top.iterrows()]
             if thumbs:
                 st.image(thumbs, caption=caps, width=84)
