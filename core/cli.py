@@ -69,8 +69,10 @@ def score(
     adversarial: Annotated[float | None, typer.Option(help="Append this fraction of adversarially attacked copies (is_adversarial ground truth).")] = None,
     attack: Annotated[str | None, typer.Option(help="Attack for --adversarial: fgsm or pgd.")] = None,
     eps: Annotated[float | None, typer.Option(help="L-infinity budget of the attack (pixels in [0, 1]).")] = None,
-    model: Annotated[str | None, typer.Option(help="Network: cnn (small CNN), mlp, or resnet18.")] = None,
-    weights: Annotated[str | None, typer.Option(help="Local state dict to initialise the network from (loaded with weights_only=True).")] = None,
+    model: Annotated[str | None, typer.Option(help="Network: cnn (small CNN), mlp, resnet18_small (trained from scratch, default image size = the sources' most common size), or an ImageNet backbone: resnet18, resnet50, convnext_tiny, efficientnet_b0, vit_b_16, timm:NAME (default image size 224).")] = None,
+    weights: Annotated[str | None, typer.Option(help="Local state dict to initialise the network from (loaded with weights_only=True; a classifier with another class count is skipped), or 'torchvision' for torchvision's own pretrained weights (its download/cache; needs the network the first time).")] = None,
+    freeze_backbone: Annotated[bool | None, typer.Option("--freeze-backbone/--no-freeze-backbone", help="Train only the classifier on the backbone's features (computed once). Default: on for ImageNet backbones on CPU or with pretrained weights.")] = None,
+    image_size: Annotated[int | None, typer.Option(help="Resize every image (shorter side) to N and center-crop N×N. Default: 224 for ImageNet backbones, else the most common size among the sources.")] = None,
     epochs: Annotated[int | None, typer.Option(help="Training epochs.")] = None,
     holdout: Annotated[float | None, typer.Option(help="Fraction held out as the test split (stratified).")] = None,
     scores: Annotated[str | None, typer.Option(help="Comma-separated scores, or 'all'. Known: loss, margin, el2n, forgetting, confidence, variability, uniqueness, si_weights, si_function, cg_score, prediction_depth.")] = None,
@@ -91,6 +93,7 @@ def score(
     overrides = dict(sources=list(source) if source else None, label_noise=label_noise,
                      label_noise_pairs=label_noise_pairs, pair_noise_rate=pair_noise_rate, undersample=undersample,
                      adversarial=adversarial, attack=attack, eps=eps, model=model, weights=weights, epochs=epochs,
+                     freeze_backbone=freeze_backbone, image_size=image_size,
                      holdout=holdout, scores=scores, map_method=map_method, device=device, seed=seed,
                      skip_bad=skip_bad or None, runs_dir=str(runs_dir) if runs_dir else None, name=name)
     try:

@@ -57,6 +57,7 @@ class RunConfig:
     # model and training
     model: str = "cnn"
     weights: str | None = None
+    freeze_backbone: bool | None = None  # None: frozen for an ImageNet backbone on CPU or with pretrained weights
     epochs: int = 8
     batch_size: int = 128
     lr: float = 2e-3
@@ -106,6 +107,22 @@ class RunConfig:
             raise InfoscopeError("epochs must be at least 1")
         if self.attack not in ("fgsm", "pgd"):
             raise InfoscopeError(f"unknown attack {self.attack!r}: fgsm or pgd")
+        from core.models.backbones import is_backbone
+        from core.models.nets import MODEL_NAMES
+
+        if self.model not in MODEL_NAMES and not is_backbone(self.model):
+            raise InfoscopeError(f"unknown model {self.model!r}; choose one of {', '.join(MODEL_NAMES)} or timm:<name>")
+        if self.freeze_backbone and not is_backbone(self.model):
+            raise InfoscopeError(f"freeze_backbone needs an ImageNet backbone (e.g. resnet18), not {self.model!r}")
+
+    def frozen(self, dev: torch.device) -> bool:
+        """Whether only the head is trained: ``freeze_backbone`` if set, else True for an ImageNet backbone
+        on CPU or with pretrained weights (features computed once, head trained on them)."""
+        from core.models.backbones import is_backbone
+
+        if self.freeze_backbone is not None:
+            return bool(self.freeze_backbone)
+        return is_backbone(self.model) and (dev.type == "cpu" or bool(self.weights))
 
 
 def demo_config(**overrides: Any) -> RunConfig:
@@ -189,12 +206,16 @@ def score_run(cfg: RunConfig, report: Callable[[str, str, float | None], None] |
 def _score_into(writer: RunWriter, cfg: RunConfig, data: Samples, corruptions: list[dict],
                 dev: torch.device, steps: Steps) -> Path:
     tcfg = TrainConfig(model=cfg.model, epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr,
-                       weights=cfg.weights)
+                       weights=cfg.weights, freeze_backbone=cfg.frozen(dev))
     split = stratified_split(data.labels, cfg.holdout, cfg.seed)
+    # frozen backbone with weights from a file or hub: its features do not depend on the seed, compute them once
+    feature_cache: dict[int, np.ndarray] = {}
 
     def train(d: Samples, sp: np.ndarray, seed: int) -> TrainResult:
+        cached = feature_cache.get(len(d)) if tcfg.freeze_backbone and cfg.weights else None
         return train_model(d.images, d.labels, np.flatnonzero(sp == "train"), d.n_classes, tcfg, seed=seed,
-                           device=dev, test_idx=np.flatnonzero(sp == "test"), progress=steps.progress)
+                           device=dev, test_idx=np.flatnonzero(sp == "test"), progress=steps.progress,
+                           features=cached)
 
     with steps.step("train"):
         result = train(data, split, cfg.seed)
@@ -205,7 +226,13 @@ def _score_into(writer: RunWriter, cfg: RunConfig, data: Samples, corruptions: l
             data, split, epoch_logits = _inject_adversarial(cfg, data, split, result, corruptions, dev)
     logits = epoch_logits[-1]
     with steps.step("features"):
-        emb = embed(model, data.images, dev)
+        if result.features is not None:  # frozen backbone: reuse the features computed for training
+            n0 = len(result.features)
+            extra = embed(model, data.images[n0:], dev) if len(data) > n0 else result.features[:0]
+            emb = np.concatenate([result.features, extra]).astype(np.float32)
+            feature_cache[n0], feature_cache[len(data)] = result.features, emb
+        else:
+            emb = embed(model, data.images, dev)
         nb_dist, nb_idx = neighbors(emb, cfg.knn_k, str(dev))
 
     def train_again(seed: int) -> TrainResult:
@@ -271,6 +298,7 @@ def _score_into(writer: RunWriter, cfg: RunConfig, data: Samples, corruptions: l
         "corruptions": corruptions,
         "model": {"name": cfg.model, "n_params": result.n_params, "epochs": cfg.epochs,
                   "train_acc": result.train_acc, "test_acc": result.test_acc, "weights": cfg.weights,
+                  "weights_info": getattr(model, "weights_info", None), "frozen_backbone": tcfg.freeze_backbone,
                   "train_config": asdict(tcfg)},
         "scores": score_meta,
         "map": {"method": cfg.map_method},
