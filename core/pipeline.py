@@ -105,6 +105,8 @@ class RunConfig:
                 raise InfoscopeError(f"{name} must be in [{lo}, {hi}], got {v}")
         if self.epochs < 1:
             raise InfoscopeError("epochs must be at least 1")
+        if self.image_size is not None and not 1 <= int(self.image_size) <= 4096:
+            raise InfoscopeError(f"image_size must be in [1, 4096], got {self.image_size}")
         if self.attack not in ("fgsm", "pgd"):
             raise InfoscopeError(f"unknown attack {self.attack!r}: fgsm or pgd")
         from core.models.backbones import is_backbone
@@ -168,8 +170,13 @@ def _versions() -> dict[str, str]:
 
 
 def _load(cfg: RunConfig) -> tuple[Samples, list[dict]]:
-    size = (cfg.image_size, cfg.image_size) if cfg.image_size else None
-    data = load_sources(cfg.sources, image_size=size, skip_bad=cfg.skip_bad)
+    from core.models.nets import default_image_size, model_channels
+
+    side = cfg.image_size or default_image_size(cfg.model)  # 224 for ImageNet backbones, else most common
+    size = (side, side) if side else None
+    data = load_sources(cfg.sources, image_size=size, skip_bad=cfg.skip_bad, channels=model_channels(cfg.model))
+    data.load_info["image_size_from"] = ("--image-size" if cfg.image_size else
+                                         f"default of {cfg.model}" if side else data.load_info.get("size_rule"))
     records: list[dict] = []
     if cfg.undersample:
         data, rec = undersample(data, cfg.undersample, cfg.seed)
@@ -293,6 +300,7 @@ def _score_into(writer: RunWriter, cfg: RunConfig, data: Samples, corruptions: l
         "class_names": list(data.class_names),
         "n_samples": len(data),
         "image_shape": list(data.image_shape),
+        "image_mode": dict(data.load_info),
         "split_counts": {s: int((split == s).sum()) for s in ("train", "test")},
         "skipped": {"count": len(data.skipped), "rows": [list(s) for s in data.skipped[:1000]]},
         "corruptions": corruptions,
