@@ -72,6 +72,8 @@ def score(
     model: Annotated[str | None, typer.Option(help="Network: cnn (small CNN), mlp, resnet18_small (trained from scratch, default image size = the sources' most common size), or an ImageNet backbone: resnet18, resnet50, convnext_tiny, efficientnet_b0, vit_b_16, timm:NAME (default image size 224).")] = None,
     weights: Annotated[str | None, typer.Option(help="Local state dict to initialise the network from (loaded with weights_only=True; a classifier with another class count is skipped), or 'torchvision' for torchvision's own pretrained weights (its download/cache; needs the network the first time).")] = None,
     freeze_backbone: Annotated[bool | None, typer.Option("--freeze-backbone/--no-freeze-backbone", help="Train only the classifier on the backbone's features (computed once). Default: on for ImageNet backbones on CPU or with pretrained weights.")] = None,
+    features: Annotated[str | None, typer.Option(help="Your own model's features, a .npy array n×d (row i = sample i in load order): no network is trained; uniqueness, neighbours, map and CG on them; a linear head gives the outputs unless --pred-probs is given.")] = None,
+    pred_probs: Annotated[str | None, typer.Option(help="Your own model's predicted probabilities, a .npy array n×k (rows sum to 1, column j = class j), like cleanlab's pred_probs: loss, margin, confidence from them; scores that need the network are NaN with the reason in the manifest.")] = None,
     image_size: Annotated[int | None, typer.Option(help="Resize every image (shorter side) to N and center-crop N×N. Default: 224 for ImageNet backbones, else the most common size among the sources.")] = None,
     epochs: Annotated[int | None, typer.Option(help="Training epochs.")] = None,
     holdout: Annotated[float | None, typer.Option(help="Fraction held out as the test split (stratified).")] = None,
@@ -93,7 +95,7 @@ def score(
     overrides = dict(sources=list(source) if source else None, label_noise=label_noise,
                      label_noise_pairs=label_noise_pairs, pair_noise_rate=pair_noise_rate, undersample=undersample,
                      adversarial=adversarial, attack=attack, eps=eps, model=model, weights=weights, epochs=epochs,
-                     freeze_backbone=freeze_backbone, image_size=image_size,
+                     freeze_backbone=freeze_backbone, image_size=image_size, features=features, pred_probs=pred_probs,
                      holdout=holdout, scores=scores, map_method=map_method, device=device, seed=seed,
                      skip_bad=skip_bad or None, runs_dir=str(runs_dir) if runs_dir else None, name=name)
     try:

@@ -58,6 +58,9 @@ class RunConfig:
     model: str = "cnn"
     weights: str | None = None
     freeze_backbone: bool | None = None  # None: frozen for an ImageNet backbone on CPU or with pretrained weights
+    # your own model's outputs instead of training here (core.user_outputs)
+    features: str | None = None
+    pred_probs: str | None = None
     epochs: int = 8
     batch_size: int = 128
     lr: float = 2e-3
@@ -114,6 +117,9 @@ class RunConfig:
 
         if self.model not in MODEL_NAMES and not is_backbone(self.model):
             raise InfoscopeError(f"unknown model {self.model!r}; choose one of {', '.join(MODEL_NAMES)} or timm:<name>")
+        if (self.features or self.pred_probs) and (self.adversarial > 0 or self.undersample):
+            raise InfoscopeError("--features/--pred-probs align with the loaded rows; --adversarial and --undersample "
+                                 "change the rows and cannot be combined with them")
         if self.freeze_backbone and not is_backbone(self.model):
             raise InfoscopeError(f"freeze_backbone needs an ImageNet backbone (e.g. resnet18), not {self.model!r}")
 
@@ -218,7 +224,11 @@ def _score_into(writer: RunWriter, cfg: RunConfig, data: Samples, corruptions: l
     # frozen backbone with weights from a file or hub: its features do not depend on the seed, compute them once
     feature_cache: dict[int, np.ndarray] = {}
 
+    user = _user_arrays(cfg, data)  # None unless --features / --pred-probs
+
     def train(d: Samples, sp: np.ndarray, seed: int) -> TrainResult:
+        if user is not None:
+            return _user_result(user, d, sp, tcfg, seed, dev, steps)
         cached = feature_cache.get(len(d)) if tcfg.freeze_backbone and cfg.weights else None
         return train_model(d.images, d.labels, np.flatnonzero(sp == "train"), d.n_classes, tcfg, seed=seed,
                            device=dev, test_idx=np.flatnonzero(sp == "test"), progress=steps.progress,
@@ -258,8 +268,15 @@ def _score_into(writer: RunWriter, cfg: RunConfig, data: Samples, corruptions: l
         for n in (*names, *spec.companions):
             params.update(cfg.score_params.get(n, {}))
         label = "+".join(names)
+        skip = user["unavailable"] if user is not None else {}
         with steps.step(f"score {label}"):
-            res: ScoreResult = spec.load()(ScoreContext(params=params, **ctx_base))
+            if all(n in skip for n in names):
+                res = ScoreResult({n: np.full(len(data), np.nan) for n in (*names, *spec.companions)})
+            else:
+                res: ScoreResult = spec.load()(ScoreContext(params=params, **ctx_base))
+            for col in set(res.columns) & set(skip):
+                res.columns[col] = np.full(len(data), np.nan)
+                res.info = {**res.info, f"{col}_not_computed": skip[col]}
         for col, values in res.columns.items():
             values = np.asarray(values, dtype=np.float64)
             if values.shape != (len(data),):
@@ -314,10 +331,47 @@ def _score_into(writer: RunWriter, cfg: RunConfig, data: Samples, corruptions: l
         "flags": {"n_mislabeled": int(table["flag_mislabeled"].sum()),
                   "n_adversarial": int(table["flag_adversarial"].sum()),
                   "thresholds": cfg.flag_thresholds},
+        "user_outputs": None if user is None else {
+            "features": cfg.features, "pred_probs": cfg.pred_probs, "not_computed": user["unavailable"],
+            "outputs_from": "--pred-probs" if cfg.pred_probs else "linear head trained on --features"},
         "steps": dict(steps.times),
         "wall_time_s": round(sum(steps.times.values()), 3),
     }
     return writer.finish(manifest)
+
+
+def _user_arrays(cfg: RunConfig, data: Samples) -> dict[str, Any] | None:
+    """The validated ``--features`` / ``--pred-probs`` arrays and the scores they cannot give (None if neither)."""
+    if not (cfg.features or cfg.pred_probs):
+        return None
+    from core.user_outputs import load_features, load_pred_probs, unavailable_scores
+
+    feats = load_features(cfg.features, len(data)) if cfg.features else None
+    probs = load_pred_probs(cfg.pred_probs, len(data), data.n_classes, data.class_names) if cfg.pred_probs else None
+    return {"features": feats, "probs": probs, "unavailable": unavailable_scores(feats is not None, probs is not None)}
+
+
+def _user_result(user: dict[str, Any], data: Samples, split: np.ndarray, tcfg: TrainConfig, seed: int,
+                 dev: torch.device, steps: Steps) -> TrainResult:
+    """A TrainResult from the user's arrays: their probabilities as the outputs (one snapshot), or a linear head
+    trained on their features. ``features`` is the space for neighbours, the map and the flags."""
+    from core.models.training import train_linear_head
+    from core.user_outputs import probs_to_logits
+
+    train_idx, test_idx = np.flatnonzero(split == "train"), np.flatnonzero(split == "test")
+    feats, probs = user["features"], user["probs"]
+    if probs is None:
+        return train_linear_head(feats, data.labels, train_idx, data.n_classes, tcfg, seed=seed, device=dev,
+                                 test_idx=test_idx, progress=steps.progress)
+    logits = probs_to_logits(probs)
+    pred = logits.argmax(1)
+
+    def acc(idx: np.ndarray) -> float | None:
+        return float((pred[idx] == data.labels[idx]).mean()) if len(idx) else None
+
+    return TrainResult(model=None, init_state={}, epoch_logits=logits[None], train_acc=acc(train_idx) or 0.0,
+                       test_acc=acc(test_idx), wall_time_s=0.0, n_params=0,
+                       features=(feats if feats is not None else probs).astype(np.float32))
 
 
 def _inject_adversarial(cfg: RunConfig, data: Samples, split: np.ndarray, result: TrainResult,

@@ -199,6 +199,38 @@ def _train_head(head: nn.Linear, features: np.ndarray, y_all: np.ndarray, train_
     return epoch_logits
 
 
+class LinearHead(StagedNet):
+    """A linear classifier on given feature vectors, as a StagedNet: stages = [Flatten, Linear(d, k)]."""
+
+    def __init__(self, in_features: int, n_classes: int) -> None:
+        super().__init__()
+        self.stages = nn.ModuleList([nn.Flatten(), nn.Linear(in_features, n_classes)])
+
+
+def train_linear_head(features: np.ndarray, y_all: np.ndarray, train_idx: np.ndarray, n_classes: int,
+                      config: TrainConfig, *, seed: int = 0, device: str | torch.device = "auto",
+                      test_idx: np.ndarray | None = None,
+                      progress: Callable[[str, float | None], None] | None = None) -> TrainResult:
+    """Train a :class:`LinearHead` on rows ``train_idx`` of given ``features`` (n, d): the frozen-backbone
+    recipe when the backbone ran elsewhere (``--features``). Logits of all rows recorded after each epoch."""
+    if len(train_idx) == 0:
+        raise ValueError("no training rows")
+    dev = resolve_device(device)
+    gen = seed_everything(seed)
+    model = LinearHead(features.shape[1], n_classes)
+    init_state = {k: v.detach().clone().cpu() for k, v in model.state_dict().items()}
+    model.to(dev)
+    t0 = time.perf_counter()
+    epoch_logits = _train_head(model.classifier, features, y_all, train_idx, config, gen, dev, progress)
+    model.eval()
+    pred = epoch_logits[-1].argmax(1)
+    train_acc = float((pred[train_idx] == y_all[train_idx]).mean())
+    test_acc = float((pred[test_idx] == y_all[test_idx]).mean()) if test_idx is not None and len(test_idx) else None
+    return TrainResult(model=model, init_state=init_state, epoch_logits=np.stack(epoch_logits), train_acc=train_acc,
+                       test_acc=test_acc, wall_time_s=time.perf_counter() - t0,
+                       n_params=sum(p.numel() for p in model.parameters()), features=np.asarray(features, np.float32))
+
+
 def clone_at(model: StagedNet, state: dict[str, torch.Tensor]) -> StagedNet:
     """A copy of ``model`` with ``state`` loaded (e.g. the network at initialisation)."""
     m = copy.deepcopy(model)
