@@ -61,7 +61,8 @@ def _run_pipeline(cfg) -> Path:
 def score(
     source: Annotated[list[str], typer.Option("--source", "-s", help="A data source NAME=SPEC, repeatable. SPEC: "
                       "mnist5k | digits | folder:PATH (one sub-folder per class) | csv:PATH (path,label[,source]) | "
-                      "npz:PATH (arrays x, y).")] = None,  # type: ignore[assignment]
+                      "npz:PATH (arrays x, y) | parquet:PATH (image bytes or path, label[, source]) | hf:PATH (a Hugging Face "
+                      "dataset saved with save_to_disk; needs `pip install datasets`).")] = None,  # type: ignore[assignment]
     label_noise: Annotated[float | None, typer.Option(help="Flip this fraction of labels to a uniformly chosen other class (ground truth kept).")] = None,
     label_noise_pairs: Annotated[str | None, typer.Option(help="Class-pair flips, e.g. '4:9,3:5': flip --pair-noise-rate of each class to its partner.")] = None,
     pair_noise_rate: Annotated[float | None, typer.Option(help="Fraction flipped within each pair of --label-noise-pairs.")] = None,

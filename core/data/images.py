@@ -66,6 +66,26 @@ def read_image(path: str | Path) -> np.ndarray:
     return arr
 
 
+def read_image_bytes(data: bytes, where: str) -> np.ndarray:
+    """Decode encoded image bytes (PNG, JPEG, …; e.g. a parquet or Hugging Face ``Image`` cell) like
+    :func:`read_image`; errors name ``where``."""
+    import io
+
+    if not isinstance(data, bytes | bytearray | memoryview) or len(data) == 0:
+        raise ImageReadError(where, "empty or missing image bytes")
+    try:
+        with Image.open(io.BytesIO(bytes(data))) as im:
+            im.load()
+            arr = _pil_to_array(im)
+    except UnidentifiedImageError as exc:
+        raise ImageReadError(where, "not a readable image (unknown or damaged format)") from exc
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+        raise ImageReadError(where, f"corrupt or unreadable image ({exc})") from exc
+    if arr.shape[1] == 0 or arr.shape[2] == 0:
+        raise ImageReadError(where, "image has zero width or height")
+    return arr
+
+
 def _pil_to_array(im: Image.Image) -> np.ndarray:
     """A loaded PIL image as float32 ``(C, H, W)`` in ``[0, 1]``."""
     if im.mode in _GRAY_MODES:

@@ -8,6 +8,13 @@ Spec kinds (``NAME=`` is optional; the name then defaults to the kind, e.g. ``mn
   files that are not images by suffix, and hidden files/folders, are ignored).
 * ``csv:PATH`` — columns ``path,label[,source]``; paths relative to the CSV's folder (absolute allowed);
   a non-empty ``source`` cell puts that row under that source name.
+* ``parquet:PATH`` — a table with a ``label`` column, the image as encoded bytes (column ``image``, ``img`` or
+  ``bytes``: binary, or a struct with a ``bytes`` field as Hugging Face writes it) or as a file path (column
+  ``path``, relative to the parquet file's folder), and an optional ``source`` column; ids
+  ``"<source>:<row>"``.
+* ``hf:PATH`` — a Hugging Face ``datasets`` dataset saved with ``save_to_disk`` (one split: for a
+  ``DatasetDict`` give ``hf:PATH/<split>``); the first ``Image`` column (else ``image``/``img``) and the
+  ``label``/``labels`` column (``ClassLabel`` names are used). Needs ``pip install datasets``.
 * ``npz:PATH`` — arrays ``x`` ((n,H,W), (n,H,W,C) or (n,C,H,W); uint8 0..255 or float in [0, 1]) and ``y``
   (integers or strings), optional ``class_names`` (then integer ``y`` indexes it). Loaded without pickle.
 
@@ -53,12 +60,13 @@ from core.data.images import (
     is_image_file,
     most_common_size,
     read_image,
+    read_image_bytes,
     resize_crop,
     stack_images,
 )
 from core.errors import DataError
 
-KINDS: tuple[str, ...] = ("mnist5k", "digits", "folder", "csv", "npz")
+KINDS: tuple[str, ...] = ("mnist5k", "digits", "folder", "csv", "npz", "parquet", "hf")
 """Known source kinds; the first two are bundled data sets, the others take ``:PATH``."""
 
 _BUNDLED = frozenset({"mnist5k", "digits"})
@@ -508,6 +516,124 @@ def load_npz(spec: SourceSpec, base: Path, skip_bad: bool) -> RawSource:
     return raw
 
 
+# ------------------------------------------------------------------------------------ parquet / hf
+
+_IMAGE_COLUMNS = ("image", "img", "bytes")
+
+
+def _blob(cell: object) -> bytes | None:
+    """Encoded bytes from a binary cell or a ``{"bytes": …, "path": …}`` struct (Hugging Face ``Image``)."""
+    if isinstance(cell, dict):
+        cell = cell.get("bytes")
+    return bytes(cell) if isinstance(cell, bytes | bytearray | memoryview) and len(cell) else None
+
+
+def _table_source(spec: SourceSpec, origin: str, labels: list, blobs: list | None, paths: list | None,
+                  sources: list | None, base: Path, skip_bad: bool, size: tuple[int, int] | None) -> RawSource:
+    """A :class:`RawSource` from table columns: encoded images (``blobs``) or file ``paths``, labels, sources."""
+    errors = _RowErrors(skip_bad)
+    file_rows: list[_FileRow] = []
+    kept: list[tuple[int, str, str]] = []  # (row, label, source) of decoded blob rows
+    images: list[np.ndarray] = []
+    for i, lab in enumerate(labels):
+        where = f"{origin}, row {i}"
+        label = "" if lab is None else str(lab).strip()
+        src = (str(sources[i]).strip() if sources is not None and sources[i] not in (None, "") else spec.name)
+        if not label:
+            errors.report(where, "missing label")
+            continue
+        if not _NAME_RE.match(src):
+            errors.report(where, f"invalid source name {src!r} in the 'source' column")
+            continue
+        if blobs is not None:
+            data = _blob(blobs[i])
+            try:
+                if data is None:
+                    raise ImageReadError(where, "empty or missing image bytes")
+                img = read_image_bytes(data, where)
+            except ImageReadError as exc:
+                errors.report(where, exc.reason)
+                continue
+            images.append(resize_crop(img[None], size)[0] if size is not None else img)
+            kept.append((i, label, src))
+        else:
+            text = "" if paths[i] is None else str(paths[i]).strip()
+            if not text:
+                errors.report(where, "empty 'path' cell")
+                continue
+            full = _resolve(text, base)
+            if not full.is_file():
+                errors.report(where, f"image file {full} does not exist")
+                continue
+            file_rows.append(_FileRow(full, label, src, f"{src}:{Path(text).as_posix()}", where))
+    if blobs is None:
+        if not file_rows and not errors.skipped:
+            raise DataError(f"{origin}: no rows")
+        return _file_source(spec.name, origin, file_rows, errors, size)
+    if not kept:
+        raise DataError(f"{origin}: no usable images ({len(errors.skipped)} rows skipped)")
+    return RawSource(name=spec.name, images=images, label_names=[k[1] for k in kept], source=[k[2] for k in kept],
+                     sample_id=[f"{k[2]}:{k[0]}" for k in kept], image_path=[""] * len(kept),
+                     skipped=list(errors.skipped))
+
+
+def load_parquet(spec: SourceSpec, base: Path, skip_bad: bool, size: tuple[int, int] | None = None) -> RawSource:
+    """``parquet:PATH``: columns ``label``, an image column (bytes) or ``path``, optional ``source``."""
+    import pyarrow.parquet as pq
+
+    path = _resolve(spec.path, base)
+    if not path.is_file():
+        raise DataError(f"{path}: parquet file not found (source {spec.name!r})")
+    try:
+        table = pq.read_table(path)
+    except Exception as exc:  # noqa: BLE001 - pyarrow raises several types for a bad file
+        raise DataError(f"{path}: not a readable parquet file ({exc})") from exc
+    cols = {c.lower(): c for c in table.column_names}
+    if "label" not in cols:
+        raise DataError(f"{path}: no 'label' column (columns: {', '.join(table.column_names)})")
+    img_col = next((cols[c] for c in _IMAGE_COLUMNS if c in cols), None)
+    if img_col is None and "path" not in cols:
+        raise DataError(f"{path}: no image column; expected one of {', '.join(_IMAGE_COLUMNS)} (encoded bytes) "
+                        f"or 'path' (columns: {', '.join(table.column_names)})")
+    labels = table.column(cols["label"]).to_pylist()
+    blobs = table.column(img_col).to_pylist() if img_col else None
+    paths = None if img_col else table.column(cols["path"]).to_pylist()
+    sources = table.column(cols["source"]).to_pylist() if "source" in cols else None
+    return _table_source(spec, f"parquet {path}", labels, blobs, paths, sources, path.parent, skip_bad, size)
+
+
+def load_hf(spec: SourceSpec, base: Path, skip_bad: bool, size: tuple[int, int] | None = None) -> RawSource:
+    """``hf:PATH``: a Hugging Face dataset saved with ``save_to_disk`` (imported lazily)."""
+    try:
+        import datasets
+    except ImportError as exc:
+        raise DataError("hf: sources need the Hugging Face datasets package: pip install datasets") from exc
+    path = _resolve(spec.path, base)
+    if not path.is_dir():
+        raise DataError(f"{path}: Hugging Face dataset folder not found (source {spec.name!r})")
+    try:
+        ds = datasets.load_from_disk(str(path))
+    except Exception as exc:  # noqa: BLE001 - datasets raises FileNotFoundError/ValueError/… for other folders
+        raise DataError(f"{path}: not a dataset saved with save_to_disk ({exc})") from exc
+    if isinstance(ds, datasets.DatasetDict):
+        raise DataError(f"{path}: holds several splits ({', '.join(ds)}); give one, e.g. hf:{path / next(iter(ds))}")
+    feats = ds.features
+    img_col = next((c for c, f in feats.items() if isinstance(f, datasets.Image)), None)
+    img_col = img_col or next((c for c in ("image", "img") if c in feats), None)
+    lab_col = next((c for c in ("label", "labels") if c in feats), None)
+    if img_col is None or lab_col is None:
+        raise DataError(f"{path}: needs an image column (Image feature, or 'image'/'img') and a 'label' column; "
+                        f"has {', '.join(feats)}")
+    if isinstance(feats[img_col], datasets.Image):
+        ds = ds.cast_column(img_col, datasets.Image(decode=False))
+    labels = ds[lab_col]
+    names = getattr(feats[lab_col], "names", None)
+    if names:
+        labels = [None if v is None or v < 0 else names[v] for v in labels]
+    sources = ds["source"] if "source" in feats else None
+    return _table_source(spec, f"hf {path}", list(labels), list(ds[img_col]), None, sources, path, skip_bad, size)
+
+
 # ----------------------------------------------------------------------------------------- merge
 
 
@@ -596,6 +722,10 @@ def load_one(spec: SourceSpec, base: Path, skip_bad: bool, size: tuple[int, int]
         return load_csv(spec, base, skip_bad, size)
     if spec.kind == "npz":
         return load_npz(spec, base, skip_bad)
+    if spec.kind == "parquet":
+        return load_parquet(spec, base, skip_bad, size)
+    if spec.kind == "hf":
+        return load_hf(spec, base, skip_bad, size)
     raise DataError(f"unknown source kind {spec.kind!r}")  # parse_spec already rejects these
 
 
