@@ -84,7 +84,7 @@ def test_parse_spec_bare_named_and_paths():
     ("text", "fragment"),
     [
         ("zip:foo.zip", "unknown kind 'zip'"),
-        ("a=parquet:x", "unknown kind 'parquet'"),
+        ("a=tfrecord:x", "unknown kind 'tfrecord'"),
         ("folder:", "needs a path"),
         ("x=npz:", "needs a path"),
         ("mnist5k:foo", "takes no ':PATH'"),
