@@ -29,8 +29,11 @@ every other-class sample once (deterministic). Each sample is scored only in its
 its *given* label, so a mislabeled sample is an atypical positive and gets a large gap.
 
 Engineering: the kernel of all rows is computed once (lower-triangular blocks, float64) when it fits the
-memory budget, else per problem; classes larger than ``max_class_size`` are split into seeded chunks, each a
-problem of its own (with ``ratio × chunk`` negatives); when the Cholesky fails or a pivot is tiny (duplicates,
+memory budget, else per problem; classes larger than ``max_class_size`` (adapter default 5,000) are split
+into seeded chunks, each a problem of its own (with ``ratio × chunk`` negatives). Up to 5,000 rows per class
+the score is exact (one problem of ≤ 10,000 rows: a 10k×10k float64 Gram is 800 MB, its Cholesky as much);
+beyond, chunking is an approximation whose rank agreement with the unchunked score is measured in
+``bench/results/cg_chunk.md``; when the Cholesky fails or a pivot is tiny (duplicates,
 near-singular H) a jitter λI is added, growing tenfold from 1e-8·mean(diag H), and the largest λ used is
 reported. Draws use a content-derived canonical order of the rows, so the scores do not depend on the order
 in which samples are given.
@@ -323,7 +326,7 @@ DEFAULT_PARAMS: dict[str, Any] = {
     "ratio": 1.0,
     "repeats": 5,
     "features": "pixels",
-    "max_class_size": 2000,
+    "max_class_size": 5000,
 }
 
 
@@ -331,8 +334,8 @@ def adapter(ctx) -> Any:
     """Pipeline adapter: ``cg_score`` over all rows (train and test) with their given labels.
 
     ``features="pixels"`` (the paper's setting) uses the images, ``"embeddings"`` the network's penultimate
-    features. The adapter bounds the problem size with ``max_class_size=2000`` by default (classes above it are
-    scored in chunks); set it to ``None`` in the config to score whole classes.
+    features. The adapter bounds the problem size with ``max_class_size=5000`` by default (classes above it are
+    scored in chunks, see ``bench/results/cg_chunk.md``); set it to ``None`` in the config to score whole classes.
     """
     from core.scores.registry import ScoreResult
 
