@@ -175,10 +175,10 @@ class RawSource:
     def stacked(self, size: tuple[int, int], channels: int) -> np.ndarray:
         """All images as one ``(n, channels, *size)`` float32 array (aspect-keeping resize + centre crop)."""
         if isinstance(self.images, np.ndarray):
-            x = resize_crop(self.images, size)
-            if x.shape[1] == channels:
-                return x
-            return np.stack([convert_channels(img, channels) for img in x])
+            x = self.images  # convert the mode before resizing: the conversion then runs on the smaller images
+            if x.shape[1] != channels:
+                x = np.stack([convert_channels(img, channels) for img in x])
+            return resize_crop(x, size)
         return stack_images([convert_channels(img, channels) for img in self.images], size)
 
 

@@ -49,10 +49,10 @@ def is_backbone(name: str) -> bool:
 class ImageNetInput(nn.Module):
     """Gray → 3 channels (repeat), then (x − mean)/std with the ImageNet statistics (non-persistent buffers)."""
 
-    def __init__(self) -> None:
+    def __init__(self, mean: tuple[float, ...] = IMAGENET_MEAN, std: tuple[float, ...] = IMAGENET_STD) -> None:
         super().__init__()
-        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[1] == 1:
@@ -200,8 +200,14 @@ def build_backbone(name: str, image_shape: tuple[int, int, int], n_classes: int,
         if not isinstance(head, nn.Linear):
             raise InfoscopeError(f"timm:{arch} has no single linear classifier; choose another model")
         head_name = next(k for k, m in net.named_modules() if m is head)
-        return Backbone(name, [nn.Sequential(ImageNetInput(), _TimmFeatures(net)),
-                               nn.Linear(head.in_features, n_classes)], net, head_name)
+        head_keys = {f"{head_name}.{k}" for k in head.state_dict()}
+        net.reset_classifier(0)  # the wrapper's own head replaces it
+        cfg = getattr(net, "pretrained_cfg", None) or {}
+        prep = ImageNetInput(tuple(cfg.get("mean", IMAGENET_MEAN)), tuple(cfg.get("std", IMAGENET_STD)))
+        model = Backbone(name, [nn.Sequential(prep, _TimmFeatures(net)), nn.Linear(head.in_features, n_classes)],
+                         net, head_name)
+        model.head_keys |= head_keys
+        return model
     if weights == "timm":
         raise InfoscopeError("--weights timm is for timm:<name> models; use --weights torchvision")
     if h != w and name == "vit_b_16":
