@@ -259,7 +259,10 @@ def _score_into(writer: RunWriter, cfg: RunConfig, data: Samples, corruptions: l
                     epoch_logits=epoch_logits, embeddings=emb, device=dev, seed=cfg.seed,
                     train_model=lambda s: train_again(s).model, progress=steps.progress,
                     extra={"train_run": train_again, "neighbor_dist": nb_dist, "neighbor_idx": nb_idx,
-                           "train_config": asdict(tcfg)})
+                           "train_config": asdict(tcfg),
+                           # features of a frozen backbone at w0 (or the user's --features), for a head-only SI
+                           "frozen_features": emb if (tcfg.freeze_backbone and user is None)
+                           or (user is not None and user["features"] is not None) else None})
     columns: dict[str, np.ndarray] = {}
     score_meta: dict[str, dict] = {}
     for names in _group_scores(cfg.scores).values():

@@ -58,6 +58,14 @@ def test_backbone_run_from_a_local_weights_file(tmp_path):
     assert m["image_mode"]["image_size_from"] == "--image-size"
     assert m["model"]["frozen_backbone"] is True and m["model"]["weights_info"]["head"].startswith("skipped")
     assert run.embeddings().shape == (17, 512)
+    # the stored features are the backbone's at the file's weights (frozen): recompute them independently
+    from core.models import backbone_features, build_model, load_weights
+
+    fresh = load_weights(build_model("resnet18", (3, 32, 32), 2), str(tmp_path / "r18.pt"))
+    from core.data import load_sources
+
+    data = load_sources([f"p=folder:{top}"], image_size=(32, 32), channels=3)
+    np.testing.assert_allclose(run.embeddings(), backbone_features(fresh, data.images, "cpu"), rtol=1e-4, atol=1e-4)
     assert np.isfinite(run.df[["loss", "margin", "uniqueness"]].to_numpy()).all()
 
 
