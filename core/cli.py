@@ -61,7 +61,8 @@ def _run_pipeline(cfg) -> Path:
 def score(
     source: Annotated[list[str], typer.Option("--source", "-s", help="A data source NAME=SPEC, repeatable. SPEC: "
                       "mnist5k | digits | folder:PATH (one sub-folder per class) | csv:PATH (path,label[,source]) | "
-                      "npz:PATH (arrays x, y).")] = None,  # type: ignore[assignment]
+                      "npz:PATH (arrays x, y) | parquet:PATH (image bytes or path, label[, source]) | hf:PATH (a Hugging Face "
+                      "dataset saved with save_to_disk; needs `pip install datasets`).")] = None,  # type: ignore[assignment]
     label_noise: Annotated[float | None, typer.Option(help="Flip this fraction of labels to a uniformly chosen other class (ground truth kept).")] = None,
     label_noise_pairs: Annotated[str | None, typer.Option(help="Class-pair flips, e.g. '4:9,3:5': flip --pair-noise-rate of each class to its partner.")] = None,
     pair_noise_rate: Annotated[float | None, typer.Option(help="Fraction flipped within each pair of --label-noise-pairs.")] = None,
@@ -69,8 +70,12 @@ def score(
     adversarial: Annotated[float | None, typer.Option(help="Append this fraction of adversarially attacked copies (is_adversarial ground truth).")] = None,
     attack: Annotated[str | None, typer.Option(help="Attack for --adversarial: fgsm or pgd.")] = None,
     eps: Annotated[float | None, typer.Option(help="L-infinity budget of the attack (pixels in [0, 1]).")] = None,
-    model: Annotated[str | None, typer.Option(help="Network: cnn (small CNN), mlp, or resnet18.")] = None,
-    weights: Annotated[str | None, typer.Option(help="Local state dict to initialise the network from (loaded with weights_only=True).")] = None,
+    model: Annotated[str | None, typer.Option(help="Network: cnn (small CNN), mlp, resnet18_small (trained from scratch, default image size = the sources' most common size), or an ImageNet backbone: resnet18, resnet50, convnext_tiny, efficientnet_b0, vit_b_16, timm:NAME (default image size 224).")] = None,
+    weights: Annotated[str | None, typer.Option(help="Local state dict to initialise the network from (loaded with weights_only=True; a classifier with another class count is skipped), or 'torchvision' for torchvision's own pretrained weights (its download/cache; needs the network the first time).")] = None,
+    freeze_backbone: Annotated[bool | None, typer.Option("--freeze-backbone/--no-freeze-backbone", help="Train only the classifier on the backbone's features (computed once). Default: on for ImageNet backbones on CPU or with pretrained weights.")] = None,
+    features: Annotated[str | None, typer.Option(help="Your own model's features, a .npy array n×d (row i = sample i in load order): no network is trained; uniqueness, neighbours, map and CG on them; a linear head gives the outputs unless --pred-probs is given.")] = None,
+    pred_probs: Annotated[str | None, typer.Option(help="Your own model's predicted probabilities, a .npy array n×k (rows sum to 1, column j = class j), like cleanlab's pred_probs: loss, margin, confidence from them; scores that need the network are NaN with the reason in the manifest.")] = None,
+    image_size: Annotated[int | None, typer.Option(help="Resize every image (shorter side) to N and center-crop N×N. Default: 224 for ImageNet backbones, else the most common size among the sources.")] = None,
     epochs: Annotated[int | None, typer.Option(help="Training epochs.")] = None,
     holdout: Annotated[float | None, typer.Option(help="Fraction held out as the test split (stratified).")] = None,
     scores: Annotated[str | None, typer.Option(help="Comma-separated scores, or 'all'. Known: loss, margin, el2n, forgetting, confidence, variability, uniqueness, si_weights, si_function, cg_score, prediction_depth.")] = None,
@@ -93,6 +98,7 @@ def score(
     overrides = dict(sources=list(source) if source else None, label_noise=label_noise,
                      label_noise_pairs=label_noise_pairs, pair_noise_rate=pair_noise_rate, undersample=undersample,
                      adversarial=adversarial, attack=attack, eps=eps, model=model, weights=weights, epochs=epochs,
+                     freeze_backbone=freeze_backbone, image_size=image_size, features=features, pred_probs=pred_probs,
                      holdout=holdout, scores=scores, map_method=map_method, device=device, seed=seed,
                      skip_bad=skip_bad or None, runs_dir=str(runs_dir) if runs_dir else None, name=name)
     try:

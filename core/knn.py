@@ -1,9 +1,13 @@
-"""Exact k-nearest-neighbour search (faiss), shared by prediction depth, flags and the uniqueness baseline.
+"""k-nearest-neighbour search (faiss), shared by prediction depth, flags and the uniqueness baseline.
 
 ``knn(query, support, k)`` returns, for every query row, the ``k`` support rows with the smallest Euclidean
-distance ‖q − s‖₂ (nearest first; ties in an unspecified order), computed exactly by a flat faiss index
-(``IndexFlatL2``: no approximation, no training). A GPU index is used only when ``faiss.get_num_gpus() > 0``
-(the ``faiss-gpu`` build) and ``device`` allows it; otherwise the CPU index runs.
+distance ‖q − s‖₂ (nearest first; ties in an unspecified order). The index is chosen by the support size
+(``index="auto"``): below ``APPROX_MIN_ROWS`` (100,000) rows a flat index (``IndexFlatL2``: exact, no
+training); above it an approximate one, HNSW on CPU (``IndexHNSWFlat``, M = 32, efSearch = max(128, 2k);
+Malkov & Yashunin, 2018) or IVF on GPU (``IndexIVFFlat``, nlist ≈ 4√n trained by k-means on a seeded sample,
+nprobe = 32). ``index="flat" | "hnsw" | "ivf"`` forces one. A GPU index is used only when
+``faiss.get_num_gpus() > 0`` (the ``faiss-gpu`` build) and ``device`` allows it; otherwise the CPU index runs.
+Approximate neighbours agree with exact ones on tests and are recorded as such by callers that care.
 
 Self-matches: when the query rows are (some of) the support rows, a point must not be its own neighbour
 (a k-NN probe or a density estimate that counts the point itself is biased). ``exclude_self=True`` says
@@ -47,10 +51,46 @@ def _use_gpu(device: str | None) -> bool:
     return getattr(faiss, "get_num_gpus", lambda: 0)() > 0
 
 
-def _build_index(support: np.ndarray, gpu: bool):
+APPROX_MIN_ROWS = 100_000
+IndexKind = Literal["auto", "flat", "hnsw", "ivf"]
+
+
+def choose_index(n: int, gpu: bool, kind: IndexKind = "auto") -> str:
+    """The index for ``n`` support rows: ``flat`` below :data:`APPROX_MIN_ROWS`, else ``ivf`` on GPU, ``hnsw`` on CPU."""
+    if kind != "auto":
+        if kind not in ("flat", "hnsw", "ivf"):
+            raise ValueError(f"unknown index {kind!r}: auto, flat, hnsw or ivf")
+        return kind
+    if n < APPROX_MIN_ROWS:
+        return "flat"
+    return "ivf" if gpu else "hnsw"
+
+
+def _build_index(support: np.ndarray, gpu: bool, kind: str = "flat", k: int = 10):
     import faiss
 
-    d = support.shape[1]
+    n, d = support.shape
+    if kind == "hnsw":  # CPU only in faiss
+        index = faiss.IndexHNSWFlat(d, 32)
+        index.hnsw.efConstruction = 80
+        index.hnsw.efSearch = max(128, 2 * k)
+        index.add(support)
+        return index
+    if kind == "ivf":
+        nlist = int(max(1, min(4 * np.sqrt(n), n // 39)))
+        quantizer = faiss.IndexFlatL2(d)
+        index = faiss.IndexIVFFlat(quantizer, d, nlist)
+        sample = support
+        if n > 256 * nlist:
+            sample = support[np.sort(np.random.default_rng(0).choice(n, 256 * nlist, replace=False))]
+        index.train(sample)
+        index.nprobe = min(nlist, 32)
+        if gpu:
+            res = faiss.StandardGpuResources()
+            index = faiss.index_cpu_to_gpu(res, 0, index)
+            index._infoscope_res = res
+        index.add(support)
+        return index
     index = faiss.IndexFlatL2(d)
     if gpu:
         res = faiss.StandardGpuResources()
@@ -91,8 +131,9 @@ def knn(
     metric: Metric = "l2",
     device: str | None = "auto",
     batch: int = 16384,
+    index: IndexKind = "auto",
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Exact k nearest support rows of every query row.
+    """The k nearest support rows of every query row (exact below 100,000 support rows, see the module doc).
 
     Args:
         query: (m, ...) array, flattened to (m, d).
@@ -104,6 +145,7 @@ def knn(
             ‖a−b‖ = √(2 − 2 cos(a, b)), which orders neighbours by cosine similarity).
         device: ``"cpu"`` forces the CPU index; anything else uses a GPU index when faiss sees a GPU.
         batch: query rows per faiss call (bounds the result memory).
+        index: ``"auto"`` (by support size), or force ``"flat"`` (exact), ``"hnsw"`` or ``"ivf"``.
 
     Returns:
         ``(distances, indices)``: float32 (m, k) Euclidean distances, nearest first, and int64 (m, k) support
@@ -125,8 +167,13 @@ def knn(
     available = len(s) - (1 if drop else 0)
     if k < 1 or k > available:
         raise ScoreError(f"kNN needs 1 ≤ k ≤ {available} (support of {len(s)} rows), got k={k}")
-    index = _build_index(s, _use_gpu(device))
-    dists, idx = _search(index, q, k + 1 if drop else k, batch)
+    gpu = _use_gpu(device)
+    kind = choose_index(len(s), gpu, index)
+    built = _build_index(s, gpu and kind != "hnsw", kind, k + 1)
+    dists, idx = _search(built, q, k + 1 if drop else k, batch)
+    short = np.flatnonzero((idx < 0).any(axis=1))
+    if len(short):  # an approximate index found fewer than k rows for these queries: search them exactly
+        dists[short], idx[short] = _search(_build_index(s, gpu, "flat"), q[short], idx.shape[1], batch)
     if drop:
         dists, idx = _drop_self(dists, idx, np.asarray(self_index, dtype=np.int64), k)
     return np.sqrt(np.maximum(dists, 0.0)), idx

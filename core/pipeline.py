@@ -57,6 +57,10 @@ class RunConfig:
     # model and training
     model: str = "cnn"
     weights: str | None = None
+    freeze_backbone: bool | None = None  # None: frozen for an ImageNet backbone on CPU or with pretrained weights
+    # your own model's outputs instead of training here (core.user_outputs)
+    features: str | None = None
+    pred_probs: str | None = None
     epochs: int = 8
     batch_size: int = 128
     lr: float = 2e-3
@@ -104,8 +108,29 @@ class RunConfig:
                 raise InfoscopeError(f"{name} must be in [{lo}, {hi}], got {v}")
         if self.epochs < 1:
             raise InfoscopeError("epochs must be at least 1")
+        if self.image_size is not None and not 1 <= int(self.image_size) <= 4096:
+            raise InfoscopeError(f"image_size must be in [1, 4096], got {self.image_size}")
         if self.attack not in ("fgsm", "pgd"):
             raise InfoscopeError(f"unknown attack {self.attack!r}: fgsm or pgd")
+        from core.models.backbones import is_backbone
+        from core.models.nets import MODEL_NAMES
+
+        if self.model not in MODEL_NAMES and not is_backbone(self.model):
+            raise InfoscopeError(f"unknown model {self.model!r}; choose one of {', '.join(MODEL_NAMES)} or timm:<name>")
+        if (self.features or self.pred_probs) and (self.adversarial > 0 or self.undersample):
+            raise InfoscopeError("--features/--pred-probs align with the loaded rows; --adversarial and --undersample "
+                                 "change the rows and cannot be combined with them")
+        if self.freeze_backbone and not is_backbone(self.model):
+            raise InfoscopeError(f"freeze_backbone needs an ImageNet backbone (e.g. resnet18), not {self.model!r}")
+
+    def frozen(self, dev: torch.device) -> bool:
+        """Whether only the head is trained: ``freeze_backbone`` if set, else True for an ImageNet backbone
+        on CPU or with pretrained weights (features computed once, head trained on them)."""
+        from core.models.backbones import is_backbone
+
+        if self.freeze_backbone is not None:
+            return bool(self.freeze_backbone)
+        return is_backbone(self.model) and (dev.type == "cpu" or bool(self.weights))
 
 
 def demo_config(**overrides: Any) -> RunConfig:
@@ -151,8 +176,13 @@ def _versions() -> dict[str, str]:
 
 
 def _load(cfg: RunConfig) -> tuple[Samples, list[dict]]:
-    size = (cfg.image_size, cfg.image_size) if cfg.image_size else None
-    data = load_sources(cfg.sources, image_size=size, skip_bad=cfg.skip_bad)
+    from core.models.nets import default_image_size, model_channels
+
+    side = cfg.image_size or default_image_size(cfg.model)  # 224 for ImageNet backbones, else most common
+    size = (side, side) if side else None
+    data = load_sources(cfg.sources, image_size=size, skip_bad=cfg.skip_bad, channels=model_channels(cfg.model))
+    data.load_info["image_size_from"] = ("--image-size" if cfg.image_size else
+                                         f"default of {cfg.model}" if side else data.load_info.get("size_rule"))
     records: list[dict] = []
     if cfg.undersample:
         data, rec = undersample(data, cfg.undersample, cfg.seed)
@@ -189,12 +219,20 @@ def score_run(cfg: RunConfig, report: Callable[[str, str, float | None], None] |
 def _score_into(writer: RunWriter, cfg: RunConfig, data: Samples, corruptions: list[dict],
                 dev: torch.device, steps: Steps) -> Path:
     tcfg = TrainConfig(model=cfg.model, epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr,
-                       weights=cfg.weights)
+                       weights=cfg.weights, freeze_backbone=cfg.frozen(dev))
     split = stratified_split(data.labels, cfg.holdout, cfg.seed)
+    # frozen backbone with weights from a file or hub: its features do not depend on the seed, compute them once
+    feature_cache: dict[int, np.ndarray] = {}
+
+    user = _user_arrays(cfg, data)  # None unless --features / --pred-probs
 
     def train(d: Samples, sp: np.ndarray, seed: int) -> TrainResult:
+        if user is not None:
+            return _user_result(user, d, sp, tcfg, seed, dev, steps)
+        cached = feature_cache.get(len(d)) if tcfg.freeze_backbone and cfg.weights else None
         return train_model(d.images, d.labels, np.flatnonzero(sp == "train"), d.n_classes, tcfg, seed=seed,
-                           device=dev, test_idx=np.flatnonzero(sp == "test"), progress=steps.progress)
+                           device=dev, test_idx=np.flatnonzero(sp == "test"), progress=steps.progress,
+                           features=cached)
 
     with steps.step("train"):
         result = train(data, split, cfg.seed)
@@ -205,7 +243,13 @@ def _score_into(writer: RunWriter, cfg: RunConfig, data: Samples, corruptions: l
             data, split, epoch_logits = _inject_adversarial(cfg, data, split, result, corruptions, dev)
     logits = epoch_logits[-1]
     with steps.step("features"):
-        emb = embed(model, data.images, dev)
+        if result.features is not None:  # frozen backbone: reuse the features computed for training
+            n0 = len(result.features)
+            extra = embed(model, data.images[n0:], dev) if len(data) > n0 else result.features[:0]
+            emb = np.concatenate([result.features, extra]).astype(np.float32)
+            feature_cache[n0], feature_cache[len(data)] = result.features, emb
+        else:
+            emb = embed(model, data.images, dev)
         nb_dist, nb_idx = neighbors(emb, cfg.knn_k, str(dev))
 
     def train_again(seed: int) -> TrainResult:
@@ -226,7 +270,10 @@ def _score_into(writer: RunWriter, cfg: RunConfig, data: Samples, corruptions: l
                     epoch_logits=epoch_logits, embeddings=emb, device=dev, seed=cfg.seed,
                     train_model=lambda s: train_again(s).model, progress=steps.progress,
                     extra={"train_run": train_again, "train_subset": train_subset, "neighbor_dist": nb_dist,
-                           "neighbor_idx": nb_idx, "train_config": asdict(tcfg), "duplicate_pairs": dup_pairs})
+                           "neighbor_idx": nb_idx, "train_config": asdict(tcfg), "duplicate_pairs": dup_pairs,
+                           # features of a frozen backbone at w0 (or the user's --features), for a head-only SI
+                           "frozen_features": emb if (tcfg.freeze_backbone and user is None)
+                           or (user is not None and user["features"] is not None) else None})
     columns: dict[str, np.ndarray] = {}
     score_meta: dict[str, dict] = {}
     score_arrays: dict[str, dict[str, np.ndarray]] = {}
@@ -236,8 +283,15 @@ def _score_into(writer: RunWriter, cfg: RunConfig, data: Samples, corruptions: l
         for n in (*names, *spec.companions):
             params.update(cfg.score_params.get(n, {}))
         label = "+".join(names)
+        skip = user["unavailable"] if user is not None else {}
         with steps.step(f"score {label}"):
-            res: ScoreResult = spec.load()(ScoreContext(params=params, **ctx_base))
+            if all(n in skip for n in names):
+                res = ScoreResult({n: np.full(len(data), np.nan) for n in (*names, *spec.companions)})
+            else:
+                res: ScoreResult = spec.load()(ScoreContext(params=params, **ctx_base))
+            for col in set(res.columns) & set(skip):
+                res.columns[col] = np.full(len(data), np.nan)
+                res.info = {**res.info, f"{col}_not_computed": skip[col]}
         for col, values in res.columns.items():
             values = np.asarray(values, dtype=np.float64)
             if values.shape != (len(data),):
@@ -279,11 +333,13 @@ def _score_into(writer: RunWriter, cfg: RunConfig, data: Samples, corruptions: l
         "class_names": list(data.class_names),
         "n_samples": len(data),
         "image_shape": list(data.image_shape),
+        "image_mode": dict(data.load_info),
         "split_counts": {s: int((split == s).sum()) for s in ("train", "test")},
         "skipped": {"count": len(data.skipped), "rows": [list(s) for s in data.skipped[:1000]]},
         "corruptions": corruptions,
         "model": {"name": cfg.model, "n_params": result.n_params, "epochs": cfg.epochs,
                   "train_acc": result.train_acc, "test_acc": result.test_acc, "weights": cfg.weights,
+                  "weights_info": getattr(model, "weights_info", None), "frozen_backbone": tcfg.freeze_backbone,
                   "train_config": asdict(tcfg)},
         "scores": score_meta,
         "map": {"method": cfg.map_method},
@@ -291,10 +347,47 @@ def _score_into(writer: RunWriter, cfg: RunConfig, data: Samples, corruptions: l
         "flags": {"n_mislabeled": int(table["flag_mislabeled"].sum()),
                   "n_adversarial": int(table["flag_adversarial"].sum()),
                   "thresholds": cfg.flag_thresholds},
+        "user_outputs": None if user is None else {
+            "features": cfg.features, "pred_probs": cfg.pred_probs, "not_computed": user["unavailable"],
+            "outputs_from": "--pred-probs" if cfg.pred_probs else "linear head trained on --features"},
         "steps": dict(steps.times),
         "wall_time_s": round(sum(steps.times.values()), 3),
     }
     return writer.finish(manifest)
+
+
+def _user_arrays(cfg: RunConfig, data: Samples) -> dict[str, Any] | None:
+    """The validated ``--features`` / ``--pred-probs`` arrays and the scores they cannot give (None if neither)."""
+    if not (cfg.features or cfg.pred_probs):
+        return None
+    from core.user_outputs import load_features, load_pred_probs, unavailable_scores
+
+    feats = load_features(cfg.features, len(data)) if cfg.features else None
+    probs = load_pred_probs(cfg.pred_probs, len(data), data.n_classes, data.class_names) if cfg.pred_probs else None
+    return {"features": feats, "probs": probs, "unavailable": unavailable_scores(feats is not None, probs is not None)}
+
+
+def _user_result(user: dict[str, Any], data: Samples, split: np.ndarray, tcfg: TrainConfig, seed: int,
+                 dev: torch.device, steps: Steps) -> TrainResult:
+    """A TrainResult from the user's arrays: their probabilities as the outputs (one snapshot), or a linear head
+    trained on their features. ``features`` is the space for neighbours, the map and the flags."""
+    from core.models.training import train_linear_head
+    from core.user_outputs import probs_to_logits
+
+    train_idx, test_idx = np.flatnonzero(split == "train"), np.flatnonzero(split == "test")
+    feats, probs = user["features"], user["probs"]
+    if probs is None:
+        return train_linear_head(feats, data.labels, train_idx, data.n_classes, tcfg, seed=seed, device=dev,
+                                 test_idx=test_idx, progress=steps.progress)
+    logits = probs_to_logits(probs)
+    pred = logits.argmax(1)
+
+    def acc(idx: np.ndarray) -> float | None:
+        return float((pred[idx] == data.labels[idx]).mean()) if len(idx) else None
+
+    return TrainResult(model=None, init_state={}, epoch_logits=logits[None], train_acc=acc(train_idx) or 0.0,
+                       test_acc=acc(test_idx), wall_time_s=0.0, n_params=0,
+                       features=(feats if feats is not None else probs).astype(np.float32))
 
 
 def _inject_adversarial(cfg: RunConfig, data: Samples, split: np.ndarray, result: TrainResult,

@@ -148,9 +148,21 @@ def test_adapter_echoes_params_and_uses_embeddings(slice3):
     res = adapter(ctx)
     s = res.columns["cg_score"]
     assert s.shape == (len(y),) and np.isfinite(s).all()
-    assert res.params == {"negatives": "balanced", "ratio": 1.0, "repeats": 2, "seed": 3, "max_class_size": 2000,
+    assert res.params == {"negatives": "balanced", "ratio": 1.0, "repeats": 2, "seed": 3, "max_class_size": 5000,
                           "features": "pixels", "dataset_level": True, "dataset_max_rows": 4096}
     assert res.info["jitter_max"] == 0.0 and res.info["problems"] == 3 * 2
     np.testing.assert_allclose(s, cg_score(x, y, repeats=2, seed=3, device="cpu"))
     ctx.params = {"features": "embeddings", "negatives": "all"}
     np.testing.assert_allclose(adapter(ctx).columns["cg_score"], cg_score(emb, y, negatives="all", device="cpu"))
+
+
+def test_adapter_default_scores_classes_up_to_5000_rows_unchunked():
+    from core.scores.cg import DEFAULT_PARAMS, _problems
+
+    limit = DEFAULT_PARAMS["max_class_size"]
+    assert limit == 5000
+    for size, chunks in [(5000, 1), (5001, 2), (12000, 3)]:
+        labels = np.r_[np.zeros(size, int), np.ones(200, int)]
+        pos = [p for p, _ in _problems(labels, "balanced", 1.0, 1, 0, limit) if labels[p[0]] == 0]
+        assert len(pos) == chunks and sum(len(p) for p in pos) == size
+        assert len(np.unique(np.concatenate(pos))) == size  # every row scored exactly once per draw

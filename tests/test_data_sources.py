@@ -84,7 +84,7 @@ def test_parse_spec_bare_named_and_paths():
     ("text", "fragment"),
     [
         ("zip:foo.zip", "unknown kind 'zip'"),
-        ("a=parquet:x", "unknown kind 'parquet'"),
+        ("a=tfrecord:x", "unknown kind 'tfrecord'"),
         ("folder:", "needs a path"),
         ("x=npz:", "needs a path"),
         ("mnist5k:foo", "takes no ':PATH'"),
@@ -182,7 +182,7 @@ def test_folder_rgb_modes_and_sizes(tmp_path):
     write_png(top / "blue" / "palette.png", rgb, mode="P")
     write_png(top / "blue" / "photo.jpg", rgb[:8, :8])  # smaller, JPEG
     s = load_sources([f"folder:{top}"])
-    assert s.images.shape == (4, 3, 16, 16)  # resized to the largest size
+    assert s.images.shape == (4, 3, 16, 16)  # resized to the most common size
     assert s.class_names == ["blue", "red"]
     by_id = dict(zip(s.sample_id, range(len(s)), strict=True))
     np.testing.assert_allclose(
@@ -190,22 +190,61 @@ def test_folder_rgb_modes_and_sizes(tmp_path):
     )
 
 
-def test_folder_gray_and_rgb_mixed_is_error_naming_both(tmp_path):
+def test_folder_gray_and_rgb_mixed_is_converted_to_the_majority_and_counted(tmp_path):
     top = tmp_path / "mix"
-    make_gray_folder(top, {"a": 2, "b": 1})
-    write_png(top / "b" / "color.png", np.zeros((10, 12, 3), dtype=np.uint8))
-    with pytest.raises(DataError, match="mixes grayscale and RGB") as err:
-        load_sources([f"folder:{top}"])
-    assert "color.png" in str(err.value) and "img0.png" in str(err.value)
+    gray = make_gray_folder(top, {"a": 2, "b": 1})
+    color = np.random.default_rng(5).integers(0, 256, size=(10, 12, 3), dtype=np.uint8)
+    write_png(top / "b" / "color.png", color)
+    for skip in (False, True):  # converted, never refused nor skipped
+        s = load_sources([f"folder:{top}"], skip_bad=skip)
+        assert len(s) == 4 and s.images.shape == (4, 1, 10, 12) and not s.skipped
+        assert s.load_info["channels"] == 1 and s.load_info["converted_rgb_to_gray"] == 1
+        row = list(s.sample_id).index("folder:b/color.png")
+        luma = (0.299 * color[..., 0] + 0.587 * color[..., 1] + 0.114 * color[..., 2]) / 255.0
+        np.testing.assert_allclose(s.images[row, 0], luma, atol=1e-5)
+        row = list(s.sample_id).index("folder:a/img0.png")
+        np.testing.assert_allclose(s.images[row, 0], gray["a/img0.png"] / 255.0, atol=1e-6)
+    # the model's mode wins over the majority: every gray image repeated on three channels
+    s = load_sources([f"folder:{top}"], channels=3)
+    assert s.images.shape == (4, 3, 10, 12) and s.load_info["converted_gray_to_rgb"] == 3
+    row = list(s.sample_id).index("folder:a/img0.png")
+    for c in range(3):
+        np.testing.assert_allclose(s.images[row, c], gray["a/img0.png"] / 255.0, atol=1e-6)
 
 
-def test_folder_mixed_channels_skip_bad_drops_minority(tmp_path):
-    top = tmp_path / "mix"
-    make_gray_folder(top, {"a": 2, "b": 1})
-    write_png(top / "b" / "color.png", np.zeros((10, 12, 3), dtype=np.uint8))
-    s = load_sources([f"folder:{top}"], skip_bad=True)
-    assert len(s) == 3 and s.images.shape[1] == 1
-    assert len(s.skipped) == 1 and s.skipped[0][0].endswith("color.png")
+def test_one_outlier_no_longer_sets_the_size_of_all(tmp_path):
+    top = tmp_path / "sizes"
+    make_gray_folder(top, {"a": 3, "b": 3}, h=16, w=16)
+    write_png(top / "b" / "huge.png", gray_pixels(99, 64, 64))
+    s = load_sources([f"folder:{top}"])
+    assert s.images.shape == (7, 1, 16, 16)
+    assert s.load_info["rows_not_at_size"] == 1 and s.load_info["size_rule"].startswith("most common")
+
+
+def test_resize_crop_brute_force():
+    from core.data.images import resize_crop
+
+    x = np.random.default_rng(0).random((2, 3, 4, 8)).astype(np.float32)
+    # same scale (covers 4×4 at scale 1): the centre columns 2..5, untouched
+    np.testing.assert_array_equal(resize_crop(x, (4, 4)), x[:, :, :, 2:6])
+    # shrink by 2 then crop the centre: exactly resize_images to (2, 4) and columns 1..2
+    np.testing.assert_allclose(resize_crop(x, (2, 2)), resize_images(x, (2, 4))[:, :, :, 1:3], atol=1e-6)
+    assert resize_crop(x, (4, 8)) is x
+    # a non-square target covering a tall image: width scaled to 6, height 3 rows cropped from 12
+    y = np.random.default_rng(1).random((1, 1, 8, 4)).astype(np.float32)
+    np.testing.assert_allclose(resize_crop(y, (6, 6)), resize_images(y, (12, 6))[:, :, 3:9], atol=1e-6)
+
+
+def test_given_image_size_resizes_shorter_side_and_crops_each_file(tmp_path):
+    from core.data.images import resize_crop
+
+    top = tmp_path / "wide"
+    pix = make_gray_folder(top, {"a": 2, "b": 2}, h=10, w=20)
+    s = load_sources([f"folder:{top}"], image_size=(8, 8))
+    assert s.images.shape == (4, 1, 8, 8) and s.load_info["size_rule"] == "given"
+    row = list(s.sample_id).index("folder:b/img1.png")
+    want = resize_crop((pix["b/img1.png"] / 255.0).astype(np.float32)[None, None], (8, 8))[0]
+    np.testing.assert_allclose(s.images[row], want, atol=1e-6)
 
 
 @pytest.mark.parametrize("kind", ["truncated", "text"])
@@ -387,11 +426,11 @@ def test_npz_not_a_zip_and_pickled_objects(tmp_path):
 
 def test_union_of_classes_across_file_sources(tmp_path):
     make_gray_folder(tmp_path / "f", {"cat": 2, "dog": 1})
-    write_png(tmp_path / "c" / "b.png", gray_pixels(7, 20, 20))  # larger: everything goes to 20x20
+    write_png(tmp_path / "c" / "b.png", gray_pixels(7, 20, 20))  # an outlier: the common 10x12 wins
     write_csv(tmp_path / "c" / "l.csv", ["path,label", "b.png,bird"])
     s = load_sources(["f=folder:f", "c=csv:c/l.csv"], root=tmp_path)
     assert s.class_names == ["bird", "cat", "dog"]
-    assert s.images.shape == (4, 1, 20, 20)
+    assert s.images.shape == (4, 1, 10, 12)
     assert [s.class_names[i] for i in s.labels] == ["cat", "cat", "dog", "bird"]
     assert list(s.source) == ["f", "f", "f", "c"]
 
@@ -402,8 +441,8 @@ def test_duplicate_source_names_and_channel_mismatch(tmp_path):
     rgb = np.zeros((8, 8, 3), dtype=np.uint8)
     write_png(tmp_path / "rgb" / "a" / "1.png", rgb)
     write_png(tmp_path / "rgb" / "b" / "1.png", rgb)
-    with pytest.raises(DataError, match="different channel counts.*digits: 1.*rgb: 3"):
-        load_sources(["digits", f"rgb=folder:{tmp_path / 'rgb'}"])
+    s = load_sources(["digits", f"rgb=folder:{tmp_path / 'rgb'}"])  # converted to the majority (gray)
+    assert s.images.shape[1] == 1 and s.load_info["converted_rgb_to_gray"] == 2
 
 
 def test_empty_spec_list_and_bad_image_size():

@@ -87,3 +87,32 @@ def test_vote_majority_and_tie_break_by_nearest():
     pred, counts = knn_vote(labels, 6)
     assert pred.tolist() == [2, 3, 4]  # 2-2 tie -> class of the nearest, majority, tie -> nearest
     assert counts[1].tolist() == [2, 0, 0, 3, 0, 0]
+
+
+def test_index_choice_by_size():
+    from core.knn import APPROX_MIN_ROWS, choose_index
+
+    assert choose_index(APPROX_MIN_ROWS - 1, gpu=False) == "flat"
+    assert choose_index(APPROX_MIN_ROWS, gpu=False) == "hnsw"
+    assert choose_index(APPROX_MIN_ROWS, gpu=True) == "ivf"
+    assert choose_index(10, gpu=False, kind="ivf") == "ivf"
+    with pytest.raises(ValueError, match="unknown index"):
+        choose_index(10, gpu=False, kind="lsh")
+
+
+@pytest.mark.parametrize("kind", ["hnsw", "ivf"])
+def test_approximate_indexes_agree_with_exact(kind):
+    from core.knn import knn
+
+    rng = np.random.default_rng(0)
+    centers = rng.normal(0, 4, (20, 16))
+    x = (centers[rng.integers(0, 20, 3000)] + rng.normal(0, 1, (3000, 16))).astype(np.float32)
+    d_exact, i_exact = knn(x, x, 10, exclude_self=True, device="cpu", index="flat")
+    d_apx, i_apx = knn(x, x, 10, exclude_self=True, device="cpu", index=kind)
+    recall = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(i_apx, i_exact, strict=True)])
+    assert recall >= 0.95, recall
+    assert not (i_apx == np.arange(3000)[:, None]).any()  # never the row itself
+    # a returned neighbour's distance is its true distance, and never closer than the exact k-th
+    true = np.linalg.norm(x[:, None] - x[i_apx], axis=-1)
+    np.testing.assert_allclose(d_apx, true, rtol=1e-3, atol=1e-3)
+    assert (d_apx[:, -1] >= d_exact[:, -1] - 1e-4).all()

@@ -12,7 +12,7 @@ from core.models import build_model, load_weights
 from core.models.training import TrainConfig, train_model
 
 
-@pytest.mark.parametrize("name", ["cnn", "mlp", "resnet18"])
+@pytest.mark.parametrize("name", ["cnn", "mlp", "resnet18_small", "resnet18"])
 def test_staged_interface(name):
     m = build_model(name, (1, 28, 28), 10).eval()
     x = torch.rand(3, 1, 28, 28)
@@ -29,10 +29,10 @@ def test_small_cnn_size():
 
 
 def test_load_local_weights_and_torchvision_keys(tmp_path):
-    src = build_model("resnet18", (1, 28, 28), 10)
+    src = build_model("resnet18_small", (1, 28, 28), 10)
     path = tmp_path / "w.pt"
     torch.save(src.state_dict(), path)
-    dst = load_weights(build_model("resnet18", (1, 28, 28), 10), str(path))
+    dst = load_weights(build_model("resnet18_small", (1, 28, 28), 10), str(path))
     for a, b in zip(src.state_dict().values(), dst.state_dict().values(), strict=True):
         torch.testing.assert_close(a, b)
     # a torchvision-style state dict (conv1.weight, layer1..., fc...) maps onto the staged stages
@@ -41,7 +41,7 @@ def test_load_local_weights_and_torchvision_keys(tmp_path):
     tv = resnet18(weights=None, num_classes=10)
     tv.conv1 = torch.nn.Conv2d(1, 64, 3, 1, 1, bias=False)
     torch.save({"state_dict": tv.state_dict()}, tmp_path / "tv.pt")
-    got = load_weights(build_model("resnet18", (1, 28, 28), 10), str(tmp_path / "tv.pt"))
+    got = load_weights(build_model("resnet18_small", (1, 28, 28), 10), str(tmp_path / "tv.pt"))
     torch.testing.assert_close(got.stages[5].weight, tv.fc.weight)
 
 

@@ -24,6 +24,8 @@ class Samples:
         is_mislabeled: bool array (n,): ``labels != true_label`` for injected label noise.
         is_adversarial: bool array (n,): rows that are injected adversarial copies.
         skipped: list of ``(where, why)`` for rows skipped with ``--skip-bad``.
+        load_info: how the sources were brought onto one shape (image size and the rule that chose it, rows
+            resized, channels, gray→RGB / RGB→gray conversions); recorded in the run manifest.
     """
 
     images: np.ndarray
@@ -36,6 +38,7 @@ class Samples:
     is_mislabeled: np.ndarray | None = None
     is_adversarial: np.ndarray | None = None
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    load_info: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         n = len(self.labels)
@@ -78,6 +81,7 @@ class Samples:
             is_mislabeled=self.is_mislabeled[idx],
             is_adversarial=self.is_adversarial[idx],
             skipped=list(self.skipped),
+            load_info=dict(self.load_info),
         )
 
     @staticmethod
@@ -100,4 +104,5 @@ class Samples:
             is_mislabeled=np.concatenate([p.is_mislabeled for p in parts]),
             is_adversarial=np.concatenate([p.is_adversarial for p in parts]),
             skipped=[s for p in parts for s in p.skipped],
+            load_info=dict(parts[0].load_info),
         )

@@ -66,6 +66,26 @@ def read_image(path: str | Path) -> np.ndarray:
     return arr
 
 
+def read_image_bytes(data: bytes, where: str) -> np.ndarray:
+    """Decode encoded image bytes (PNG, JPEG, …; e.g. a parquet or Hugging Face ``Image`` cell) like
+    :func:`read_image`; errors name ``where``."""
+    import io
+
+    if not isinstance(data, bytes | bytearray | memoryview) or len(data) == 0:
+        raise ImageReadError(where, "empty or missing image bytes")
+    try:
+        with Image.open(io.BytesIO(bytes(data))) as im:
+            im.load()
+            arr = _pil_to_array(im)
+    except UnidentifiedImageError as exc:
+        raise ImageReadError(where, "not a readable image (unknown or damaged format)") from exc
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+        raise ImageReadError(where, f"corrupt or unreadable image ({exc})") from exc
+    if arr.shape[1] == 0 or arr.shape[2] == 0:
+        raise ImageReadError(where, "image has zero width or height")
+    return arr
+
+
 def _pil_to_array(im: Image.Image) -> np.ndarray:
     """A loaded PIL image as float32 ``(C, H, W)`` in ``[0, 1]``."""
     if im.mode in _GRAY_MODES:
@@ -100,10 +120,50 @@ def resize_images(x: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return out
 
 
+def resize_crop(x: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Resize a float32 batch ``(n, C, h, w)`` keeping its aspect ratio so that it covers ``size`` = (H, W)
+    (scale s = max(H/h, W/w): for a square target, the shorter side becomes H), then crop the centre H×W.
+
+    The crop offsets are ⌊(h·s − H)/2⌋ and ⌊(w·s − W)/2⌋ (torchvision's ``Resize`` + ``CenterCrop`` for
+    square targets). Returns the input unchanged when it already has that size.
+    """
+    size = (int(size[0]), int(size[1]))
+    h, w = x.shape[2:]
+    if (h, w) == size:
+        return x
+    s = max(size[0] / h, size[1] / w)
+    covered = (max(size[0], round(h * s)), max(size[1], round(w * s)))
+    y = resize_images(x, covered)
+    top, left = (covered[0] - size[0]) // 2, (covered[1] - size[1]) // 2
+    return np.ascontiguousarray(y[:, :, top:top + size[0], left:left + size[1]])
+
+
+def convert_channels(img: np.ndarray, channels: int) -> np.ndarray:
+    """A ``(C, H, W)`` image with ``channels`` channels: gray → RGB repeats the channel, RGB → gray is the
+    ITU-R 601 luma 0.299 R + 0.587 G + 0.114 B (PIL's "L" conversion)."""
+    c = img.shape[0]
+    if c == channels:
+        return img
+    if c == 1 and channels == 3:
+        return np.repeat(img, 3, axis=0)
+    if c == 3 and channels == 1:
+        luma = np.tensordot(np.array([0.299, 0.587, 0.114], np.float32), img, axes=1)
+        return np.clip(luma, 0.0, 1.0).astype(np.float32)[None]
+    raise ValueError(f"cannot convert {c} channels to {channels}")
+
+
+def most_common_size(counts: dict[tuple[int, int], int]) -> tuple[int, int]:
+    """The (H, W) held by the most images (the largest area on ties)."""
+    if not counts:
+        raise ValueError("no shapes")
+    best = max(counts.items(), key=lambda kv: (kv[1], kv[0][0] * kv[0][1], kv[0]))[0]
+    return (int(best[0]), int(best[1]))
+
+
 def stack_images(images: Sequence[np.ndarray], size: tuple[int, int]) -> np.ndarray:
     """Stack ``(C, H, W)`` images of possibly different sizes into one ``(n, C, *size)`` float32 array.
 
-    Images of the same shape are resized together; the output keeps the input order. All images must share
+    Images of the same shape are resized together (:func:`resize_crop`: aspect kept, centre crop); the output keeps the input order. All images must share
     the channel count (callers check this first, with a message that names files).
     """
     if not images:
@@ -114,7 +174,7 @@ def stack_images(images: Sequence[np.ndarray], size: tuple[int, int]) -> np.ndar
     for i, img in enumerate(images):
         groups.setdefault(tuple(img.shape), []).append(i)
     for idx in groups.values():
-        out[idx] = resize_images(np.stack([images[i] for i in idx]), size)
+        out[idx] = resize_crop(np.stack([images[i] for i in idx]), size)
     return out
 
 

@@ -8,6 +8,13 @@ Spec kinds (``NAME=`` is optional; the name then defaults to the kind, e.g. ``mn
   files that are not images by suffix, and hidden files/folders, are ignored).
 * ``csv:PATH`` — columns ``path,label[,source]``; paths relative to the CSV's folder (absolute allowed);
   a non-empty ``source`` cell puts that row under that source name.
+* ``parquet:PATH`` — a table with a ``label`` column, the image as encoded bytes (column ``image``, ``img`` or
+  ``bytes``: binary, or a struct with a ``bytes`` field as Hugging Face writes it) or as a file path (column
+  ``path``, relative to the parquet file's folder), and an optional ``source`` column; ids
+  ``"<source>:<row>"``.
+* ``hf:PATH`` — a Hugging Face ``datasets`` dataset saved with ``save_to_disk`` (one split: for a
+  ``DatasetDict`` give ``hf:PATH/<split>``); the first ``Image`` column (else ``image``/``img``) and the
+  ``label``/``labels`` column (``ClassLabel`` names are used). Needs ``pip install datasets``.
 * ``npz:PATH`` — arrays ``x`` ((n,H,W), (n,H,W,C) or (n,C,H,W); uint8 0..255 or float in [0, 1]) and ``y``
   (integers or strings), optional ``class_names`` (then integer ``y`` indexes it). Loaded without pickle.
 
@@ -15,11 +22,14 @@ Merging rules:
 
 * Class names are the union of the labels present in all sources, sorted naturally (numerically when every
   name is an integer, else alphabetically); labels are indices into that list.
-* Every image is resized to ``image_size`` when given, else to the largest (by area) H×W found among all
-  sources, with anti-aliased bilinear interpolation (:func:`core.data.images.resize_images`).
-* All sources must have the same channel count (1 = grayscale, 3 = RGB), else :class:`DataError`.
-* Within one file source (folder/csv), a mix of grayscale and RGB files is a :class:`DataError` naming one
-  file of each kind; with ``skip_bad`` the minority kind is skipped instead (RGB wins a tie).
+* Every image is resized, keeping its aspect ratio, until it covers ``image_size`` (for a square size N: the
+  shorter side becomes N), then centre-cropped (:func:`core.data.images.resize_crop`, anti-aliased bilinear).
+  Without ``image_size`` the target is the most common H×W among all rows (largest area on ties), so one
+  outlier image no longer sets the size of all. File sources resize each image right after decoding when the
+  size is given (peak memory: one full-size image, not all of them).
+* Channels: every image is converted to ``channels`` when given (the model's mode, e.g. 3 for ImageNet
+  backbones), else to the majority mode among all rows (RGB on a tie): gray → RGB repeats the channel,
+  RGB → gray is the ITU-R 601 luma. The counts are in ``Samples.load_info``.
 * ``sample_id`` is ``"<source>:<index>"`` for array sources, ``"<source>:<relative path>"`` for files;
   ids must be unique across the merged dataset.
 
@@ -46,15 +56,17 @@ from core.data.dataset import Samples
 from core.data.images import (
     IMAGE_EXTENSIONS,
     ImageReadError,
+    convert_channels,
     is_image_file,
-    largest_size,
+    most_common_size,
     read_image,
-    resize_images,
+    read_image_bytes,
+    resize_crop,
     stack_images,
 )
 from core.errors import DataError
 
-KINDS: tuple[str, ...] = ("mnist5k", "digits", "folder", "csv", "npz")
+KINDS: tuple[str, ...] = ("mnist5k", "digits", "folder", "csv", "npz", "parquet", "hf")
 """Known source kinds; the first two are bundled data sets, the others take ``:PATH``."""
 
 _BUNDLED = frozenset({"mnist5k", "digits"})
@@ -141,22 +153,33 @@ class RawSource:
     def __len__(self) -> int:
         return len(self.label_names)
 
-    @property
-    def channels(self) -> int:
-        """Channel count shared by all rows (the loaders guarantee it is uniform)."""
-        return int(self.images[0].shape[0] if isinstance(self.images, list) else self.images.shape[1])
-
-    def sizes(self) -> list[tuple[int, int]]:
-        """The distinct (H, W) sizes present."""
+    def channel_counts(self) -> dict[int, int]:
+        """Rows per channel count (1 = grayscale, 3 = RGB)."""
         if isinstance(self.images, np.ndarray):
-            return [tuple(self.images.shape[2:])]  # type: ignore[list-item]
-        return sorted({tuple(img.shape[1:]) for img in self.images})  # type: ignore[misc]
+            return {int(self.images.shape[1]): len(self.images)}
+        out: dict[int, int] = {}
+        for img in self.images:
+            out[int(img.shape[0])] = out.get(int(img.shape[0]), 0) + 1
+        return out
 
-    def stacked(self, size: tuple[int, int]) -> np.ndarray:
-        """All images as one ``(n, C, *size)`` float32 array."""
+    def size_counts(self) -> dict[tuple[int, int], int]:
+        """Rows per (H, W)."""
         if isinstance(self.images, np.ndarray):
-            return resize_images(self.images, size)
-        return stack_images(self.images, size)
+            return {tuple(int(v) for v in self.images.shape[2:]): len(self.images)}  # type: ignore[dict-item]
+        out: dict[tuple[int, int], int] = {}
+        for img in self.images:
+            key = (int(img.shape[1]), int(img.shape[2]))
+            out[key] = out.get(key, 0) + 1
+        return out
+
+    def stacked(self, size: tuple[int, int], channels: int) -> np.ndarray:
+        """All images as one ``(n, channels, *size)`` float32 array (aspect-keeping resize + centre crop)."""
+        if isinstance(self.images, np.ndarray):
+            x = self.images  # convert the mode before resizing: the conversion then runs on the smaller images
+            if x.shape[1] != channels:
+                x = np.stack([convert_channels(img, channels) for img in x])
+            return resize_crop(x, size)
+        return stack_images([convert_channels(img, channels) for img in self.images], size)
 
 
 class _RowErrors:
@@ -247,8 +270,9 @@ class _FileRow:
     where: str
 
 
-def _decode_rows(rows: list[_FileRow], errors: _RowErrors) -> tuple[list[_FileRow], list[np.ndarray]]:
-    """Decode every row's image; unreadable ones go to ``errors``."""
+def _decode_rows(rows: list[_FileRow], errors: _RowErrors,
+                 size: tuple[int, int] | None = None) -> tuple[list[_FileRow], list[np.ndarray]]:
+    """Decode every row's image (resized to ``size`` at once when given); unreadable ones go to ``errors``."""
     kept: list[_FileRow] = []
     images: list[np.ndarray] = []
     for row in rows:
@@ -259,37 +283,14 @@ def _decode_rows(rows: list[_FileRow], errors: _RowErrors) -> tuple[list[_FileRo
             errors.report(row.where, why)
             continue
         kept.append(row)
-        images.append(img)
+        images.append(resize_crop(img[None], size)[0] if size is not None else img)
     return kept, images
 
 
-def _uniform_channels(
-    origin: str, rows: list[_FileRow], images: list[np.ndarray], errors: _RowErrors
-) -> tuple[list[_FileRow], list[np.ndarray]]:
-    """Enforce one channel count per file source (error, or skip the minority kind with ``skip_bad``)."""
-    gray = [i for i, img in enumerate(images) if img.shape[0] == 1]
-    if not gray or len(gray) == len(images):
-        return rows, images
-    rgb = [i for i, img in enumerate(images) if img.shape[0] != 1]
-    if not errors.skip_bad:
-        raise DataError(
-            f"{origin}: mixes grayscale and RGB images, e.g. {rows[gray[0]].path} (1 channel) and "
-            f"{rows[rgb[0]].path} (3 channels); convert them to one mode, or pass skip_bad (--skip-bad) "
-            "to skip the minority kind"
-        )
-    keep_gray = len(gray) > len(rgb)
-    drop = set(rgb if keep_gray else gray)
-    have, want = (3, 1) if keep_gray else (1, 3)
-    for i in sorted(drop):
-        errors.report(rows[i].where, f"has {have} channel(s) while most images of {origin} have {want}")
-    kept = [i for i in range(len(rows)) if i not in drop]
-    return [rows[i] for i in kept], [images[i] for i in kept]
-
-
-def _file_source(name: str, origin: str, rows: list[_FileRow], errors: _RowErrors) -> RawSource:
-    """Decode ``rows`` into a :class:`RawSource` (skipped rows recorded)."""
-    rows, images = _decode_rows(rows, errors)
-    rows, images = _uniform_channels(origin, rows, images, errors)
+def _file_source(name: str, origin: str, rows: list[_FileRow], errors: _RowErrors,
+                 size: tuple[int, int] | None = None) -> RawSource:
+    """Decode ``rows`` into a :class:`RawSource` (skipped rows recorded; resized at once to ``size`` if given)."""
+    rows, images = _decode_rows(rows, errors, size)
     if not rows:
         raise DataError(f"{origin}: no usable images (all {len(errors.skipped)} rows were skipped)")
     return RawSource(
@@ -314,7 +315,7 @@ def _is_visible(path: Path, top: Path) -> bool:
     return not any(part.startswith(".") for part in path.relative_to(top).parts)
 
 
-def load_folder(spec: SourceSpec, base: Path, skip_bad: bool) -> RawSource:
+def load_folder(spec: SourceSpec, base: Path, skip_bad: bool, size: tuple[int, int] | None = None) -> RawSource:
     """``folder:PATH``: one sub-folder per class, image files inside (recursively)."""
     top = _resolve(spec.path, base)
     if not top.is_dir():
@@ -333,7 +334,7 @@ def load_folder(spec: SourceSpec, base: Path, skip_bad: bool) -> RawSource:
         for p in files:
             rel = p.relative_to(top).as_posix()
             rows.append(_FileRow(p, d.name, spec.name, f"{spec.name}:{rel}", str(p)))
-    return _file_source(spec.name, f"folder {top}", rows, _RowErrors(skip_bad))
+    return _file_source(spec.name, f"folder {top}", rows, _RowErrors(skip_bad), size)
 
 
 def _cell(row: list[str], col: int | None) -> str:
@@ -386,7 +387,7 @@ def _csv_rows(spec: SourceSpec, csv_path: Path, errors: _RowErrors) -> list[_Fil
     return rows
 
 
-def load_csv(spec: SourceSpec, base: Path, skip_bad: bool) -> RawSource:
+def load_csv(spec: SourceSpec, base: Path, skip_bad: bool, size: tuple[int, int] | None = None) -> RawSource:
     """``csv:PATH``: rows ``path,label[,source]``."""
     csv_path = _resolve(spec.path, base)
     if not csv_path.is_file():
@@ -398,7 +399,7 @@ def load_csv(spec: SourceSpec, base: Path, skip_bad: bool) -> RawSource:
         raise DataError(f"{csv_path}: not a readable UTF-8 CSV ({exc})") from exc
     if not rows and not errors.skipped:
         raise DataError(f"{csv_path}: CSV has a header but no data rows")
-    return _file_source(spec.name, f"CSV {csv_path}", rows, errors)
+    return _file_source(spec.name, f"CSV {csv_path}", rows, errors, size)
 
 
 # ------------------------------------------------------------------------------------------- npz
@@ -515,6 +516,124 @@ def load_npz(spec: SourceSpec, base: Path, skip_bad: bool) -> RawSource:
     return raw
 
 
+# ------------------------------------------------------------------------------------ parquet / hf
+
+_IMAGE_COLUMNS = ("image", "img", "bytes")
+
+
+def _blob(cell: object) -> bytes | None:
+    """Encoded bytes from a binary cell or a ``{"bytes": …, "path": …}`` struct (Hugging Face ``Image``)."""
+    if isinstance(cell, dict):
+        cell = cell.get("bytes")
+    return bytes(cell) if isinstance(cell, bytes | bytearray | memoryview) and len(cell) else None
+
+
+def _table_source(spec: SourceSpec, origin: str, labels: list, blobs: list | None, paths: list | None,
+                  sources: list | None, base: Path, skip_bad: bool, size: tuple[int, int] | None) -> RawSource:
+    """A :class:`RawSource` from table columns: encoded images (``blobs``) or file ``paths``, labels, sources."""
+    errors = _RowErrors(skip_bad)
+    file_rows: list[_FileRow] = []
+    kept: list[tuple[int, str, str]] = []  # (row, label, source) of decoded blob rows
+    images: list[np.ndarray] = []
+    for i, lab in enumerate(labels):
+        where = f"{origin}, row {i}"
+        label = "" if lab is None else str(lab).strip()
+        src = (str(sources[i]).strip() if sources is not None and sources[i] not in (None, "") else spec.name)
+        if not label:
+            errors.report(where, "missing label")
+            continue
+        if not _NAME_RE.match(src):
+            errors.report(where, f"invalid source name {src!r} in the 'source' column")
+            continue
+        if blobs is not None:
+            data = _blob(blobs[i])
+            try:
+                if data is None:
+                    raise ImageReadError(where, "empty or missing image bytes")
+                img = read_image_bytes(data, where)
+            except ImageReadError as exc:
+                errors.report(where, exc.reason)
+                continue
+            images.append(resize_crop(img[None], size)[0] if size is not None else img)
+            kept.append((i, label, src))
+        else:
+            text = "" if paths[i] is None else str(paths[i]).strip()
+            if not text:
+                errors.report(where, "empty 'path' cell")
+                continue
+            full = _resolve(text, base)
+            if not full.is_file():
+                errors.report(where, f"image file {full} does not exist")
+                continue
+            file_rows.append(_FileRow(full, label, src, f"{src}:{Path(text).as_posix()}", where))
+    if blobs is None:
+        if not file_rows and not errors.skipped:
+            raise DataError(f"{origin}: no rows")
+        return _file_source(spec.name, origin, file_rows, errors, size)
+    if not kept:
+        raise DataError(f"{origin}: no usable images ({len(errors.skipped)} rows skipped)")
+    return RawSource(name=spec.name, images=images, label_names=[k[1] for k in kept], source=[k[2] for k in kept],
+                     sample_id=[f"{k[2]}:{k[0]}" for k in kept], image_path=[""] * len(kept),
+                     skipped=list(errors.skipped))
+
+
+def load_parquet(spec: SourceSpec, base: Path, skip_bad: bool, size: tuple[int, int] | None = None) -> RawSource:
+    """``parquet:PATH``: columns ``label``, an image column (bytes) or ``path``, optional ``source``."""
+    import pyarrow.parquet as pq
+
+    path = _resolve(spec.path, base)
+    if not path.is_file():
+        raise DataError(f"{path}: parquet file not found (source {spec.name!r})")
+    try:
+        table = pq.read_table(path)
+    except Exception as exc:  # noqa: BLE001 - pyarrow raises several types for a bad file
+        raise DataError(f"{path}: not a readable parquet file ({exc})") from exc
+    cols = {c.lower(): c for c in table.column_names}
+    if "label" not in cols:
+        raise DataError(f"{path}: no 'label' column (columns: {', '.join(table.column_names)})")
+    img_col = next((cols[c] for c in _IMAGE_COLUMNS if c in cols), None)
+    if img_col is None and "path" not in cols:
+        raise DataError(f"{path}: no image column; expected one of {', '.join(_IMAGE_COLUMNS)} (encoded bytes) "
+                        f"or 'path' (columns: {', '.join(table.column_names)})")
+    labels = table.column(cols["label"]).to_pylist()
+    blobs = table.column(img_col).to_pylist() if img_col else None
+    paths = None if img_col else table.column(cols["path"]).to_pylist()
+    sources = table.column(cols["source"]).to_pylist() if "source" in cols else None
+    return _table_source(spec, f"parquet {path}", labels, blobs, paths, sources, path.parent, skip_bad, size)
+
+
+def load_hf(spec: SourceSpec, base: Path, skip_bad: bool, size: tuple[int, int] | None = None) -> RawSource:
+    """``hf:PATH``: a Hugging Face dataset saved with ``save_to_disk`` (imported lazily)."""
+    try:
+        import datasets
+    except ImportError as exc:
+        raise DataError("hf: sources need the Hugging Face datasets package: pip install datasets") from exc
+    path = _resolve(spec.path, base)
+    if not path.is_dir():
+        raise DataError(f"{path}: Hugging Face dataset folder not found (source {spec.name!r})")
+    try:
+        ds = datasets.load_from_disk(str(path))
+    except Exception as exc:  # noqa: BLE001 - datasets raises FileNotFoundError/ValueError/… for other folders
+        raise DataError(f"{path}: not a dataset saved with save_to_disk ({exc})") from exc
+    if isinstance(ds, datasets.DatasetDict):
+        raise DataError(f"{path}: holds several splits ({', '.join(ds)}); give one, e.g. hf:{path / next(iter(ds))}")
+    feats = ds.features
+    img_col = next((c for c, f in feats.items() if isinstance(f, datasets.Image)), None)
+    img_col = img_col or next((c for c in ("image", "img") if c in feats), None)
+    lab_col = next((c for c in ("label", "labels") if c in feats), None)
+    if img_col is None or lab_col is None:
+        raise DataError(f"{path}: needs an image column (Image feature, or 'image'/'img') and a 'label' column; "
+                        f"has {', '.join(feats)}")
+    if isinstance(feats[img_col], datasets.Image):
+        ds = ds.cast_column(img_col, datasets.Image(decode=False))
+    labels = ds[lab_col]
+    names = getattr(feats[lab_col], "names", None)
+    if names:
+        labels = [None if v is None or v < 0 else names[v] for v in labels]
+    sources = ds["source"] if "source" in feats else None
+    return _table_source(spec, f"hf {path}", list(labels), list(ds[img_col]), None, sources, path, skip_bad, size)
+
+
 # ----------------------------------------------------------------------------------------- merge
 
 
@@ -524,16 +643,6 @@ def sort_class_names(names: Sequence[str]) -> list[str]:
     if unique and all(_INT_RE.match(s) for s in unique):
         return sorted(unique, key=lambda s: (int(s), s))
     return sorted(unique)
-
-
-def _check_channels(raws: list[RawSource]) -> None:
-    """All sources must share the channel count."""
-    channels = {r.name: r.channels for r in raws}
-    if len(set(channels.values())) > 1:
-        detail = ", ".join(f"{k}: {v}" for k, v in channels.items())
-        raise DataError(
-            f"sources have different channel counts ({detail}); mix only grayscale or only RGB sources"
-        )
 
 
 def _check_unique_ids(ids: np.ndarray) -> None:
@@ -546,10 +655,19 @@ def _check_unique_ids(ids: np.ndarray) -> None:
         )
 
 
-def merge_sources(raws: list[RawSource], image_size: tuple[int, int] | None = None) -> Samples:
-    """Map labels onto the union of class names, resize to the common size and stack into one Samples."""
-    _check_channels(raws)
-    size = image_size or largest_size([s for r in raws for s in r.sizes()])
+def merge_sources(raws: list[RawSource], image_size: tuple[int, int] | None = None,
+                  channels: int | None = None) -> Samples:
+    """Map labels onto the union of class names, bring every image to one size and mode, stack into Samples."""
+    sizes: dict[tuple[int, int], int] = {}
+    modes: dict[int, int] = {}
+    for r in raws:
+        for k, v in r.size_counts().items():
+            sizes[k] = sizes.get(k, 0) + v
+        for k, v in r.channel_counts().items():
+            modes[k] = modes.get(k, 0) + v
+    size = image_size or most_common_size(sizes)
+    if channels is None:
+        channels = 1 if modes.get(1, 0) > modes.get(3, 0) else 3
     class_names = sort_class_names([name for r in raws for name in r.label_names])
     if len(class_names) < 2:
         only = class_names[0] if class_names else "none"
@@ -558,14 +676,22 @@ def merge_sources(raws: list[RawSource], image_size: tuple[int, int] | None = No
             "a classification dataset needs at least two classes"
         )
     index = {name: i for i, name in enumerate(class_names)}
+    load_info = {
+        "image_size": list(size), "size_rule": "given" if image_size else "most common size among the rows",
+        "sizes_seen": len(sizes), "rows_not_at_size": int(sum(v for k, v in sizes.items() if k != tuple(size))),
+        "channels": int(channels),
+        "converted_gray_to_rgb": int(modes.get(1, 0)) if channels == 3 else 0,
+        "converted_rgb_to_gray": int(modes.get(3, 0)) if channels == 1 else 0,
+    }
     samples = Samples(
-        images=np.concatenate([r.stacked(size) for r in raws]),
+        images=np.concatenate([r.stacked(size, channels) for r in raws]),
         labels=np.array([index[n] for r in raws for n in r.label_names], dtype=np.int64),
         class_names=class_names,
         source=np.array([s for r in raws for s in r.source], dtype=object),
         sample_id=np.array([s for r in raws for s in r.sample_id], dtype=object),
         image_path=np.array([s for r in raws for s in r.image_path], dtype=object),
         skipped=[s for r in raws for s in r.skipped],
+        load_info=load_info,
     )
     _check_unique_ids(samples.sample_id)
     return samples
@@ -584,18 +710,22 @@ def _check_image_size(image_size: tuple[int, int] | None) -> tuple[int, int] | N
     return (h, w)
 
 
-def load_one(spec: SourceSpec, base: Path, skip_bad: bool) -> RawSource:
-    """Load one parsed source."""
+def load_one(spec: SourceSpec, base: Path, skip_bad: bool, size: tuple[int, int] | None = None) -> RawSource:
+    """Load one parsed source (file sources resize every image to ``size`` while decoding, when given)."""
     if spec.kind == "mnist5k":
         return load_mnist5k(spec)
     if spec.kind == "digits":
         return load_digits(spec)
     if spec.kind == "folder":
-        return load_folder(spec, base, skip_bad)
+        return load_folder(spec, base, skip_bad, size)
     if spec.kind == "csv":
-        return load_csv(spec, base, skip_bad)
+        return load_csv(spec, base, skip_bad, size)
     if spec.kind == "npz":
         return load_npz(spec, base, skip_bad)
+    if spec.kind == "parquet":
+        return load_parquet(spec, base, skip_bad, size)
+    if spec.kind == "hf":
+        return load_hf(spec, base, skip_bad, size)
     raise DataError(f"unknown source kind {spec.kind!r}")  # parse_spec already rejects these
 
 
@@ -605,14 +735,17 @@ def load_sources(
     image_size: tuple[int, int] | None = None,
     skip_bad: bool = False,
     root: str | Path | None = None,
+    channels: int | None = None,
 ) -> Samples:
     """Load and merge the sources ``specs`` (each ``NAME=SPEC`` or bare ``SPEC``, see the module docstring).
 
     Args:
         specs: source specs, e.g. ``["mnist5k", "extra=folder:data/extra"]``.
-        image_size: (H, W) every image is resized to; default the largest H×W among the sources.
+        image_size: (H, W) every image is resized (aspect kept) and centre-cropped to; default the most
+            common H×W among the rows.
         skip_bad: skip (and record in ``Samples.skipped``) bad rows instead of raising.
         root: folder that relative paths in specs are resolved against (default: the working directory).
+        channels: 1 or 3 to convert every image to that mode (the model's); default the majority mode.
 
     Raises:
         DataError: on any bad input, with a message naming the file or row.
@@ -632,4 +765,6 @@ def load_sources(
         seen[p.name] = p.text
     size = _check_image_size(image_size)
     base = Path(root).expanduser() if root is not None else Path.cwd()
-    return merge_sources([load_one(p, base, skip_bad) for p in parsed], size)
+    if channels not in (None, 1, 3):
+        raise DataError(f"channels must be 1 or 3, got {channels!r}")
+    return merge_sources([load_one(p, base, skip_bad, size) for p in parsed], size, channels)

@@ -119,27 +119,60 @@ class ResNet18Small(StagedNet):
         )
 
 
-MODEL_NAMES = ("cnn", "mlp", "resnet18")
+SMALL_MODELS = ("cnn", "mlp", "resnet18_small")
+"""Networks trained from scratch on small images (default image size: the most common size of the sources)."""
+
+
+MODEL_NAMES = ("cnn", "mlp", "resnet18_small", "resnet18", "resnet50", "convnext_tiny", "efficientnet_b0", "vit_b_16")
+
+
+def default_image_size(name: str) -> int | None:
+    """The image side a model expects when ``--image-size`` is not given.
+
+    224 for the ImageNet backbones (``resnet18``, ``resnet50``, ``convnext_tiny``, ``efficientnet_b0``,
+    ``vit_b_16``, ``timm:<name>``); ``None`` for the small nets (``cnn``, ``mlp``, ``resnet18_small``), which
+    take the most common image size among the sources (28×28 for the bundled MNIST).
+    """
+    from core.models.backbones import DEFAULT_IMAGE_SIZE, is_backbone
+
+    return DEFAULT_IMAGE_SIZE if is_backbone(name) else None
+
+
+def model_channels(name: str) -> int | None:
+    """Channels a model needs: 3 for the ImageNet backbones, ``None`` (any: the sources' majority) otherwise."""
+    from core.models.backbones import is_backbone
+
+    return 3 if is_backbone(name) else None
 
 
 def build_model(name: str, image_shape: tuple[int, int, int], n_classes: int, **kwargs) -> StagedNet:
-    """Build ``cnn`` | ``mlp`` | ``resnet18`` for images of shape (C, H, W)."""
+    """Build a model for images of shape (C, H, W): a small net (``cnn`` | ``mlp`` | ``resnet18_small``) or an
+    ImageNet backbone (``resnet18`` … ``vit_b_16``, ``timm:<name>``; see ``core.models.backbones``).
+    Backbones take ``weights="torchvision"`` to fetch torchvision's own pretrained weights."""
+    from core.models.backbones import build_backbone, is_backbone
+
     c, h, w = image_shape
+    if is_backbone(name):
+        return build_backbone(name, image_shape, n_classes, **kwargs)
     if name == "cnn":
         return SmallCNN(c, n_classes, image_size=(h, w), **kwargs)
     if name == "mlp":
         return MLP(c * h * w, n_classes, **kwargs)
-    if name == "resnet18":
+    if name == "resnet18_small":
         return ResNet18Small(c, n_classes)
-    raise ValueError(f"unknown model {name!r}; choose one of {', '.join(MODEL_NAMES)}")
+    raise ValueError(f"unknown model {name!r}; choose one of {', '.join(MODEL_NAMES)} or timm:<name>")
 
 
 def load_weights(model: nn.Module, path: str) -> nn.Module:
     """Load a local state dict (``torch.load(weights_only=True)``: no arbitrary code from the file).
 
     Accepts a plain state dict or a checkpoint dict with a ``state_dict``/``model`` entry; keys may be a
-    torchvision ResNet's (``conv1.weight``...) or this module's (``stages.0.0.weight``...).
+    torchvision network's (``conv1.weight``...) or this module's (``stages.0.0.weight``...). For an ImageNet
+    backbone a classifier with another number of classes is skipped (the new head keeps its initialisation);
+    what was loaded is kept in ``model.weights_info``.
     """
+    from core.models.backbones import Backbone, load_backbone_weights
+
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError as e:
@@ -150,6 +183,9 @@ def load_weights(model: nn.Module, path: str) -> nn.Module:
         state = state.get("state_dict", state.get("model"))
     if not isinstance(state, dict):
         raise ValueError(f"{path} does not hold a state dict")
+    if isinstance(model, Backbone):
+        model.weights_info = load_backbone_weights(model, state, path)
+        return model
     try:
         model.load_state_dict(state)
     except RuntimeError:

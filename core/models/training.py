@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from core.device import resolve_device
+from core.models.backbones import backbone_features
 from core.models.nets import StagedNet, build_model, load_weights
 
 
@@ -30,6 +31,8 @@ class TrainConfig:
     weight_decay: float = 0.0
     weights: str | None = None
     model_kwargs: dict = field(default_factory=dict)
+    freeze_backbone: bool = False
+    """Train only the classifier on the backbone's features, computed once in eval mode (see ``train_model``)."""
 
 
 @dataclass
@@ -43,6 +46,7 @@ class TrainResult:
     test_acc: float | None
     wall_time_s: float
     n_params: int
+    features: np.ndarray | None = None  # float32 (n, d) frozen-backbone features of x_all (freeze_backbone only)
 
 
 def seed_everything(seed: int) -> torch.Generator:
@@ -74,45 +78,59 @@ def embed(model: StagedNet, x: np.ndarray, device: torch.device | str = "cpu", b
     return torch.cat(out).numpy()
 
 
+def build_initial_model(config: TrainConfig, image_shape: tuple[int, int, int], n_classes: int) -> StagedNet:
+    """The network of ``config`` at initialisation: seeded architecture, then ``config.weights``.
+
+    ``weights`` is a local state-dict path, or ``"torchvision"`` / ``"timm"`` for the library's own
+    pretrained weights of an ImageNet backbone (downloaded or read from its cache by that library).
+    """
+    kwargs = dict(config.model_kwargs)
+    hub = config.weights in ("torchvision", "timm")
+    if hub:
+        from core.models.backbones import is_backbone
+
+        if not is_backbone(config.model):
+            raise ValueError(f"--weights {config.weights} needs an ImageNet backbone (e.g. --model resnet18), "
+                             f"not {config.model!r}")
+        kwargs["weights"] = config.weights
+    model = build_model(config.model, image_shape, n_classes, **kwargs)
+    if config.weights and not hub:
+        load_weights(model, config.weights)
+    return model
+
+
 def train_model(x_all: np.ndarray, y_all: np.ndarray, train_idx: np.ndarray, n_classes: int,
                 config: TrainConfig, *, seed: int = 0, device: str | torch.device = "auto",
                 test_idx: np.ndarray | None = None,
-                progress: Callable[[str, float | None], None] | None = None) -> TrainResult:
+                progress: Callable[[str, float | None], None] | None = None,
+                features: np.ndarray | None = None) -> TrainResult:
     """Train ``config.model`` on rows ``train_idx`` of ``x_all`` with labels ``y_all`` (Adam, cross-entropy).
 
     Deterministic for a given seed on a given device: the initialisation and the batch order come from
     ``seed``. After every epoch the logits of *all* rows are recorded (eval mode).
+
+    With ``config.freeze_backbone`` only the classifier (last stage) is trained, on the penultimate features
+    of the network at initialisation computed once in eval mode (:func:`backbone_features`); ``features``
+    may pass them in (they do not depend on the seed when the weights come from a file). The result then
+    carries them in ``TrainResult.features``.
     """
     dev = resolve_device(device)
     gen = seed_everything(seed)
-    model = build_model(config.model, tuple(x_all.shape[1:]), n_classes, **config.model_kwargs)
-    if config.weights:
-        load_weights(model, config.weights)
+    model = build_initial_model(config, tuple(x_all.shape[1:]), n_classes)
     init_state = {k: v.detach().clone().cpu() for k, v in model.state_dict().items()}
     model.to(dev)
-    opt = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    loss_fn = nn.CrossEntropyLoss()
-    xt = torch.as_tensor(x_all[train_idx], dtype=torch.float32)
-    yt = torch.as_tensor(y_all[train_idx], dtype=torch.long)
     if len(train_idx) == 0:
         raise ValueError("no training rows")
     t0 = time.perf_counter()
-    epoch_logits = []
-    for epoch in range(config.epochs):
-        model.train()
-        order = torch.randperm(len(xt), generator=gen)
-        for i in range(0, len(order), config.batch_size):
-            b = order[i:i + config.batch_size]
-            if len(b) < 2 and any(isinstance(m, nn.BatchNorm2d) for m in model.modules()):
-                continue  # a single-row batch has no batch statistics
-            xb, yb = xt[b].to(dev), yt[b].to(dev)
-            opt.zero_grad(set_to_none=True)
-            loss = loss_fn(model(xb), yb)
-            loss.backward()
-            opt.step()
-        epoch_logits.append(predict_logits(model, x_all, dev))
-        if progress:
-            progress(f"epoch {epoch + 1}/{config.epochs}", (epoch + 1) / config.epochs)
+    if config.freeze_backbone:
+        if features is None:
+            if progress:
+                progress("backbone features (computed once)", None)
+            features = backbone_features(model, x_all, dev, batch_size=max(config.batch_size, 64))
+        epoch_logits = _train_head(model.classifier, features, y_all, train_idx, config, gen, dev, progress)
+    else:
+        features = None
+        epoch_logits = _train_full(model, x_all, y_all, train_idx, config, gen, dev, progress)
     model.eval()
     logits = epoch_logits[-1] if epoch_logits else predict_logits(model, x_all, dev)
     pred = logits.argmax(1)
@@ -122,7 +140,95 @@ def train_model(x_all: np.ndarray, y_all: np.ndarray, train_idx: np.ndarray, n_c
     return TrainResult(model=model, init_state=init_state,
                        epoch_logits=np.stack(epoch_logits) if epoch_logits else logits[None],
                        train_acc=train_acc, test_acc=test_acc, wall_time_s=time.perf_counter() - t0,
-                       n_params=n_params)
+                       n_params=n_params, features=features)
+
+
+def _train_full(model: StagedNet, x_all: np.ndarray, y_all: np.ndarray, train_idx: np.ndarray,
+                config: TrainConfig, gen: torch.Generator, dev: torch.device,
+                progress: Callable[[str, float | None], None] | None) -> list[np.ndarray]:
+    """Train every parameter; return the logits of all rows after each epoch."""
+    opt = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    loss_fn = nn.CrossEntropyLoss()
+    xt = torch.as_tensor(x_all[train_idx], dtype=torch.float32)
+    yt = torch.as_tensor(y_all[train_idx], dtype=torch.long)
+    has_bn = any(isinstance(m, nn.BatchNorm2d) for m in model.modules())
+    epoch_logits = []
+    for epoch in range(config.epochs):
+        model.train()
+        order = torch.randperm(len(xt), generator=gen)
+        for i in range(0, len(order), config.batch_size):
+            b = order[i:i + config.batch_size]
+            if len(b) < 2 and has_bn:
+                continue  # a single-row batch has no batch statistics
+            xb, yb = xt[b].to(dev), yt[b].to(dev)
+            opt.zero_grad(set_to_none=True)
+            loss = loss_fn(model(xb), yb)
+            loss.backward()
+            opt.step()
+        epoch_logits.append(predict_logits(model, x_all, dev))
+        if progress:
+            progress(f"epoch {epoch + 1}/{config.epochs}", (epoch + 1) / config.epochs)
+    return epoch_logits
+
+
+def _train_head(head: nn.Linear, features: np.ndarray, y_all: np.ndarray, train_idx: np.ndarray,
+                config: TrainConfig, gen: torch.Generator, dev: torch.device,
+                progress: Callable[[str, float | None], None] | None) -> list[np.ndarray]:
+    """Train only ``head`` on cached ``features`` (Adam, cross-entropy, same recipe); logits after each epoch."""
+    f_all = torch.as_tensor(np.asarray(features), dtype=torch.float32, device=dev)
+    if f_all.shape != (len(y_all), head.in_features):
+        raise ValueError(f"features have shape {tuple(f_all.shape)}, expected ({len(y_all)}, {head.in_features})")
+    ft = f_all[torch.as_tensor(train_idx, device=dev)]
+    yt = torch.as_tensor(y_all[train_idx], dtype=torch.long, device=dev)
+    opt = torch.optim.Adam(head.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    loss_fn = nn.CrossEntropyLoss()
+    epoch_logits = []
+    for epoch in range(config.epochs):
+        head.train()
+        order = torch.randperm(len(ft), generator=gen).to(dev)
+        for i in range(0, len(order), config.batch_size):
+            b = order[i:i + config.batch_size]
+            opt.zero_grad(set_to_none=True)
+            loss_fn(head(ft[b]), yt[b]).backward()
+            opt.step()
+        head.eval()
+        with torch.no_grad():
+            epoch_logits.append(head(f_all).float().cpu().numpy())
+        if progress:
+            progress(f"head epoch {epoch + 1}/{config.epochs}", (epoch + 1) / config.epochs)
+    return epoch_logits
+
+
+class LinearHead(StagedNet):
+    """A linear classifier on given feature vectors, as a StagedNet: stages = [Flatten, Linear(d, k)]."""
+
+    def __init__(self, in_features: int, n_classes: int) -> None:
+        super().__init__()
+        self.stages = nn.ModuleList([nn.Flatten(), nn.Linear(in_features, n_classes)])
+
+
+def train_linear_head(features: np.ndarray, y_all: np.ndarray, train_idx: np.ndarray, n_classes: int,
+                      config: TrainConfig, *, seed: int = 0, device: str | torch.device = "auto",
+                      test_idx: np.ndarray | None = None,
+                      progress: Callable[[str, float | None], None] | None = None) -> TrainResult:
+    """Train a :class:`LinearHead` on rows ``train_idx`` of given ``features`` (n, d): the frozen-backbone
+    recipe when the backbone ran elsewhere (``--features``). Logits of all rows recorded after each epoch."""
+    if len(train_idx) == 0:
+        raise ValueError("no training rows")
+    dev = resolve_device(device)
+    gen = seed_everything(seed)
+    model = LinearHead(features.shape[1], n_classes)
+    init_state = {k: v.detach().clone().cpu() for k, v in model.state_dict().items()}
+    model.to(dev)
+    t0 = time.perf_counter()
+    epoch_logits = _train_head(model.classifier, features, y_all, train_idx, config, gen, dev, progress)
+    model.eval()
+    pred = epoch_logits[-1].argmax(1)
+    train_acc = float((pred[train_idx] == y_all[train_idx]).mean())
+    test_acc = float((pred[test_idx] == y_all[test_idx]).mean()) if test_idx is not None and len(test_idx) else None
+    return TrainResult(model=model, init_state=init_state, epoch_logits=np.stack(epoch_logits), train_acc=train_acc,
+                       test_acc=test_acc, wall_time_s=time.perf_counter() - t0,
+                       n_params=sum(p.numel() for p in model.parameters()), features=np.asarray(features, np.float32))
 
 
 def clone_at(model: StagedNet, state: dict[str, torch.Tensor]) -> StagedNet:

@@ -44,8 +44,11 @@ dataset's complexity. Label noise raises it (a flipped label is an atypical targ
 computed on the source's rows.
 
 Engineering: the kernel of all rows is computed once (lower-triangular blocks, float64) when it fits the
-memory budget, else per problem; classes larger than ``max_class_size`` are split into seeded chunks, each a
-problem of its own (with ``ratio × chunk`` negatives); when the Cholesky fails or a pivot is tiny (duplicates,
+memory budget, else per problem; classes larger than ``max_class_size`` (adapter default 5,000) are split
+into seeded chunks, each a problem of its own (with ``ratio × chunk`` negatives). Up to 5,000 rows per class
+the score is exact (one problem of ≤ 10,000 rows: a 10k×10k float64 Gram is 800 MB, its Cholesky as much);
+beyond, chunking is an approximation whose rank agreement with the unchunked score is measured in
+``bench/results/cg_chunk.md``; when the Cholesky fails or a pivot is tiny (duplicates,
 near-singular H) a jitter λI is added, growing tenfold from 1e-8·mean(diag H), and the largest λ used is
 reported. Draws use a content-derived canonical order of the rows, so the scores do not depend on the order
 in which samples are given.
@@ -433,7 +436,7 @@ DEFAULT_PARAMS: dict[str, Any] = {
     "ratio": 1.0,
     "repeats": 5,
     "features": "pixels",
-    "max_class_size": 2000,
+    "max_class_size": 5000,
     "dataset_level": True,
     "dataset_max_rows": 4096,
 }
@@ -443,11 +446,12 @@ def adapter(ctx) -> Any:
     """Pipeline adapter: ``cg_score`` over all rows (train and test) with their given labels.
 
     ``features="pixels"`` (the paper's setting) uses the images, ``"embeddings"`` the network's penultimate
-    features. The adapter bounds the problem size with ``max_class_size=2000`` by default (classes above it are
-    scored in chunks); set it to ``None`` in the config to score whole classes. With ``dataset_level`` (default)
-    it also records the dataset's, each class's and each source's data complexity and bound in ``info``, on a
-    seeded subsample of ``dataset_max_rows`` (4096) rows when the run is larger (one Cholesky costs O(m³): about
-    3 s at 4096 rows, 10 s at 6340 on the 2-core reference machine under load).
+    features. The adapter bounds the problem size with ``max_class_size=5000`` by default (classes above it are
+    scored in chunks, see ``bench/results/cg_chunk.md``); set it to ``None`` in the config to score whole classes.
+    With ``dataset_level`` (default) it also records the dataset's, each class's and each source's data
+    complexity and bound in ``info``, on a seeded subsample of ``dataset_max_rows`` (4096) rows when the run is
+    larger (one Cholesky costs O(m³): about 3 s at 4096 rows, 10 s at 6340 on the 2-core reference machine
+    under load).
     """
     from core.scores.registry import ScoreResult
 

@@ -8,6 +8,9 @@ Where the features come from (``features`` parameter):
   stratified by class, with near-duplicate groups kept inside one fold (a copy in another fold would leak the
   row into its own features). For fold j, a network of the run's recipe is trained on the other folds'
   rows; it gives the features of fold j's rows and of the held-out rows. Each fold is its own head problem.
+- ``"frozen"`` (default when the run has frozen features: a frozen pretrained backbone, or the user's
+  ``--features``): those features as they are (they were not trained on this data's labels; for
+  ``--features`` that is the user's responsibility, stated in the manifest).
 - ``"trained"``: the run's trained network (it saw every row: leaky, kept for comparison only).
 
 A problem larger than ``max_problem`` rows is split into seeded random parts of at most that size (near
@@ -164,8 +167,9 @@ def build_problems(ctx: ScoreContext, prm: dict[str, Any]) -> tuple[list[HeadPro
         raise ScoreError("the head SI needs held-out rows (holdout > 0) for σ-scaled si_function and early stopping")
     feats = str(prm["features"])
     weights = (ctx.extra.get("train_config") or {}).get("weights")
+    frozen = ctx.extra.get("frozen_features")
     if feats == "auto":
-        feats = "pretrained" if weights else "crossfit"
+        feats = "frozen" if frozen is not None else "pretrained" if weights else "crossfit"
     n = len(ctx.data.labels)
     groups = duplicate_groups(n, ctx.extra.get("duplicate_pairs"))
     seed = ctx.seed if prm.get("crossfit_seed") is None else int(prm["crossfit_seed"])
@@ -195,21 +199,27 @@ def build_problems(ctx: ScoreContext, prm: dict[str, Any]) -> tuple[list[HeadPro
             for part in split_problem(np.arange(len(rows_f)), groups[rows_f], int(prm["max_problem"]), seed + f):
                 problems.append(HeadProblem(rows_f[part], xf[part], val, xv, source=f"fold {f}"))
         meta["fold_network_acc_on_unseen_fold"] = accs
-    elif feats in ("pretrained", "trained"):
+    elif feats in ("pretrained", "trained", "frozen"):
         from core.models.training import clone_at
 
-        if feats == "pretrained":
-            if not weights:
-                raise ScoreError("features = 'pretrained' needs --weights (a pretrained network)")
-            model = clone_at(ctx.model, ctx.init_state)
+        if feats == "frozen":
+            if frozen is None:
+                raise ScoreError("features = 'frozen' needs a frozen backbone or --features")
+            arr = np.asarray(frozen, dtype=np.float64)
+            x_all, xv = arr[tr], arr[val]
         else:
-            model = ctx.model
-        x_all = _embed_with(ctx, model, tr)
-        xv = _embed_with(ctx, model, val)
+            if feats == "pretrained":
+                if not weights:
+                    raise ScoreError("features = 'pretrained' needs --weights (a pretrained network)")
+                model = clone_at(ctx.model, ctx.init_state)
+            else:
+                model = ctx.model
+            x_all = _embed_with(ctx, model, tr)
+            xv = _embed_with(ctx, model, val)
         for j, part in enumerate(split_problem(np.arange(len(tr)), groups[tr], int(prm["max_problem"]), seed)):
             problems.append(HeadProblem(tr[part], x_all[part], val, xv, source=f"part {j}"))
     else:
-        raise ScoreError(f"unknown SI features {feats!r}: auto, crossfit, pretrained or trained")
+        raise ScoreError(f"unknown SI features {feats!r}: auto, crossfit, pretrained, frozen or trained")
     meta["n_problems"] = len(problems)
     meta["problem_sizes"] = [len(p.rows) for p in problems]
     return problems, meta
