@@ -92,3 +92,12 @@ def test_overview_shows_si_unit_and_verification_state(real_run, monkeypatch, tm
     at = _app(run, monkeypatch)
     ok = [s.value for s in at.success if "Verified on this data" in s.value]
     assert ok and f"r = {res['pearson_weights']:.3f}" in ok[0] and "4 rows retrained" in ok[0]
+
+
+@pytest.mark.parametrize("page,kind", [("classes", "class"), ("sources", "source")])
+def test_set_information_tables(real_run, monkeypatch, page, kind):
+    at = _app(real_run, monkeypatch, page)
+    assert not at.exception
+    sets = open_run(real_run).manifest["scores"]["si_function"]["info"]["set_information"][f"{kind}es" if kind == "class" else f"{kind}s"]
+    tables = [d.value for d in at.dataframe if kind in d.value.columns and "SI predictions (nats)" in d.value.columns]
+    assert tables and set(tables[0][kind]) == set(sets)

@@ -128,6 +128,12 @@ def test_run_si_is_the_head_and_verify_si_confirms_it(tiny_run):
     df = pd.read_parquet(tiny_run / "samples.parquet")
     tr = df[df.split == "train"]
     assert tr["si_function"].notna().all() and df.loc[df.split == "test", "si_function"].isna().all()
+    sets = m["scores"]["si_function"]["info"]["set_information"]
+    assert sets["unit"] == "nats" and set(sets["sources"]) == set(df["source"]) and len(sets["classes"]) == 10
+    per_class_sum = tr.groupby("label_name")["si_function"].sum()
+    # a class's information is what leaving the whole class out changes: not the sum of its rows' scores
+    assert all(abs(sets["classes"][c]["si_function"] - per_class_sum[c]) > 1e-3 * per_class_sum[c]
+               for c in sets["classes"])
     res = verify_si(tiny_run, samples=8, seed=1)
     assert res["n"] == 8 and res["max_rel_error_weights"] < 1e-5 and res["max_rel_error_function"] < 1e-5
     line = fidelity_line(res)
@@ -160,3 +166,40 @@ def test_verify_si_refuses_a_run_without_the_head_model(tiny_run, tmp_path):
     (copy / "si_model.npz").unlink()
     with pytest.raises(InfoscopeError, match="si_model.npz"):
         verify_si(copy, samples=4)
+
+
+@pytest.mark.parametrize("eta_t", [None, 4.0, 900.0])
+def test_set_information_equals_leaving_the_set_out(eta_t):
+    from core.scores.si_head import head_set_loo
+
+    kern, kern_val, y = _problem(n=30, m=8)
+    lam = 1e-2
+    sets = [np.array([3]), np.array([0, 5, 7]), np.arange(10, 30), np.arange(2, 30), np.arange(30)]
+    got = head_set_loo(kern, kern_val, y, sets, lam=lam, eta_t=eta_t)
+    k_np, kv_np, y_np = kern.numpy(), kern_val.numpy(), y.numpy()
+    alpha = _solve(k_np, y_np, lam, eta_t)
+    for s, (dw2, df2) in zip(sets, got, strict=True):
+        keep = np.setdiff1d(np.arange(30), s)
+        alpha_s = np.zeros_like(alpha)
+        if len(keep):
+            alpha_s[keep] = _solve(k_np[np.ix_(keep, keep)], y_np[keep], lam, eta_t)
+        da = alpha - alpha_s
+        assert dw2 == pytest.approx(np.einsum("ik,ij,jk->", da, k_np, da), rel=1e-7)
+        assert df2 == pytest.approx(((kv_np @ da) ** 2).sum(1).mean(), rel=1e-7)
+    single = head_loo(kern, kern_val, y, lam=lam, eta_t=eta_t)
+    assert got[0][0] == pytest.approx(single.dw2[3], rel=1e-7)
+
+
+def test_a_duplicated_pair_carries_more_information_than_its_two_scores():
+    from core.scores.si_head import head_set_loo
+
+    rng = np.random.default_rng(9)
+    x = rng.normal(size=(40, 5))
+    x = np.concatenate([x, x[:1]])  # row 40 duplicates row 0
+    y = np.eye(3)[rng.integers(0, 3, 40)]
+    y = np.concatenate([y, y[:1]])
+    kern, kern_val = _kern(x, rng.normal(size=(10, 5)))
+    yt = torch.as_tensor(y)
+    single = head_loo(kern, kern_val, yt, lam=1e-3, eta_t=100.0)
+    (pair_w, pair_f), = head_set_loo(kern, kern_val, yt, [np.array([0, 40])], lam=1e-3, eta_t=100.0)
+    assert pair_f > 3 * (single.df2[0] + single.df2[40])

@@ -36,7 +36,7 @@ import torch
 
 from core.errors import ScoreError
 from core.scores.registry import ScoreContext, ScoreResult
-from core.scores.si_head import choose_time, head_loo, prepare_features, relu_ntk
+from core.scores.si_head import choose_time, head_loo, head_set_loo, prepare_features, relu_ntk
 
 HEAD_DEFAULTS: dict[str, Any] = {
     "method": "head",
@@ -48,6 +48,7 @@ HEAD_DEFAULTS: dict[str, Any] = {
     "max_val": 300,
     "max_problem": 5000,
     "crossfit_seed": None,
+    "set_information": True,
 }
 
 
@@ -122,7 +123,7 @@ def split_problem(rows: np.ndarray, groups: np.ndarray, max_rows: int, seed: int
 
 
 def solve_problem(prob: HeadProblem, labels: np.ndarray, n_classes: int, *, lam: float, t: Any,
-                  sigma: float) -> dict[str, Any]:
+                  sigma: float, sets: dict[str, np.ndarray] | None = None) -> dict[str, Any]:
     """SI of every row of one problem (nats) and the problem's parameters."""
     x, xv = prepare_features(np.concatenate([prob.x, prob.xv]), prob.x, prob.xv)[1:]
     kern = relu_ntk(x, x)
@@ -138,7 +139,12 @@ def solve_problem(prob: HeadProblem, labels: np.ndarray, n_classes: int, *, lam:
     else:
         eta_t = None if t in (None, "inf", float("inf")) else float(t)
     out = head_loo(kern, kern_val, y, lam=lam, eta_t=eta_t, eig=eig)
-    return {"si_weights": out.dw2 / (2 * sigma**2), "si_function": out.df2 / (2 * sigma**2),
+    set_info = {}
+    if sets:
+        names = list(sets)
+        vals = head_set_loo(kern, kern_val, y, [sets[nm] for nm in names], lam=lam, eta_t=eta_t, eig=eig)
+        set_info = {nm: (w / (2 * sigma**2), f / (2 * sigma**2)) for nm, (w, f) in zip(names, vals, strict=True)}
+    return {"sets": set_info, "si_weights": out.dw2 / (2 * sigma**2), "si_function": out.df2 / (2 * sigma**2),
             "eta_t": eta_t, "path": path, "loo_resid": out.loo_resid,
             "val_acc": float((out.val_pred.argmax(1) == labels[prob.val_rows]).mean())
             if out.val_pred is not None and len(prob.val_rows) else None}
@@ -225,6 +231,35 @@ def build_problems(ctx: ScoreContext, prm: dict[str, Any]) -> tuple[list[HeadPro
     return problems, meta
 
 
+def _sets_of(ctx: ScoreContext, rows: np.ndarray) -> dict[str, np.ndarray]:
+    """Positions (within ``rows``) of each class, each source and of every row: the sets whose unique
+    information is reported at the dataset level."""
+    labels = np.asarray(ctx.data.labels)[rows]
+    srcs = np.asarray(ctx.data.source).astype(str)[rows]
+    names = list(ctx.data.class_names)
+    out = {"all": np.arange(len(rows))}
+    for c in np.unique(labels):
+        out[f"class:{names[int(c)]}"] = np.flatnonzero(labels == c)
+    if len(np.unique(srcs)) > 1:
+        for s in np.unique(srcs):
+            out[f"source:{s}"] = np.flatnonzero(srcs == s)
+    return out
+
+
+def _set_table(totals: dict[str, list[float]], sigma: float) -> dict[str, Any]:
+    def pick(prefix: str) -> dict[str, dict[str, float]]:
+        return {k.split(":", 1)[1]: {"si_weights": round(v[0], 6), "si_function": round(v[1], 6)}
+                for k, v in totals.items() if k.startswith(prefix)}
+
+    allv = totals.get("all", [float("nan")] * 2)
+    return {"unit": "nats", "sigma": sigma,
+            "definition": "½‖w − w₋S‖²/σ² and ½·mean‖f − f₋S‖²/σ² with the whole set S left out of each head "
+                          "problem at once (Harutyunyan et al. 2021), summed over the independent fold heads; "
+                          "not a sum of per-sample scores",
+            "all": {"si_weights": round(allv[0], 6), "si_function": round(allv[1], 6)},
+            "classes": pick("class:"), "sources": pick("source:")}
+
+
 def head_adapter(ctx: ScoreContext, params: dict[str, Any]) -> ScoreResult:
     """``si_weights`` / ``si_function`` (nats) of the training rows from the head on frozen features."""
     prm = {**HEAD_DEFAULTS, **params}
@@ -245,11 +280,17 @@ def head_adapter(ctx: ScoreContext, params: dict[str, Any]) -> ScoreResult:
     cols = {c: np.full(n_all, np.nan) for c in ("si_weights", "si_function")}
     arrays: dict[str, np.ndarray] = {}
     runs = []
+    set_totals: dict[str, list[float]] = {}
     for j, prob in enumerate(problems):
         ctx.progress(f"SI: head problem {j + 1}/{len(problems)} ({len(prob.rows)} rows)",
                      0.5 + 0.5 * j / max(len(problems), 1))
         t0 = time.perf_counter()
-        out = solve_problem(prob, labels, n_classes, lam=lam, t=t, sigma=sigma)
+        sets = _sets_of(ctx, prob.rows) if prm.get("set_information", True) else None
+        out = solve_problem(prob, labels, n_classes, lam=lam, t=t, sigma=sigma, sets=sets)
+        for key, (w, f) in out["sets"].items():
+            acc = set_totals.setdefault(key, [0.0, 0.0])
+            acc[0] += w
+            acc[1] += f
         meta.setdefault("solve_s", []).append(round(time.perf_counter() - t0, 2))
         cols["si_weights"][prob.rows] = out["si_weights"]
         cols["si_function"][prob.rows] = out["si_function"]
@@ -268,4 +309,6 @@ def head_adapter(ctx: ScoreContext, params: dict[str, Any]) -> ScoreResult:
     arrays["params_json"] = np.array(json.dumps({"lam": lam, "sigma": sigma, "n_classes": n_classes,
                                                  "n_problems": len(problems), "t": t}))
     info = {**meta, "problems": runs}
+    if set_totals:
+        info["set_information"] = _set_table(set_totals, sigma)
     return ScoreResult(columns=cols, params=effective, info=info, arrays={"si_model": arrays})

@@ -3,9 +3,33 @@ against retraining on this data (``infoscope verify-si``)."""
 
 from __future__ import annotations
 
+import pandas as pd
 import streamlit as st
 
 from dashboard.state import RunView
+
+
+def set_information(rv: RunView, kind: str) -> pd.DataFrame | None:
+    """Unique information of each class / source left out as a whole (nats), from the manifest; None if absent."""
+    meta = (rv.run.manifest.get("scores", {}) or {}).get("si_function") or {}
+    sets = ((meta.get("info") or {}).get("set_information") or {}).get(kind) or {}
+    if not sets:
+        return None
+    one = {"classes": "class", "sources": "source"}.get(kind, kind)
+    rows = [{one: k, "SI weights (nats)": v.get("si_weights"), "SI predictions (nats)": v.get("si_function")}
+            for k, v in sets.items()]
+    return pd.DataFrame(rows)
+
+
+def set_information_table(rv: RunView, kind: str) -> None:
+    """The table of ``set_information`` with what it means."""
+    t = set_information(rv, kind)
+    if t is None:
+        return
+    one = {"classes": "class", "sources": "source"}.get(kind, kind)
+    st.markdown(f"**Unique information of each {one}** (the whole {one} left out at once, in nats; "
+                "not a sum of its images' scores: redundant images each score low but together carry a lot)")
+    st.dataframe(t, hide_index=True, width="stretch")
 
 
 def si_block(rv: RunView) -> None:
@@ -26,6 +50,10 @@ def si_block(rv: RunView) -> None:
         st.markdown(f"Method `{p.get('method', 'network')}`: the whole network linearized at "
                     f"`{p.get('linearize_at', '?')}`, projection d = {p.get('projection_dim')}: an approximation "
                     "(see bench/results/si_default.md). Values in nats with σ = " f"{p.get('sigma')}.")
+    allv = (((meta.get("info") or {}).get("set_information") or {}).get("all") or {})
+    if allv:
+        st.markdown(f"Information of the whole training set in the heads: **{allv.get('si_function', 0):.4g} nats** "
+                    f"(predictions), {allv.get('si_weights', 0):.4g} nats (weights).")
     ver = rv.run.si_verification()
     if ver:
         st.success(f"Verified on this data: r = {ver['pearson_weights']:.3f} (weights) / "

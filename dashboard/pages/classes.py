@@ -8,7 +8,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from dashboard import state
-from dashboard.components import charts, complexity, images, page, scores
+from dashboard.components import charts, complexity, images, page, scores, si
 
 rv = page.start()
 st.title("Classes")
@@ -114,6 +114,8 @@ if not cx.empty:
                "(n = problem size, averaged over draws).")
     st.dataframe(cx.sort_values("yᵀH⁻¹y (vs all rows)", ascending=False, na_position="last"), hide_index=True,
                  width="stretch", key="cls_complexity")
+
+si.set_information_table(rv, "classes")
 
 st.subheader("Most and least informative images of a class")
 cls = st.selectbox("Class", rank["label_name"].tolist(), key="cls_pick")

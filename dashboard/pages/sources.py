@@ -8,7 +8,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from dashboard import state
-from dashboard.components import charts, complexity, images, page, scores
+from dashboard.components import charts, complexity, images, page, scores, si
 from dashboard.components.filters import distinct
 from dashboard.components.stats import ks_2samp
 
@@ -106,6 +106,8 @@ if not sx.empty:
     st.subheader("Data complexity per source (CG)")
     st.caption(complexity.EXPLAIN + " Computed on each source's rows alone, one-vs-rest per class.")
     st.dataframe(sx, hide_index=True, width="stretch", key="src_complexity")
+
+si.set_information_table(rv, "sources")
 
 if avail:
     st.subheader(f"Most informative images of each source ({scores.label(score)})")
