@@ -8,6 +8,7 @@ export load back as ``csv:`` / ``folder:`` sources.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import re
 import shutil
@@ -29,6 +30,31 @@ def _safe_name(text: str) -> str:
     """A file-name-safe version of ``text`` (no separators, no leading dots)."""
     s = re.sub(r"[^A-Za-z0-9_.=-]+", "_", str(text)).lstrip(".")
     return s[:120] or "_"
+
+
+class _UniqueNames:
+    """Hands out file names that never collide, even where sanitising maps two texts onto one name.
+
+    The first text to claim a sanitised name gets it; a later text whose name is taken gets
+    ``-<8 hex of sha1(text)>`` appended, so ``x y``, ``x:y``, ``x,y`` and ``x_y`` give four different files
+    (``index.csv`` says which is which). Names are compared case-insensitively (macOS and Windows file
+    systems); a remaining clash gets a counter. A suffix already at the end of the text is not doubled.
+    """
+
+    def __init__(self) -> None:
+        self.used: dict[str, str] = {}
+
+    def __call__(self, text: str, suffix: str = "") -> str:
+        text = str(text)
+        stem = text[: -len(suffix)] if suffix and text.lower().endswith(suffix.lower()) else text
+        base = _safe_name(stem)
+        if (base + suffix).lower() in self.used:
+            base = f"{base[:110]}-{hashlib.sha1(text.encode('utf-8', 'surrogateescape')).hexdigest()[:8]}"
+        name, i = base + suffix, 2
+        while name.lower() in self.used:
+            name, i = f"{base}-{i}{suffix}", i + 1
+        self.used[name.lower()] = text
+        return name
 
 
 def _inside(root: Path, target: Path) -> Path:
@@ -82,10 +108,16 @@ def export_table(run, table: pd.DataFrame, fmt: Format, out_dir: str | Path, *, 
             rows.to_parquet(tmp, index=False)
         return target
     index = []
+    folder_names = _UniqueNames()
+    folder_names.used["index.csv"] = "index.csv"  # a class named index.csv must not shadow the index
+    folders: dict[str, tuple[Path, _UniqueNames]] = {}
     for src, label, sid in zip(paths, rows["label"], table["sample_id"], strict=True):
-        folder = _inside(out, out / _safe_name(label))
-        folder.mkdir(exist_ok=True)
-        dest = _inside(out, folder / (_safe_name(sid) + (src.suffix.lower() or ".png")))
+        if label not in folders:
+            folder = _inside(out, out / folder_names(label))
+            folder.mkdir(exist_ok=True)
+            folders[label] = (folder, _UniqueNames())
+        folder, file_names = folders[label]
+        dest = _inside(out, folder / file_names(sid, src.suffix.lower() or ".png"))
         with atomic_path(dest, src.suffix) as tmp:
             shutil.copyfile(src, tmp)
         index.append({"file": str(dest.relative_to(out.resolve())), "sample_id": sid, "label": label})

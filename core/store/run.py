@@ -157,17 +157,65 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def _manifest_problem(manifest: Any) -> str:
+    """Why a parsed ``manifest.json`` cannot be a run's manifest ("" when its shape is right)."""
+    if not isinstance(manifest, dict):
+        return f"manifest.json holds a {type(manifest).__name__}, not an object"
+    if manifest.get("schema_version") != layout.SCHEMA_VERSION:
+        return f"unknown schema_version {manifest.get('schema_version')!r}"
+    files = manifest.get("files", {})
+    if not isinstance(files, dict) or not all(
+            isinstance(k, str) and isinstance(v, dict) and isinstance(v.get("bytes"), int) for k, v in files.items()):
+        return "manifest.json: 'files' is not a map of file name -> {bytes}"
+    bad_names = [k for k in files if Path(k).is_absolute() or ".." in Path(k).parts]
+    if bad_names:
+        return f"manifest.json: file name {bad_names[0]!r} points outside the run"
+    checks = [("run_id", str, True), ("class_names", list, True), ("scores", dict, False),
+              ("sources", list, False), ("name", str, False), ("created_at", str, False),
+              ("n_samples", int, False), ("config", dict, False), ("corruptions", list, False)]
+    for key, typ, required in checks:
+        if key not in manifest:
+            if required:
+                return f"manifest.json lacks {key!r}"
+            continue
+        value = manifest[key]
+        if not isinstance(value, typ) or isinstance(value, bool):
+            return f"manifest.json: {key!r} should be a {typ.__name__}, got {type(value).__name__}"
+    if not all(isinstance(c, str) for c in manifest["class_names"]):
+        return "manifest.json: 'class_names' should be a list of strings"
+    return ""
+
+
+def _status_problem(st: Any) -> str:
+    if not isinstance(st, dict):
+        return f"status.json holds a {type(st).__name__}, not an object"
+    if not isinstance(st.get("status"), str):
+        return "status.json has no 'status' string"
+    pid = st.get("pid", -1)
+    if not isinstance(pid, int) or isinstance(pid, bool):
+        return "status.json: 'pid' is not an integer"
+    return ""
+
+
 def read_status(path: str | Path) -> tuple[str, str]:
-    """``(status, reason)`` of a run directory: complete | running | incomplete | failed."""
+    """``(status, reason)`` of a run directory: complete | running | incomplete | failed.
+
+    Never raises for a bad run: a status or manifest of the wrong shape gives ``incomplete`` with a reason
+    starting "broken:".
+    """
     path = Path(path)
     try:
         st = json.loads((path / layout.STATUS).read_text())
     except FileNotFoundError:
         st = None
-    except (json.JSONDecodeError, OSError) as e:
-        return INCOMPLETE, f"status.json unreadable ({e})"
+    except (json.JSONDecodeError, UnicodeDecodeError, OSError) as e:
+        return INCOMPLETE, f"broken: status.json unreadable ({e})"
+    if st is not None:
+        problem = _status_problem(st)
+        if problem:
+            return INCOMPLETE, f"broken: {problem}"
     if st is not None and st.get("status") == FAILED:
-        return FAILED, st.get("error", "the scoring step failed")
+        return FAILED, str(st.get("error", "the scoring step failed"))
     if st is not None and st.get("status") == RUNNING:
         same_host = st.get("host") == socket.gethostname()
         if same_host and not _pid_alive(int(st.get("pid", -1))):
@@ -178,10 +226,11 @@ def read_status(path: str | Path) -> tuple[str, str]:
         return INCOMPLETE, "manifest.json is missing: the run was not finished"
     try:
         manifest = json.loads(mpath.read_text())
-    except (json.JSONDecodeError, OSError) as e:
-        return INCOMPLETE, f"manifest.json unreadable ({e})"
-    if manifest.get("schema_version") != layout.SCHEMA_VERSION:
-        return INCOMPLETE, f"unknown schema_version {manifest.get('schema_version')!r}"
+    except (json.JSONDecodeError, UnicodeDecodeError, OSError) as e:
+        return INCOMPLETE, f"broken: manifest.json unreadable ({e})"
+    problem = _manifest_problem(manifest)
+    if problem:
+        return INCOMPLETE, problem if problem.startswith("unknown schema") else f"broken: {problem}"
     for name, meta in manifest.get("files", {}).items():
         p = path / name
         if not p.exists():
@@ -220,15 +269,21 @@ def list_runs(runs_dir: str | Path | None = None) -> list[RunInfo]:
         if not ((d / layout.STATUS).exists() or (d / layout.MANIFEST).exists()):
             continue
         status, reason = read_status(d)
-        info = RunInfo(path=d, run_id=d.name, status=status, reason=reason, size_bytes=_dir_size(d))
+        try:
+            size = _dir_size(d)
+        except OSError:
+            size = 0
+        info = RunInfo(path=d, run_id=d.name, status=status, reason=reason, size_bytes=size)
         try:
             m = json.loads((d / layout.MANIFEST).read_text())
-            info.created_at = m.get("created_at", "")
-            info.n_samples = m.get("n_samples")
-            info.scores = list(m.get("scores", {}))
-            info.name = m.get("name", "")
-        except (OSError, json.JSONDecodeError):
-            pass
+        except (OSError, ValueError):
+            m = None
+        if isinstance(m, dict):  # only well-typed values reach the listing (a bad run must not break it)
+            info.created_at = m["created_at"] if isinstance(m.get("created_at"), str) else ""
+            n = m.get("n_samples")
+            info.n_samples = n if isinstance(n, int) and not isinstance(n, bool) else None
+            info.scores = [str(k) for k in m["scores"]] if isinstance(m.get("scores"), dict) else []
+            info.name = m["name"] if isinstance(m.get("name"), str) else ""
         out.append(info)
     return out
 
