@@ -151,12 +151,17 @@ def load_weights(model: nn.Module, path: str) -> nn.Module:
     if not isinstance(state, dict):
         raise ValueError(f"{path} does not hold a state dict")
     try:
-        model.load_state_dict(state)
-    except RuntimeError:
-        if isinstance(model, ResNet18Small):
-            model.load_state_dict(_torchvision_to_staged(state))
-        else:
-            raise
+        try:
+            model.load_state_dict(state)
+        except RuntimeError:
+            if isinstance(model, ResNet18Small):
+                model.load_state_dict(_torchvision_to_staged(state))
+            else:
+                raise
+    except (RuntimeError, KeyError, TypeError) as e:
+        first = " ".join(str(e).split())[:300]
+        raise ValueError(f"weights {path} do not fit the {type(model).__name__} network built for this data "
+                         f"(wrong architecture, class count or channels?): {first}") from e
     return model
 
 
