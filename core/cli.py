@@ -154,8 +154,10 @@ def runs(runs_dir: RunsDir = None) -> None:
     t = Table("run", "status", "n", "size", "scores", "path", title="infoscope runs")
     for r in infos:
         colour = {"complete": "green", "failed": "red"}.get(r.status, "yellow")
-        status = f"[{colour}]{r.status}[/]" + (f" ({r.reason})" if r.reason else "")
-        t.add_row(r.run_id, status, str(r.n_samples or "-"), _human(r.size_bytes), ", ".join(r.scores), str(r.path))
+        # every text from a run's files is escaped: a "[/]" in an error message must not break the listing
+        status = f"[{colour}]{r.status}[/]" + (f" ({escape(r.reason)})" if r.reason else "")
+        t.add_row(escape(r.run_id), status, str(r.n_samples or "-"), _human(r.size_bytes),
+                  escape(", ".join(r.scores)), escape(str(r.path)))
     Console().print(t)
 
 

@@ -147,9 +147,12 @@ def test_malformed_run_is_broken_and_others_still_list_and_open(tmp_path):
         with pytest.raises(RunStoreError):
             open_run(d)
     assert infos[bad["manifest-files-list"].name].n_samples is None  # a bad value never reaches the listing
+    markup = root / "0-markup"  # a failed run whose error text looks like rich markup
+    markup.mkdir()
+    (markup / "status.json").write_text(json.dumps({"status": "failed", "pid": 1, "error": "[/] [bold]x"}))
     res = runner.invoke(app, ["runs", "--runs-dir", str(root)], env={"COLUMNS": "400"})
     assert res.exit_code == 0 and res.exception is None, res.output
-    assert "broken" in res.output and good.name in res.output
+    assert "broken" in res.output and good.name in res.output and "[/] [bold]x" in res.output
     assert len(open_run(good).query.select()) == 6
 
 
@@ -646,3 +649,40 @@ def test_huge_image_refused_from_its_header(tmp_path, monkeypatch):
     assert len(data) == 2 and "Mpx" in data.skipped[0][1]
     res = runner.invoke(app, ["score", "--source", f"f=folder:{tmp_path / 'f'}", "--runs-dir", str(tmp_path / "r")])
     assert res.exit_code == 2 and "big.png" in res.output and "Traceback" not in res.output
+
+
+def test_wrong_architecture_weights_through_the_cli_is_one_line(tmp_path):
+    import torch
+
+    from core.models.nets import build_model
+
+    torch.save(build_model("mlp", (1, 8, 8), 2).state_dict(), tmp_path / "mlp.pt")
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "d.npz", x=rng.integers(0, 256, (20, 8, 8)).astype(np.uint8), y=np.arange(20) % 2)
+    res = runner.invoke(app, ["score", "--source", f"d=npz:{tmp_path / 'd.npz'}", "--weights", str(tmp_path / "mlp.pt"),
+                              "--epochs", "1", "--scores", "loss", "--map", "pca", "--runs-dir", str(tmp_path / "r")])
+    assert res.exit_code == 2 and "Traceback" not in res.output, res.output
+    (line,) = [ln for ln in res.output.splitlines() if ln.startswith("error:")]
+    assert "mlp.pt" in line and "do not fit" in line
+    (info,) = list_runs(tmp_path / "r")  # the run that started is marked failed, with the same reason
+    assert info.status == "failed" and "do not fit" in info.reason
+
+
+def test_read_only_run_in_the_dashboard_says_why_a_decision_is_not_recorded(tmp_path, mnist_arrays, monkeypatch):
+    from dashboard_fixtures import write_tiny_run
+    from streamlit.testing.v1 import AppTest
+
+    import core.store.decisions as decisions_mod
+
+    tiny = write_tiny_run(tmp_path / "runs", *mnist_arrays, per_class=6, missing_image=False)
+    monkeypatch.setattr(decisions_mod, "_writable", lambda p: False)
+    monkeypatch.setenv("INFOSCOPE_RUN", str(tiny.path))
+    monkeypatch.setenv("INFOSCOPE_RUNS", str(tmp_path / "runs"))
+    at = AppTest.from_file(str(Path(__file__).resolve().parents[1] / "dashboard" / "app.py"),
+                           default_timeout=90).run()
+    at.switch_page("pages/explore.py").run()
+    at.multiselect(key="ex_classes").set_value(["5"]).run()
+    at.selectbox(key="ex_action").set_value("remove")
+    at.button(key="ex_apply").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert any("read-only" in e.value for e in at.error), [e.value for e in at.error]
