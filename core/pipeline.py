@@ -112,14 +112,14 @@ class RunConfig:
         if unknown:
             raise InfoscopeError(f"unknown key(s) in {path}: {', '.join(unknown)}")
         for key, value in data.items():  # name the file in type errors (the CLI flags are typed by typer)
-            _check_type(key, value, _HINTS[key], f"{path}: ")
+            _check_type(key, value, _HINTS.get(key, Any), f"{path}: ")
         data.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**data)
 
     def validate(self) -> None:
         """Check every option before any data is loaded or any run folder is created (one-line errors)."""
         for f in fields(self):
-            _check_type(f.name, getattr(self, f.name), _HINTS[f.name])
+            _check_type(f.name, getattr(self, f.name), _HINTS.get(f.name, Any))
         if not self.sources:
             raise InfoscopeError("no data source given: pass --source NAME=SPEC (e.g. --source mine=folder:PATH), "
                                  "or run `infoscope demo` to score the bundled demo")
@@ -142,8 +142,8 @@ class RunConfig:
             raise InfoscopeError(f"image_size must be at least 1, got {self.image_size}")
         if self.max_image_pixels is not None and self.max_image_pixels < 1:
             raise InfoscopeError(f"max_image_pixels must be at least 1, got {self.max_image_pixels}")
-        if self.seed < 0:
-            raise InfoscopeError(f"--seed must be 0 or more, got {self.seed}")
+        if not 0 <= self.seed < 2**63:
+            raise InfoscopeError(f"--seed must be in [0, 2^63), got {self.seed}")
         if not 0 < self.eps <= 1:
             raise InfoscopeError(f"--eps must be in (0, 1] (pixels lie in [0, 1]), got {self.eps}")
         if not self.lr > 0:
@@ -170,7 +170,14 @@ class RunConfig:
                 _check_utf8(v, f"--{name.replace('_', '-')}")
 
 
-_HINTS = typing.get_type_hints(RunConfig)
+def _field_hints() -> dict[str, Any]:
+    try:
+        return typing.get_type_hints(RunConfig)
+    except Exception:  # noqa: BLE001 - an unresolvable annotation: check what can be resolved
+        return {f.name: Any for f in fields(RunConfig)}
+
+
+_HINTS = _field_hints()
 _TYPE_WORDS = {int: "an integer", float: "a number", str: "a string", bool: "true or false", list: "a list",
                dict: "a table"}
 
