@@ -12,6 +12,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -26,8 +27,13 @@ RunsDir = Annotated[Path | None, typer.Option("--runs-dir", help="Folder holding
 
 
 def _fail(e: Exception) -> None:
-    console.print(f"[bold red]error:[/] {e}")
+    console.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
     raise typer.Exit(2)
+
+
+def _os_message(e: OSError) -> str:
+    where = f" {e.filename}" if e.filename else ""
+    return f"{e.strerror or e}:{where}" if where else str(e)
 
 
 class _Reporter:
@@ -120,8 +126,26 @@ def score(
         path = _run_pipeline(cfg)
     except (InfoscopeError, ValueError) as e:
         _fail(e)
+    except OSError as e:  # a file the user named cannot be read or written (permissions, disk full...)
+        _fail(InfoscopeError(_os_message(e)))
+    _report_skipped(path)
     console.print(f"[green]run complete[/]: {path}")
     typer.echo(str(path))
+
+
+def _report_skipped(path: Path) -> None:
+    """Say how many rows or files were skipped (bad rows with --skip-bad, links out of a dataset folder)."""
+    import json
+
+    try:
+        skipped = json.loads((Path(path) / "manifest.json").read_text()).get("skipped", {})
+        count, rows = int(skipped.get("count", 0)), skipped.get("rows", [])
+    except (OSError, ValueError, AttributeError, TypeError):
+        return
+    if count:
+        first = f" e.g. {rows[0][0]}: {rows[0][1]}" if rows and len(rows[0]) == 2 else ""
+        console.print(f"[yellow]skipped {count} file(s) or row(s)[/]{escape(first)} (all listed in the "
+                      "manifest's 'skipped')", highlight=False, soft_wrap=True)
 
 
 def _human(n: int) -> str:
@@ -137,6 +161,8 @@ def runs(runs_dir: RunsDir = None) -> None:
     """List the runs with their status, size, sample count and scores."""
     from core.store import list_runs
 
+    if runs_dir is not None and runs_dir.exists() and not runs_dir.is_dir():
+        _fail(InfoscopeError(f"--runs-dir {runs_dir} is a file, not a folder"))
     infos = list_runs(runs_dir)
     if not infos:
         console.print(f"no runs under {runs_dir or 'the runs dir'}; create one with `infoscope score` or `infoscope demo`")
@@ -144,8 +170,10 @@ def runs(runs_dir: RunsDir = None) -> None:
     t = Table("run", "status", "n", "size", "scores", "path", title="infoscope runs")
     for r in infos:
         colour = {"complete": "green", "failed": "red"}.get(r.status, "yellow")
-        status = f"[{colour}]{r.status}[/]" + (f" ({r.reason})" if r.reason else "")
-        t.add_row(r.run_id, status, str(r.n_samples or "-"), _human(r.size_bytes), ", ".join(r.scores), str(r.path))
+        # every text from a run's files is escaped: a "[/]" in an error message must not break the listing
+        status = f"[{colour}]{r.status}[/]" + (f" ({escape(r.reason)})" if r.reason else "")
+        t.add_row(escape(r.run_id), status, str(r.n_samples or "-"), _human(r.size_bytes),
+                  escape(", ".join(r.scores)), escape(str(r.path)))
     Console().print(t)
 
 
@@ -168,6 +196,8 @@ def export(
         path = export_curated(r, fmt, out) if curated else export_where(r, where, fmt, out)
     except InfoscopeError as e:
         _fail(e)
+    except OSError as e:
+        _fail(InfoscopeError(_os_message(e)))
     console.print(f"[green]exported[/] to {path}")
     typer.echo(str(path))
 

@@ -19,3 +19,7 @@ class ScoreError(InfoscopeError):
 
 class ExportError(InfoscopeError):
     """An export that would write outside its folder, or has nothing to write."""
+
+
+class QueryError(InfoscopeError, ValueError):
+    """A ``--where`` predicate that is not one SQL expression over the samples columns."""

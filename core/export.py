@@ -8,7 +8,9 @@ export load back as ``csv:`` / ``folder:`` sources.
 
 from __future__ import annotations
 
+import hashlib
 import io
+import os
 import re
 import shutil
 import zipfile
@@ -31,6 +33,31 @@ def _safe_name(text: str) -> str:
     return s[:120] or "_"
 
 
+class _UniqueNames:
+    """Hands out file names that never collide, even where sanitising maps two texts onto one name.
+
+    The first text to claim a sanitised name gets it; a later text whose name is taken gets
+    ``-<8 hex of sha1(text)>`` appended, so ``x y``, ``x:y``, ``x,y`` and ``x_y`` give four different files
+    (``index.csv`` says which is which). Names are compared case-insensitively (macOS and Windows file
+    systems); a remaining clash gets a counter. A suffix already at the end of the text is not doubled.
+    """
+
+    def __init__(self) -> None:
+        self.used: dict[str, str] = {}
+
+    def __call__(self, text: str, suffix: str = "") -> str:
+        text = str(text)
+        stem = text[: -len(suffix)] if suffix and text.lower().endswith(suffix.lower()) else text
+        base = _safe_name(stem)
+        if (base + suffix).lower() in self.used:
+            base = f"{base[:110]}-{hashlib.sha1(text.encode('utf-8', 'surrogateescape')).hexdigest()[:8]}"
+        name, i = base + suffix, 2
+        while name.lower() in self.used:
+            name, i = f"{base}-{i}{suffix}", i + 1
+        self.used[name.lower()] = text
+        return name
+
+
 def _inside(root: Path, target: Path) -> Path:
     """Resolve ``target`` and refuse it unless it lies inside ``root``."""
     root_r = root.resolve()
@@ -42,11 +69,17 @@ def _inside(root: Path, target: Path) -> Path:
 
 def _prepare_out(out_dir: str | Path, overwrite: bool) -> Path:
     out = Path(out_dir).expanduser()
+    if out.is_symlink() and not out.exists():
+        raise ExportError(f"--out {out} is a symlink to {os.readlink(out)}, which does not exist; "
+                          "choose a real folder")
     if out.exists() and not out.is_dir():
-        raise ExportError(f"{out} exists and is not a folder")
+        raise ExportError(f"--out {out} exists and is not a folder")
     if out.exists() and any(out.iterdir()) and not overwrite:
-        raise ExportError(f"{out} is not empty; choose an empty folder or pass overwrite")
-    out.mkdir(parents=True, exist_ok=True)
+        raise ExportError(f"--out {out} is not empty; choose an empty or new folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ExportError(f"--out {out} cannot be created: {e.strerror or e}") from e
     return out
 
 
@@ -62,11 +95,15 @@ def export_table(run, table: pd.DataFrame, fmt: Format, out_dir: str | Path, *, 
         raise ExportError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
     if table is None or len(table) == 0:
         raise ExportError("nothing to export: the selection is empty")
+    located = [run.locate_image(s) for s in table["sample_id"]]
+    paths = [p for p, _ in located]
+    bad = [(str(s), why) for s, (p, why) in zip(table["sample_id"], located, strict=True) if p is None]
+    if bad:
+        outside = [b for b in bad if "outside" in b[1]]
+        sid, why = (outside or bad)[0]
+        what = "point outside the run's image folders" if outside else "are missing"
+        raise ExportError(f"{len(outside or bad)} image file(s) {what}, e.g. {sid!r} ({why}); nothing exported")
     out = _prepare_out(out_dir, overwrite)
-    paths = [run.image_file(s) for s in table["sample_id"]]
-    missing = [s for s, p in zip(table["sample_id"], paths, strict=True) if p is None]
-    if missing:
-        raise ExportError(f"{len(missing)} image file(s) are missing, e.g. {missing[0]!r}; nothing exported")
     rows = pd.DataFrame({"path": [str(p) for p in paths], "label": table["label_name"].astype(str).values,
                          "source": table["source"].astype(str).values})
     extra = table.drop(columns=[c for c in ("image_path", "source") if c in table.columns]).reset_index(drop=True)
@@ -82,10 +119,16 @@ def export_table(run, table: pd.DataFrame, fmt: Format, out_dir: str | Path, *, 
             rows.to_parquet(tmp, index=False)
         return target
     index = []
+    folder_names = _UniqueNames()
+    folder_names.used["index.csv"] = "index.csv"  # a class named index.csv must not shadow the index
+    folders: dict[str, tuple[Path, _UniqueNames]] = {}
     for src, label, sid in zip(paths, rows["label"], table["sample_id"], strict=True):
-        folder = _inside(out, out / _safe_name(label))
-        folder.mkdir(exist_ok=True)
-        dest = _inside(out, folder / (_safe_name(sid) + (src.suffix.lower() or ".png")))
+        if label not in folders:
+            folder = _inside(out, out / folder_names(label))
+            folder.mkdir(exist_ok=True)
+            folders[label] = (folder, _UniqueNames())
+        folder, file_names = folders[label]
+        dest = _inside(out, folder / file_names(sid, src.suffix.lower() or ".png"))
         with atomic_path(dest, src.suffix) as tmp:
             shutil.copyfile(src, tmp)
         index.append({"file": str(dest.relative_to(out.resolve())), "sample_id": sid, "label": label})
@@ -116,7 +159,9 @@ def zip_folder(path: str | Path) -> bytes:
         if path.is_file():
             zf.write(path, path.name)
         else:
+            root = path.resolve()
             for f in sorted(path.rglob("*")):
-                if f.is_file():
+                # only regular files that really lie inside the folder (a symlink could point anywhere)
+                if f.is_file() and not f.is_symlink() and root in f.resolve().parents:
                     zf.write(f, str(f.relative_to(path)))
     return buf.getvalue()

@@ -7,10 +7,14 @@ error) and re-raises; nothing half-written is ever reported as complete.
 
 from __future__ import annotations
 
+import os
 import platform
 import sys
+import tempfile
 import time
 import tomllib
+import types
+import typing
 from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
@@ -22,7 +26,15 @@ import pandas as pd
 import torch
 
 import core
-from core.data import load_sources, pair_label_noise, stratified_split, symmetric_label_noise, undersample
+from core.data import (
+    load_sources,
+    pair_label_noise,
+    parse_pairs,
+    parse_undersample,
+    stratified_split,
+    symmetric_label_noise,
+    undersample,
+)
 from core.data.dataset import Samples
 from core.device import resolve_device
 from core.embedding import map_2d, near_duplicates, neighbors
@@ -39,13 +51,14 @@ DEMO_SOURCES = ("mnist=mnist5k", "digits=digits")
 class RunConfig:
     """Everything that defines a run (the CLI flags and the TOML config file map onto these fields)."""
 
-    sources: list[str] = field(default_factory=lambda: list(DEMO_SOURCES))
+    sources: list[str] = field(default_factory=list)  # no silent demo: `infoscope demo` scores that
     name: str | None = None
     runs_dir: str | None = None
     seed: int = 0
     device: str = "auto"
     skip_bad: bool = False
     image_size: int | None = None
+    max_image_pixels: int | None = None  # largest decoded image; default $INFOSCOPE_MAX_PIXELS or 50 M
     # corruptions (ground truth recorded)
     label_noise: float = 0.0
     label_noise_pairs: str | None = None
@@ -77,10 +90,17 @@ class RunConfig:
     def from_toml(cls, path: str | Path, **overrides: Any) -> RunConfig:
         """Read a TOML file (top-level keys = field names, ``[scores.<name>]`` tables = score parameters),
         then apply ``overrides`` (CLI flags that were given)."""
+        path = Path(path)
+        if path.is_dir():
+            raise InfoscopeError(f"--config {path} is a folder; give a TOML file")
         try:
-            data = tomllib.loads(Path(path).read_text())
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError as e:
             raise InfoscopeError(f"config file not found: {path}") from e
+        except UnicodeDecodeError as e:
+            raise InfoscopeError(f"config file {path} is not UTF-8 text ({e.reason} at byte {e.start})") from e
+        except OSError as e:
+            raise InfoscopeError(f"config file {path} cannot be read: {e.strerror or e}") from e
         except tomllib.TOMLDecodeError as e:
             raise InfoscopeError(f"config file {path} is not valid TOML: {e}") from e
         score_tables = data.pop("scores", None)
@@ -95,33 +115,69 @@ class RunConfig:
         unknown = sorted(set(data) - known)
         if unknown:
             raise InfoscopeError(f"unknown key(s) in {path}: {', '.join(unknown)}")
+        for key, value in data.items():  # name the file in type errors (the CLI flags are typed by typer)
+            _check_type(key, value, _HINTS.get(key, Any), f"{path}: ")
         data.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**data)
 
     def validate(self) -> None:
-        self.scores = parse_score_names(self.scores)
+        """Check every option before any data is loaded or any run folder is created (one-line errors)."""
+        for f in fields(self):
+            _check_type(f.name, getattr(self, f.name), _HINTS.get(f.name, Any))
         if not self.sources:
-            raise InfoscopeError("no --source given")
+            raise InfoscopeError("no data source given: pass --source NAME=SPEC (e.g. --source mine=folder:PATH), "
+                                 "or run `infoscope demo` to score the bundled demo")
+        for s in self.sources:
+            _check_utf8(s, "--source")
+        if isinstance(self.scores, str) and not self.scores.strip(", "):
+            raise InfoscopeError(f"--scores {self.scores!r} names no score; give e.g. loss,cg_score or 'all'")
+        self.scores = parse_score_names(self.scores)
+        if not self.scores:
+            raise InfoscopeError("--scores names no score; give e.g. loss,cg_score or 'all'")
         for name, lo, hi, v in [("label_noise", 0, 0.95, self.label_noise), ("adversarial", 0, 0.5, self.adversarial),
-                                ("holdout", 0, 0.9, self.holdout), ("pair_noise_rate", 0, 1, self.pair_noise_rate)]:
+                                ("holdout", 0, 0.9, self.holdout), ("pair_noise_rate", 0, 1, self.pair_noise_rate),
+                                ("duplicate_threshold", 0, 1, self.duplicate_threshold)]:
             if not lo <= v <= hi:
                 raise InfoscopeError(f"{name} must be in [{lo}, {hi}], got {v}")
-        if self.epochs < 1:
-            raise InfoscopeError("epochs must be at least 1")
+        for name, v in [("epochs", self.epochs), ("batch_size", self.batch_size), ("knn_k", self.knn_k)]:
+            if v < 1:
+                raise InfoscopeError(f"{name} must be at least 1, got {v}")
         if self.image_size is not None and not 1 <= int(self.image_size) <= 4096:
             raise InfoscopeError(f"image_size must be in [1, 4096], got {self.image_size}")
+        if self.max_image_pixels is not None and self.max_image_pixels < 1:
+            raise InfoscopeError(f"max_image_pixels must be at least 1, got {self.max_image_pixels}")
+        if not 0 <= self.seed < 2**63:
+            raise InfoscopeError(f"--seed must be in [0, 2^63), got {self.seed}")
+        if not 0 < self.eps <= 1:
+            raise InfoscopeError(f"--eps must be in (0, 1] (pixels lie in [0, 1]), got {self.eps}")
+        if not self.lr > 0:
+            raise InfoscopeError(f"lr must be positive, got {self.lr}")
         if self.attack not in ("fgsm", "pgd"):
             raise InfoscopeError(f"unknown attack {self.attack!r}: fgsm or pgd")
         from core.models.backbones import is_backbone
         from core.models.nets import MODEL_NAMES
 
         if self.model not in MODEL_NAMES and not is_backbone(self.model):
-            raise InfoscopeError(f"unknown model {self.model!r}; choose one of {', '.join(MODEL_NAMES)} or timm:<name>")
+            raise InfoscopeError(f"unknown --model {self.model!r}; choose one of {', '.join(MODEL_NAMES)} or timm:<name>")
         if (self.features or self.pred_probs) and (self.adversarial > 0 or self.undersample):
             raise InfoscopeError("--features/--pred-probs align with the loaded rows; --adversarial and --undersample "
                                  "change the rows and cannot be combined with them")
         if self.freeze_backbone and not is_backbone(self.model):
             raise InfoscopeError(f"freeze_backbone needs an ImageNet backbone (e.g. resnet18), not {self.model!r}")
+        if self.map_method not in ("umap", "pca"):
+            raise InfoscopeError(f"unknown --map {self.map_method!r}; choose umap or pca")
+        if self.weights is not None and self.weights != "torchvision":  # torchvision: its own download/cache
+            _check_utf8(self.weights, "--weights")
+            w = Path(self.weights).expanduser()
+            if not w.is_file():
+                raise InfoscopeError(f"--weights {w}: {'is a folder' if w.is_dir() else 'file not found'}")
+        if self.undersample:
+            parse_undersample(self.undersample)
+        if self.label_noise_pairs:
+            parse_pairs(self.label_noise_pairs)
+        for name, v in [("name", self.name), ("runs_dir", self.runs_dir)]:
+            if v is not None:
+                _check_utf8(v, f"--{name.replace('_', '-')}")
 
     def frozen(self, dev: torch.device) -> bool:
         """Whether only the head is trained: ``freeze_backbone`` if set, else True for an ImageNet backbone
@@ -131,6 +187,81 @@ class RunConfig:
         if self.freeze_backbone is not None:
             return bool(self.freeze_backbone)
         return is_backbone(self.model) and (dev.type == "cpu" or bool(self.weights))
+
+
+def _field_hints() -> dict[str, Any]:
+    try:
+        return typing.get_type_hints(RunConfig)
+    except Exception:  # noqa: BLE001 - an unresolvable annotation: check what can be resolved
+        return {f.name: Any for f in fields(RunConfig)}
+
+
+_HINTS = _field_hints()
+_TYPE_WORDS = {int: "an integer", float: "a number", str: "a string", bool: "true or false", list: "a list",
+               dict: "a table"}
+
+
+def _type_ok(value: Any, hint: Any) -> bool:
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_type_ok(value, h) for h in typing.get_args(hint))
+    if hint is type(None):
+        return value is None
+    if hint is Any:
+        return True
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is str:
+        return isinstance(value, str)
+    if origin is list:
+        (item,) = typing.get_args(hint) or (Any,)
+        return isinstance(value, list) and all(_type_ok(v, item) for v in value)
+    if origin is dict:
+        key, item = typing.get_args(hint) or (Any, Any)
+        return isinstance(value, dict) and all(_type_ok(k, key) and _type_ok(v, item) for k, v in value.items())
+    return True  # a type this checker does not know: left to the code that uses it
+
+
+def _describe(hint: Any) -> str:
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return " or ".join(_describe(h) for h in typing.get_args(hint) if h is not type(None))
+    if typing.get_origin(hint) is list:
+        (item,) = typing.get_args(hint) or (Any,)
+        return f"a list of {_describe(item).removeprefix('a ').removeprefix('an ')}s"
+    return _TYPE_WORDS.get(typing.get_origin(hint) or hint, str(hint))
+
+
+def _check_type(name: str, value: Any, hint: Any, where: str = "") -> None:
+    """Raise a one-line error when option ``name`` does not hold a value of type ``hint``."""
+    if name == "scores" and isinstance(value, str):
+        return  # "a,b,c" or "all"
+    if not _type_ok(value, hint):
+        raise InfoscopeError(f"{where}option {name!r} should be {_describe(hint)}, got {type(value).__name__} "
+                             f"{value!r}"[:300])
+
+
+def _check_utf8(text: str, option: str) -> None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        shown = text.encode("utf-8", "backslashreplace").decode("ascii", "backslashreplace")
+        raise InfoscopeError(f"{option} {shown}: not valid UTF-8 (rename the file or folder)") from e
+
+
+def _check_runs_dir(runs_dir: Path) -> None:
+    """The runs folder must be (or become) a writable folder: checked before any data is loaded."""
+    if runs_dir.exists() and not runs_dir.is_dir():
+        raise InfoscopeError(f"--runs-dir {runs_dir} is a file, not a folder")
+    try:
+        runs_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=runs_dir):
+            pass
+    except OSError as e:
+        raise InfoscopeError(f"--runs-dir {runs_dir} is not writable: {e.strerror or e}") from e
 
 
 def demo_config(**overrides: Any) -> RunConfig:
@@ -180,7 +311,8 @@ def _load(cfg: RunConfig) -> tuple[Samples, list[dict]]:
 
     side = cfg.image_size or default_image_size(cfg.model)  # 224 for ImageNet backbones, else most common
     size = (side, side) if side else None
-    data = load_sources(cfg.sources, image_size=size, skip_bad=cfg.skip_bad, channels=model_channels(cfg.model))
+    data = load_sources(cfg.sources, image_size=size, skip_bad=cfg.skip_bad, channels=model_channels(cfg.model),
+                        max_pixels=cfg.max_image_pixels)
     data.load_info["image_size_from"] = ("--image-size" if cfg.image_size else
                                          f"default of {cfg.model}" if side else data.load_info.get("size_rule"))
     records: list[dict] = []
@@ -209,7 +341,8 @@ def score_run(cfg: RunConfig, report: Callable[[str, str, float | None], None] |
     cfg.validate()
     dev = resolve_device(cfg.device)
     steps = Steps(report)
-    runs_dir = Path(cfg.runs_dir) if cfg.runs_dir else default_runs_dir()
+    runs_dir = Path(cfg.runs_dir).expanduser() if cfg.runs_dir else default_runs_dir()
+    _check_runs_dir(runs_dir)
     with steps.step("load"):
         data, corruptions = _load(cfg)
     with RunWriter(runs_dir, cfg.name or "run") as writer:
@@ -331,6 +464,7 @@ def _score_into(writer: RunWriter, cfg: RunConfig, data: Samples, corruptions: l
         "config": asdict(cfg),
         "sources": _source_summary(cfg, data),
         "class_names": list(data.class_names),
+        "image_roots": image_roots(data.image_path),
         "n_samples": len(data),
         "image_shape": list(data.image_shape),
         "image_mode": dict(data.load_info),
@@ -415,6 +549,19 @@ def _inject_adversarial(cfg: RunConfig, data: Samples, split: np.ndarray, result
     epochs[-1] = adv_logits
     return (Samples.concat([data, adv]), np.concatenate([split, np.full(len(adv), "test", dtype=split.dtype)]),
             np.concatenate([result.epoch_logits, epochs], axis=1))
+
+
+def image_roots(image_path: np.ndarray, max_roots: int = 256) -> list[str]:
+    """The folders holding the run's own image files (resolved, nested ones collapsed): the only places
+    outside ``images/`` that a reader of the run may open (``Run.locate_image``)."""
+    dirs = sorted({str(Path(p).resolve().parent) for p in image_path if p})
+    roots: list[str] = []
+    for d in dirs:
+        if not roots or not (d == roots[-1] or d.startswith(roots[-1].rstrip("/") + "/")):
+            roots.append(d)
+    if len(roots) > max_roots:
+        roots = [os.path.commonpath(roots)]
+    return roots
 
 
 def _source_summary(cfg: RunConfig, data: Samples) -> list[dict]:

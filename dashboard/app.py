@@ -9,6 +9,8 @@ from pathlib import Path
 
 import streamlit as st
 
+from dashboard.launch import address_problem
+
 HERE = Path(__file__).resolve().parent
 ASSETS = HERE.parent / "assets"
 LOGO = ASSETS / "logo.png"
@@ -17,6 +19,13 @@ st.set_page_config(page_title="infoscope", page_icon=str(LOGO) if LOGO.exists() 
                    initial_sidebar_state="expanded")
 if LOGO.exists():
     st.logo(str(LOGO), size="large", icon_image=str(ASSETS / "logo-icon.png"))
+
+# started as `streamlit run dashboard/app.py` from outside the repo, Streamlit listens on all interfaces:
+# show nothing of any run unless it is bound to loopback or the user opted in (INFOSCOPE_ALLOW_REMOTE=1)
+_problem = address_problem(st.get_option("server.address"))
+if _problem:
+    st.error(_problem, icon=":material/gpp_bad:")
+    st.stop()
 
 PAGES = [
     st.Page("pages/overview.py", title="Overview & summary", icon=":material/dashboard:", default=True),

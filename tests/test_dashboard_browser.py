@@ -211,6 +211,11 @@ def test_export_files_load_back(page, server, browser_run, tmp_path) -> None:
         box.press("Enter")
         time.sleep(1.0)  # let the rerun start before waiting for it to end
         settle(page, TITLES["explore"])
+        # tmp_path lies outside the runs folder: the export waits for an explicit confirmation
+        assert page.get_by_role("button", name="Export selection").is_disabled()
+        page.get_by_text("Yes, write the export outside the runs folder").click()
+        time.sleep(0.5)
+        settle(page, TITLES["explore"])
         page.get_by_role("button", name="Export selection").click()
         try:
             page.locator('[data-testid="stAlert"]').filter(has_text=f"Exported to {out}").wait_for(timeout=90_000)

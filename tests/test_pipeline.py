@@ -71,12 +71,13 @@ def test_same_seed_same_scores_other_seed_differs(tiny_sources, tmp_path):
 
 
 def test_failed_step_marks_run_failed(tiny_sources, tmp_path):
+    (tmp_path / "garbage.pt").write_text("not a checkpoint")  # exists (passes validation), fails when training
     cfg = tiny_config(tiny_sources, tmp_path, adversarial=0.0, scores=["loss"], epochs=1,
-                      weights=str(tmp_path / "missing.pt"))
-    with pytest.raises(ValueError, match="weights file not found"):
+                      weights=str(tmp_path / "garbage.pt"))
+    with pytest.raises(ValueError, match="could not load weights"):
         score_run(cfg)
     (info,) = list_runs(tmp_path)
-    assert info.status == "failed" and "weights file not found" in info.reason
+    assert info.status == "failed" and "could not load weights" in info.reason
 
 
 @pytest.mark.parametrize("bad, match", [(dict(scores=["nope"]), "unknown score"),

@@ -7,6 +7,8 @@ bilinear with an anti-aliasing filter when shrinking (PIL-like), plain bilinear 
 
 from __future__ import annotations
 
+import os
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -19,6 +21,27 @@ from core.errors import DataError
 
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"})
 """File suffixes (lower case) that the folder source treats as images; other files are ignored."""
+
+DEFAULT_MAX_PIXELS = 50_000_000
+"""Largest decoded image accepted (width × height), below Pillow's decompression-bomb limit (~89.5 M): an
+8000×6000 photo passes, a 12000×12000 PNG (16.6 GiB as float32 RGB) is refused from its header, before any
+pixel is decoded. Override per run (``max_image_pixels`` in the TOML config) or with ``$INFOSCOPE_MAX_PIXELS``."""
+
+
+def max_pixels_limit(value: int | None = None) -> int:
+    """The pixel limit in force: ``value``, else ``$INFOSCOPE_MAX_PIXELS``, else :data:`DEFAULT_MAX_PIXELS`."""
+    if value is not None:
+        return int(value)
+    env = os.environ.get("INFOSCOPE_MAX_PIXELS", "").strip()
+    if env:
+        try:
+            limit = int(float(env))
+        except ValueError as exc:
+            raise DataError(f"INFOSCOPE_MAX_PIXELS={env!r} is not a number of pixels") from exc
+        if limit < 1:
+            raise DataError(f"INFOSCOPE_MAX_PIXELS={env!r} must be positive")
+        return limit
+    return DEFAULT_MAX_PIXELS
 
 
 
@@ -41,8 +64,10 @@ def is_image_file(path: Path) -> bool:
     return path.is_file() and not path.name.startswith(".") and path.suffix.lower() in IMAGE_EXTENSIONS
 
 
-def read_image(path: str | Path) -> np.ndarray:
+def read_image(path: str | Path, max_pixels: int | None = None) -> np.ndarray:
     """Decode one image file into a float32 ``(C, H, W)`` array in ``[0, 1]``.
+
+    An image larger than ``max_pixels`` (:func:`max_pixels_limit`) is refused from its header, before decoding.
 
     Grayscale modes ("1", "L", "LA", 16/32-bit integer) give one channel; every other mode (RGB, RGBA,
     palette, CMYK, ...) is converted to RGB (alpha dropped) and gives three channels.
@@ -51,8 +76,17 @@ def read_image(path: str | Path) -> np.ndarray:
         ImageReadError: (a ``DataError``) naming the file, when it is missing, not an image, truncated or otherwise undecodable.
     """
     path = Path(path)
+    limit = max_pixels_limit(max_pixels)
     try:
-        with Image.open(path) as im:
+        with warnings.catch_warnings():  # Pillow only warns between its two limits; ours is stricter
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            im = Image.open(path)
+        with im:
+            w, h = im.size
+            if w * h > limit:
+                raise ImageReadError(path, f"image is {w}×{h} = {w * h / 1e6:.1f} Mpx, above the limit of "
+                                           f"{limit / 1e6:.1f} Mpx (raise max_image_pixels in the config, or "
+                                           "$INFOSCOPE_MAX_PIXELS, to accept it)")
             im.load()
             arr = _pil_to_array(im)
     except FileNotFoundError as exc:
@@ -93,8 +127,7 @@ def _pil_to_array(im: Image.Image) -> np.ndarray:
         return gray[None]
     if im.mode in _WIDE_GRAY_MODES:
         raw = np.asarray(im, dtype=np.float64)
-        scale = 65535.0 if raw.max(initial=0) > 255 else 255.0
-        return np.clip(raw / scale, 0.0, 1.0).astype(np.float32)[None]
+        return np.clip(raw / _full_scale(im, raw), 0.0, 1.0).astype(np.float32)[None]
     if im.mode == "F":
         raw = np.asarray(im, dtype=np.float32)
         if not np.all(np.isfinite(raw)):
@@ -102,6 +135,20 @@ def _pil_to_array(im: Image.Image) -> np.ndarray:
         return np.clip(raw, 0.0, 1.0)[None]
     rgb = np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0
     return np.ascontiguousarray(rgb.transpose(2, 0, 1))
+
+
+def _full_scale(im: Image.Image, raw: np.ndarray) -> float:
+    """White of a wide grayscale image, from its bit depth (never from the image's own maximum, which would
+    make a dark 16-bit image as bright as a light one): 16-bit modes and PNG (at most 16 bits per sample)
+    65535; a TIFF's BitsPerSample tag; else 16 bits when the values fit, 32 otherwise."""
+    if im.mode.startswith("I;16") or im.format == "PNG":
+        return 65535.0
+    bits = getattr(im, "tag_v2", {}).get(258) if hasattr(im, "tag_v2") else None
+    if isinstance(bits, tuple):
+        bits = bits[0] if bits else None
+    if isinstance(bits, int) and 1 <= bits <= 32:
+        return float(2 ** bits - 1)
+    return 65535.0 if raw.max(initial=0) <= 65535 else float(2 ** 31 - 1)
 
 
 def resize_images(x: np.ndarray, size: tuple[int, int]) -> np.ndarray:

@@ -58,6 +58,7 @@ from core.data.images import (
     ImageReadError,
     convert_channels,
     is_image_file,
+    max_pixels_limit,
     most_common_size,
     read_image,
     read_image_bytes,
@@ -111,6 +112,8 @@ def parse_spec(text: str) -> SourceSpec:
         DataError: on an empty spec, an unknown kind, a missing path, or an invalid name.
     """
     t = text.strip()
+    if not _is_utf8(t):
+        raise DataError(f"source spec {printable_path(t)!r} is not valid UTF-8; rename the file or folder")
     if not t:
         raise DataError("empty source spec; expected NAME=KIND[:PATH], e.g. train=folder:data/train")
     bare = any(t == k or t.lower().startswith(k + ":") for k in KINDS)
@@ -149,6 +152,7 @@ class RawSource:
     sample_id: list[str]
     image_path: list[str]
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    where: list[str] = field(default_factory=list)  # per row: file / CSV line, for error messages
 
     def __len__(self) -> int:
         return len(self.label_names)
@@ -271,13 +275,15 @@ class _FileRow:
 
 
 def _decode_rows(rows: list[_FileRow], errors: _RowErrors,
-                 size: tuple[int, int] | None = None) -> tuple[list[_FileRow], list[np.ndarray]]:
-    """Decode every row's image (resized to ``size`` at once when given); unreadable ones go to ``errors``."""
+                 size: tuple[int, int] | None = None,
+                 max_pixels: int | None = None) -> tuple[list[_FileRow], list[np.ndarray]]:
+    """Decode every row's image (resized to ``size`` at once when given); unreadable or oversized ones go to
+    ``errors``."""
     kept: list[_FileRow] = []
     images: list[np.ndarray] = []
     for row in rows:
         try:
-            img = read_image(row.path)
+            img = read_image(row.path, max_pixels)
         except ImageReadError as exc:
             why = exc.reason if row.where == str(row.path) else f"image {row.path}: {exc.reason}"
             errors.report(row.where, why)
@@ -288,9 +294,9 @@ def _decode_rows(rows: list[_FileRow], errors: _RowErrors,
 
 
 def _file_source(name: str, origin: str, rows: list[_FileRow], errors: _RowErrors,
-                 size: tuple[int, int] | None = None) -> RawSource:
+                 size: tuple[int, int] | None = None, max_pixels: int | None = None) -> RawSource:
     """Decode ``rows`` into a :class:`RawSource` (skipped rows recorded; resized at once to ``size`` if given)."""
-    rows, images = _decode_rows(rows, errors, size)
+    rows, images = _decode_rows(rows, errors, size, max_pixels)
     if not rows:
         raise DataError(f"{origin}: no usable images (all {len(errors.skipped)} rows were skipped)")
     return RawSource(
@@ -301,6 +307,7 @@ def _file_source(name: str, origin: str, rows: list[_FileRow], errors: _RowError
         sample_id=[r.sample_id for r in rows],
         image_path=[str(r.path) for r in rows],
         skipped=list(errors.skipped),
+        where=[r.where for r in rows],
     )
 
 
@@ -310,12 +317,42 @@ def _resolve(path_text: str, base: Path) -> Path:
     return Path(os.path.abspath(p if p.is_absolute() else base / p))
 
 
+_MISSING_WORDS = frozenset({"nan", "+nan", "-nan"})
+
+
+def label_problem(label: str) -> str:
+    """Why ``label`` cannot be a class name ("" when it can): empty, NaN-like, or holding control characters
+    such as NUL (pandas and CSV readers would turn these into missing values or cut them)."""
+    if not label.strip():
+        return "missing label (empty)"
+    if label.strip().lower() in _MISSING_WORDS:
+        return f"label {label!r} reads as a missing value (NaN), not a class name"
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in label):
+        return f"label {label!r} holds a control character (NUL, tab, newline...)"
+    return ""
+
+
+def _is_utf8(text: str) -> bool:
+    """False for a name holding bytes that are not UTF-8 (Python keeps them as lone surrogates)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def printable_path(path: str | Path) -> str:
+    """``path`` with any non-UTF-8 bytes shown as ``\\xNN`` (safe to print and to store)."""
+    return os.fsencode(str(path)).decode("utf-8", "backslashreplace")
+
+
 def _is_visible(path: Path, top: Path) -> bool:
     """False when any component of ``path`` below ``top`` is hidden (starts with '.')."""
     return not any(part.startswith(".") for part in path.relative_to(top).parts)
 
 
-def load_folder(spec: SourceSpec, base: Path, skip_bad: bool, size: tuple[int, int] | None = None) -> RawSource:
+def load_folder(spec: SourceSpec, base: Path, skip_bad: bool, size: tuple[int, int] | None = None,
+                max_pixels: int | None = None) -> RawSource:
     """``folder:PATH``: one sub-folder per class, image files inside (recursively)."""
     top = _resolve(spec.path, base)
     if not top.is_dir():
@@ -325,16 +362,29 @@ def load_folder(spec: SourceSpec, base: Path, skip_bad: bool, size: tuple[int, i
     if not class_dirs:
         raise DataError(f"{top}: no class sub-folders; expected one sub-folder per class with images inside")
     rows: list[_FileRow] = []
+    errors = _RowErrors(skip_bad)
+    real_top = top.resolve()
     for d in class_dirs:
+        why = label_problem(d.name) if _is_utf8(d.name) else ""
+        if why:
+            raise DataError(f"{printable_path(d)}: class folder name: {why}; rename the folder")
         files = sorted(p for p in d.rglob("*") if is_image_file(p) and _is_visible(p, top))
+        outside = {p for p in files if real_top not in p.resolve().parents}
+        for p in sorted(outside):  # never read a file outside the dataset through a link: counted and skipped
+            errors.skipped.append((printable_path(p), f"symlink to {printable_path(p.resolve())}, outside the "
+                                                      f"dataset folder {printable_path(top)}; skipped"))
+        files = [p for p in files if p not in outside]
         if not files:
             raise DataError(
                 f"{d}: class folder {d.name!r} has no image files ({', '.join(sorted(IMAGE_EXTENSIONS))})"
             )
         for p in files:
             rel = p.relative_to(top).as_posix()
+            if not _is_utf8(rel):
+                errors.report(printable_path(p), "file or folder name is not valid UTF-8; rename it")
+                continue
             rows.append(_FileRow(p, d.name, spec.name, f"{spec.name}:{rel}", str(p)))
-    return _file_source(spec.name, f"folder {top}", rows, _RowErrors(skip_bad), size)
+    return _file_source(spec.name, f"folder {top}", rows, errors, size, max_pixels)
 
 
 def _cell(row: list[str], col: int | None) -> str:
@@ -356,7 +406,8 @@ def _csv_columns(header: list[str], csv_path: Path) -> tuple[int, int, int | Non
     return cols.index("path"), cols.index("label"), (cols.index("source") if "source" in cols else None)
 
 
-def _csv_rows(spec: SourceSpec, csv_path: Path, errors: _RowErrors) -> list[_FileRow]:
+def _csv_rows(spec: SourceSpec, csv_path: Path, errors: _RowErrors,
+              other_names: frozenset[str] = frozenset()) -> list[_FileRow]:
     """Parse the CSV into file rows; rows with a missing path/label/file go to ``errors``."""
     rows: list[_FileRow] = []
     with open(csv_path, newline="", encoding="utf-8-sig") as fh:
@@ -376,6 +427,12 @@ def _csv_rows(spec: SourceSpec, csv_path: Path, errors: _RowErrors) -> list[_Fil
             if not label:
                 errors.report(where, "missing label (empty 'label' cell)")
                 continue
+            if label_problem(label):
+                errors.report(where, label_problem(label))
+                continue
+            if src != spec.name and src in other_names:
+                raise DataError(f"{where}: the 'source' column names {src!r}, which is another --source of this "
+                                f"run; rows of {spec.name!r} would merge into it. Rename one of them")
             if not _NAME_RE.match(src):
                 errors.report(where, f"invalid source name {src!r} in the 'source' column")
                 continue
@@ -387,19 +444,20 @@ def _csv_rows(spec: SourceSpec, csv_path: Path, errors: _RowErrors) -> list[_Fil
     return rows
 
 
-def load_csv(spec: SourceSpec, base: Path, skip_bad: bool, size: tuple[int, int] | None = None) -> RawSource:
+def load_csv(spec: SourceSpec, base: Path, skip_bad: bool, other_names: frozenset[str] = frozenset(),
+             size: tuple[int, int] | None = None, max_pixels: int | None = None) -> RawSource:
     """``csv:PATH``: rows ``path,label[,source]``."""
     csv_path = _resolve(spec.path, base)
     if not csv_path.is_file():
         raise DataError(f"{csv_path}: CSV file not found (source {spec.name!r})")
     errors = _RowErrors(skip_bad)
     try:
-        rows = _csv_rows(spec, csv_path, errors)
+        rows = _csv_rows(spec, csv_path, errors, other_names)
     except (UnicodeDecodeError, csv.Error) as exc:
         raise DataError(f"{csv_path}: not a readable UTF-8 CSV ({exc})") from exc
     if not rows and not errors.skipped:
         raise DataError(f"{csv_path}: CSV has a header but no data rows")
-    return _file_source(spec.name, f"CSV {csv_path}", rows, errors, size)
+    return _file_source(spec.name, f"CSV {csv_path}", rows, errors, size, max_pixels)
 
 
 # ------------------------------------------------------------------------------------------- npz
@@ -479,24 +537,51 @@ def _npz_labels(y: np.ndarray, names: list[str] | None, npz_path: Path) -> list[
     return [None if v is None else names[v] for v in ints]
 
 
+def _check_npz_magic(npz_path: Path) -> None:
+    """An .npz is a zip archive: name a .npy array or any other file for what it is."""
+    try:
+        with open(npz_path, "rb") as fh:
+            head = fh.read(6)
+    except OSError as exc:
+        raise DataError(f"{npz_path}: cannot be read ({exc.strerror or exc})") from exc
+    if head.startswith(b"\x93NUMPY"):
+        raise DataError(f"{npz_path}: is a single .npy array, not an .npz archive; save x and y together with "
+                        "np.savez(path, x=images, y=labels)")
+    if not head.startswith(b"PK"):
+        raise DataError(f"{npz_path}: not a readable .npz file (an .npz is a zip of arrays; save it with "
+                        "np.savez(path, x=images, y=labels))")
+
+
 def _read_npz(npz_path: Path) -> tuple[np.ndarray, np.ndarray, list[str] | None]:
     """Read ``x``, ``y`` and the optional ``class_names`` (no pickle)."""
+    _check_npz_magic(npz_path)
     try:
         with np.load(npz_path, allow_pickle=False) as z:
             missing = [k for k in ("x", "y") if k not in z.files]
             if missing:
                 raise DataError(f"{npz_path}: missing array(s) {missing}; found {z.files}, need x and y")
             return np.asarray(z["x"]), np.asarray(z["y"]), _npz_class_names(z, npz_path)
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+    except ValueError as exc:
+        if "allow_pickle" in str(exc):  # an object array inside: refused, never unpickled
+            raise DataError(f"{npz_path}: holds Python objects (pickled data), which infoscope never loads; "
+                            "store x as numbers and y as integers or strings") from exc
+        raise DataError(f"{npz_path}: not a readable .npz file ({exc})") from exc
+    except (OSError, EOFError, zipfile.BadZipFile) as exc:
         raise DataError(f"{npz_path}: not a readable .npz file ({exc})") from exc
 
 
-def load_npz(spec: SourceSpec, base: Path, skip_bad: bool) -> RawSource:
+def load_npz(spec: SourceSpec, base: Path, skip_bad: bool, max_pixels: int | None = None) -> RawSource:
     """``npz:PATH``: arrays ``x`` and ``y`` (+ optional ``class_names``)."""
     npz_path = _resolve(spec.path, base)
     if not npz_path.is_file():
         raise DataError(f"{npz_path}: npz file not found (source {spec.name!r})")
     x, y, names = _read_npz(npz_path)
+    limit = max_pixels_limit(max_pixels)
+    if x.ndim >= 3:
+        h, w = (x.shape[1], x.shape[2]) if x.ndim == 3 or x.shape[1] not in (1, 3) else x.shape[2:4]
+        if int(h) * int(w) > limit:
+            raise DataError(f"{npz_path}: images are {w}×{h} = {int(h) * int(w) / 1e6:.1f} Mpx, above the limit "
+                            f"of {limit / 1e6:.1f} Mpx (raise max_image_pixels or $INFOSCOPE_MAX_PIXELS)")
     if len(x) == 0:
         raise DataError(f"{npz_path}: x has no rows")
     if len(x) != len(y):
@@ -506,7 +591,8 @@ def load_npz(spec: SourceSpec, base: Path, skip_bad: bool) -> RawSource:
     errors = _RowErrors(skip_bad)
     keep = np.ones(len(x), dtype=bool)
     for i in range(len(x)):
-        why = "x holds NaN or infinite values" if bad_pixels[i] else ("missing label" if labels[i] is None else "")
+        why = "x holds NaN or infinite values" if bad_pixels[i] else (
+            "missing label" if labels[i] is None else label_problem(str(labels[i])))
         if why:
             errors.report(f"{npz_path}, row {i}", why)
             keep[i] = False
@@ -645,13 +731,21 @@ def sort_class_names(names: Sequence[str]) -> list[str]:
     return sorted(unique)
 
 
-def _check_unique_ids(ids: np.ndarray) -> None:
-    """Sample ids must be unique (a CSV listing one file twice, or clashing source names, breaks this)."""
-    values, counts = np.unique(ids.astype(str), return_counts=True)
-    dup = values[counts > 1]
-    if len(dup):
+def _check_unique_ids(ids: np.ndarray, where: Sequence[str] | None = None) -> None:
+    """Sample ids must be unique (a CSV listing one file twice, or clashing source names, breaks this); the
+    message names where the first duplicate occurs (file, CSV line)."""
+    first: dict[str, int] = {}
+    dups: list[tuple[int, int]] = []
+    for i, sid in enumerate(str(v) for v in ids):
+        if sid in first:
+            dups.append((first[sid], i))
+        else:
+            first[sid] = i
+    if dups:
+        a, b = dups[0]
+        at = f" ({where[a]} and {where[b]})" if where is not None and len(where) == len(ids) else ""
         raise DataError(
-            f"{len(dup)} duplicate sample id(s), e.g. {dup[0]!r}; each file may appear once per source"
+            f"{len(dups)} duplicate sample id(s), e.g. {str(ids[b])!r}{at}; each file may appear once per source"
         )
 
 
@@ -693,7 +787,8 @@ def merge_sources(raws: list[RawSource], image_size: tuple[int, int] | None = No
         skipped=[s for r in raws for s in r.skipped],
         load_info=load_info,
     )
-    _check_unique_ids(samples.sample_id)
+    where = [w for r in raws for w in (r.where or [f"source {r.name}, row {i}" for i in range(len(r))])]
+    _check_unique_ids(samples.sample_id, where)
     return samples
 
 
@@ -710,18 +805,20 @@ def _check_image_size(image_size: tuple[int, int] | None) -> tuple[int, int] | N
     return (h, w)
 
 
-def load_one(spec: SourceSpec, base: Path, skip_bad: bool, size: tuple[int, int] | None = None) -> RawSource:
-    """Load one parsed source (file sources resize every image to ``size`` while decoding, when given)."""
+def load_one(spec: SourceSpec, base: Path, skip_bad: bool, other_names: frozenset[str] = frozenset(),
+             size: tuple[int, int] | None = None, max_pixels: int | None = None) -> RawSource:
+    """Load one parsed source (``other_names``: the names of the run's other sources; file sources resize every
+    image to ``size`` while decoding, when given)."""
     if spec.kind == "mnist5k":
         return load_mnist5k(spec)
     if spec.kind == "digits":
         return load_digits(spec)
     if spec.kind == "folder":
-        return load_folder(spec, base, skip_bad, size)
+        return load_folder(spec, base, skip_bad, size, max_pixels)
     if spec.kind == "csv":
-        return load_csv(spec, base, skip_bad, size)
+        return load_csv(spec, base, skip_bad, other_names, size, max_pixels)
     if spec.kind == "npz":
-        return load_npz(spec, base, skip_bad)
+        return load_npz(spec, base, skip_bad, max_pixels)
     if spec.kind == "parquet":
         return load_parquet(spec, base, skip_bad, size)
     if spec.kind == "hf":
@@ -736,6 +833,7 @@ def load_sources(
     skip_bad: bool = False,
     root: str | Path | None = None,
     channels: int | None = None,
+    max_pixels: int | None = None,
 ) -> Samples:
     """Load and merge the sources ``specs`` (each ``NAME=SPEC`` or bare ``SPEC``, see the module docstring).
 
@@ -746,6 +844,8 @@ def load_sources(
         skip_bad: skip (and record in ``Samples.skipped``) bad rows instead of raising.
         root: folder that relative paths in specs are resolved against (default: the working directory).
         channels: 1 or 3 to convert every image to that mode (the model's); default the majority mode.
+        max_pixels: largest image (width × height) accepted; default ``$INFOSCOPE_MAX_PIXELS`` or
+            :data:`core.data.images.DEFAULT_MAX_PIXELS`. Larger files are bad rows, refused before decoding.
 
     Raises:
         DataError: on any bad input, with a message naming the file or row.
@@ -767,4 +867,6 @@ def load_sources(
     base = Path(root).expanduser() if root is not None else Path.cwd()
     if channels not in (None, 1, 3):
         raise DataError(f"channels must be 1 or 3, got {channels!r}")
-    return merge_sources([load_one(p, base, skip_bad, size) for p in parsed], size, channels)
+    names = frozenset(p.name for p in parsed)
+    return merge_sources([load_one(p, base, skip_bad, names - {p.name}, size, max_pixels) for p in parsed], size,
+                         channels)

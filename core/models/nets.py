@@ -187,12 +187,17 @@ def load_weights(model: nn.Module, path: str) -> nn.Module:
         model.weights_info = load_backbone_weights(model, state, path)
         return model
     try:
-        model.load_state_dict(state)
-    except RuntimeError:
-        if isinstance(model, ResNet18Small):
-            model.load_state_dict(_torchvision_to_staged(state))
-        else:
-            raise
+        try:
+            model.load_state_dict(state)
+        except RuntimeError:
+            if isinstance(model, ResNet18Small):
+                model.load_state_dict(_torchvision_to_staged(state))
+            else:
+                raise
+    except (RuntimeError, KeyError, TypeError) as e:
+        first = " ".join(str(e).split())[:300]
+        raise ValueError(f"weights {path} do not fit the {type(model).__name__} network built for this data "
+                         f"(wrong architecture, class count or channels?): {first}") from e
     return model
 
 

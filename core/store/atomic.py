@@ -18,6 +18,16 @@ from typing import Any
 from core.errors import RunStoreError
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+#: permissions of every file written (``mkstemp`` makes 0600; a run is shared like any other file)
+FILE_MODE = 0o666 & ~_umask()
+
+
 @contextlib.contextmanager
 def atomic_path(target: str | Path, suffix: str = "") -> Iterator[Path]:
     """Yield a temporary path next to ``target``; on success it is fsynced and renamed onto ``target``."""
@@ -30,6 +40,7 @@ def atomic_path(target: str | Path, suffix: str = "") -> Iterator[Path]:
         yield tmp
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
+        os.chmod(tmp, FILE_MODE)
         os.replace(tmp, target)
     except OSError as e:
         tmp.unlink(missing_ok=True)

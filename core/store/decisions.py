@@ -5,10 +5,16 @@ appends the batch id to the ``undos`` table, and readers ignore undone batches. 
 ``keep``/``remove``/``relabel`` decision of a sample is its status ("latest wins"); ``tag``/``untag`` maintain
 a set of tags. WAL mode and a busy timeout let several dashboard tabs and the CLI write concurrently without
 losing a decision. Re-scoring never touches this file.
+
+A run on read-only media (its folder not writable) is opened read-only and immutable (no WAL, no lock
+files): it can be browsed and exported, and ``record``/``undo`` raise ``RunStoreError`` saying so. A damaged
+file (failed ``PRAGMA quick_check``, or not a database) and a full disk raise ``RunStoreError`` naming it.
 """
 
 from __future__ import annotations
 
+import errno
+import os
 import sqlite3
 import time
 from collections.abc import Iterable, Sequence
@@ -17,6 +23,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pandas as pd
+
+from core.errors import RunStoreError
 
 ACTIONS = ("keep", "remove", "relabel", "tag", "untag")
 STATUS_ACTIONS = ("keep", "remove", "relabel")
@@ -46,6 +54,33 @@ CREATE TABLE IF NOT EXISTS undos (
 """
 
 
+def _writable(path: Path) -> bool:
+    """Whether the decisions file (or, before it exists, its folder) can be written.
+
+    ``os.access`` is not enough on read-only mounts for root, so the folder is also probed with a temporary
+    file (SQLite's WAL needs to create files next to the database)."""
+    folder = path.parent
+    if not os.access(folder, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        return False
+    try:
+        fd = os.open(folder / f".{path.name}.probe-{os.getpid()}", os.O_CREAT | os.O_WRONLY | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return True
+    except OSError:
+        return False
+    os.close(fd)
+    os.unlink(folder / f".{path.name}.probe-{os.getpid()}")
+    return True
+
+
+def _write_error(path: Path, e: sqlite3.Error) -> RunStoreError:
+    text = str(e)
+    if "full" in text or getattr(e, "sqlite_errorcode", None) == 13 or getattr(e, "errno", None) == errno.ENOSPC:
+        return RunStoreError(f"could not record the decision: the disk holding {path} is full; nothing was "
+                             "recorded, free some space and try again")
+    return RunStoreError(f"could not record the decision in {path}: {text}")
+
+
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="microseconds")
 
@@ -64,15 +99,36 @@ class Decisions:
         self.path = Path(path)
         self._valid = set(valid_ids) if valid_ids is not None else None
         self._classes = list(class_names) if class_names is not None else None
-        with closing(self._connect()) as con:
-            con.executescript(_SCHEMA)
+        self.read_only = not _writable(self.path)
+        try:
+            with closing(self._connect()) as con:
+                if not self.read_only:
+                    con.executescript(_SCHEMA)
+                check = con.execute("PRAGMA quick_check").fetchall()
+        except sqlite3.DatabaseError as e:
+            raise RunStoreError(f"{self.path} is damaged ({e}); move it aside to start a new decisions log") from e
+        if [r[0] for r in check] != ["ok"]:
+            raise RunStoreError(f"{self.path} is damaged (integrity check: {check[0][0]}); move it aside to start "
+                                "a new decisions log")
 
     def _connect(self) -> sqlite3.Connection:
+        if self.read_only and not self.path.exists():  # read-only run without a log: an empty one
+            con = sqlite3.connect(":memory:", isolation_level=None)
+            con.executescript(_SCHEMA)
+            return con
+        if self.read_only:  # nothing may be written next to the file: no WAL, no -shm, no journal
+            uri = f"{self.path.resolve().as_uri()}?mode=ro&immutable=1"
+            return sqlite3.connect(uri, uri=True, timeout=30, isolation_level=None)
         con = sqlite3.connect(self.path, timeout=30, isolation_level=None)
         con.execute("PRAGMA journal_mode=WAL")
         con.execute("PRAGMA busy_timeout=30000")
         con.execute("PRAGMA synchronous=NORMAL")
         return con
+
+    def _refuse_read_only(self) -> None:
+        if self.read_only:
+            raise RunStoreError(f"{self.path} is on read-only media (its folder is not writable): decisions can "
+                                "be read and exported, not recorded")
 
     # ---- writing -------------------------------------------------------------------------------
     def record(self, sample_ids: str | Sequence[str], action: str, value: str | None = None,
@@ -94,6 +150,7 @@ class Decisions:
             unknown = [i for i in ids if i not in self._valid]
             if unknown:
                 raise ValueError(f"unknown sample id(s): {unknown[:5]}{' ...' if len(unknown) > 5 else ''}")
+        self._refuse_read_only()
         t = _now()
         for attempt in range(5):
             try:
@@ -108,14 +165,23 @@ class Decisions:
                     )
                     con.execute("COMMIT")
                     return batch
-            except sqlite3.OperationalError as e:  # pragma: no cover - only under heavy contention
+            except sqlite3.OperationalError as e:
                 if "locked" not in str(e) or attempt == 4:
-                    raise
-                time.sleep(0.1 * (attempt + 1))
+                    raise _write_error(self.path, e) from e
+                time.sleep(0.1 * (attempt + 1))  # pragma: no cover - only under heavy contention
+            except sqlite3.DatabaseError as e:
+                raise _write_error(self.path, e) from e
         raise RuntimeError("unreachable")
 
     def undo(self, batch: int | None = None) -> int | None:
         """Undo ``batch`` (default: the most recent batch not yet undone). Returns the undone batch id or None."""
+        self._refuse_read_only()
+        try:
+            return self._undo(batch)
+        except sqlite3.DatabaseError as e:
+            raise _write_error(self.path, e) from e
+
+    def _undo(self, batch: int | None) -> int | None:
         with closing(self._connect()) as con:
             con.execute("BEGIN IMMEDIATE")
             if batch is None:

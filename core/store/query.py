@@ -3,10 +3,21 @@
 The current curation decisions are joined in as columns ``decision``, ``relabel_to`` and ``tags`` so that
 filters can use them. Column names used for sorting are checked against the table's schema; filter values
 are passed as bound parameters.
+
+A ``where`` predicate (``--where`` of ``infoscope export``, ``Run.query.select(where)``) is user text, so:
+
+* the connection reads ``samples.parquet`` through pyarrow and is then opened with
+  ``enable_external_access = false`` and ``lock_configuration = true``: no SQL on it can read or write a file
+  (``read_text``, ``read_csv``, ``COPY``, ``ATTACH``, ``INSTALL`` ... are refused by DuckDB itself);
+* the predicate must parse as ONE expression, checked by parsing ``SELECT 1 FROM samples WHERE (<expr>)``:
+  exactly one SELECT statement (no ``;`` stacking), of that exact shape (no ``UNION``, ``ORDER BY``... smuggled
+  past the closing parenthesis), with no sub-query and no table function, whose column references are all
+  columns of ``samples`` (plus ``decision``, ``relabel_to``, ``tags``).
 """
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -14,6 +25,9 @@ from typing import Any
 
 import duckdb
 import pandas as pd
+import pyarrow.parquet as pq
+
+from core.errors import QueryError
 
 
 def _quote(name: str) -> str:
@@ -25,10 +39,14 @@ class SampleQuery:
 
     def __init__(self, parquet: str | Path, decisions: pd.DataFrame | None = None):
         self.parquet = str(parquet)
-        self.con = duckdb.connect()
+        table = pq.read_table(self.parquet)  # read here: the DuckDB connection itself may not touch files
+        self.con = _sealed_connection()
         self._lock = threading.Lock()
-        self.con.execute(f"CREATE TABLE raw AS SELECT *, (row_number() OVER () - 1) AS _row "
-                         f"FROM read_parquet({_sql_str(self.parquet)})")
+        self._valid: dict[str, None] = {}
+        self.con.register("raw_arrow", table)
+        self.con.execute("CREATE TABLE raw AS SELECT *, (row_number() OVER () - 1) AS _row FROM raw_arrow")
+        self.con.unregister("raw_arrow")
+        del table
         self.columns: list[str] = [r[0] for r in self.con.execute("DESCRIBE raw").fetchall() if r[0] != "_row"]
         self.set_decisions(decisions)
 
@@ -62,6 +80,14 @@ class SampleQuery:
             finally:
                 cur.close()
         self.all_columns = self.columns + ["decision", "relabel_to", "tags"]
+        self._valid.clear()
+
+    def check_where(self, where: str) -> None:
+        """Raise ``QueryError`` unless ``where`` is one SQL expression over the ``samples`` columns."""
+        if where in self._valid:
+            return
+        _check_expression(self.con, where, {*self.all_columns, "_row"})
+        self._valid[where] = None
 
     def _order(self, order_by: str | None, descending: bool) -> str:
         if order_by is None:
@@ -77,6 +103,7 @@ class SampleQuery:
         cols = "* EXCLUDE (_row)" if not columns else ", ".join(_quote(c) for c in columns)
         sql = f"SELECT {cols} FROM samples"
         if where:
+            self.check_where(where)
             sql += f" WHERE ({where})"
         sql += self._order(order_by, descending)
         if limit is not None:
@@ -84,19 +111,86 @@ class SampleQuery:
         return self._fetch(sql, params)
 
     def count(self, where: str | None = None, params: Sequence[Any] | None = None) -> int:
+        if where:
+            self.check_where(where)
         sql = "SELECT count(*) FROM samples" + (f" WHERE ({where})" if where else "")
         return int(self._fetch(sql, params).iloc[0, 0])
 
     def sql(self, query: str, params: Sequence[Any] | None = None) -> pd.DataFrame:
-        """Run any read query against the ``samples`` view (aggregations for charts)."""
+        """Run a query against the ``samples`` view (aggregations for charts; the dashboard's own SQL). The
+        connection cannot touch files, whatever the query says."""
         return self._fetch(query, params)
 
     def close(self) -> None:
         self.con.close()
 
 
-def _sql_str(s: str) -> str:
-    return "'" + s.replace("'", "''") + "'"
+def _sealed_connection() -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB connection that cannot read or write files, with its configuration locked."""
+    con = duckdb.connect(config={"enable_external_access": False})
+    con.execute("SET enable_external_access = false")
+    try:
+        con.execute("SET lock_configuration = true")
+    except duckdb.Error:  # pragma: no cover - older DuckDB without the option
+        pass
+    return con
+
+
+_FORBIDDEN_CLASSES = {"SUBQUERY"}
+_FORBIDDEN_KEYS = {"from_table", "subquery", "cte_map", "node"}
+
+
+def _walk(node: Any, columns: set[str], where: str) -> None:
+    if isinstance(node, list):
+        for v in node:
+            _walk(v, columns, where)
+        return
+    if not isinstance(node, dict):
+        return
+    if node.get("class") in _FORBIDDEN_CLASSES or any(k in node for k in _FORBIDDEN_KEYS):
+        raise QueryError(f"--where {where!r}: sub-queries and table functions are not allowed; "
+                         "write one expression over the samples columns")
+    if node.get("class") == "COLUMN_REF":
+        names = node.get("column_names") or []
+        if len(names) > 2 or (len(names) == 2 and names[0] != "samples") or not names:
+            raise QueryError(f"--where {where!r}: unknown column {'.'.join(map(str, names))!r}")
+        if names[-1] not in columns:
+            raise QueryError(f"--where {where!r}: unknown column {names[-1]!r}; the columns are "
+                             f"{', '.join(sorted(c for c in columns if c != '_row'))}")
+    for v in node.values():
+        _walk(v, columns, where)
+
+
+def _check_expression(con: duckdb.DuckDBPyConnection, where: str, columns: set[str]) -> None:
+    """Parse ``SELECT 1 FROM samples WHERE (<where>)`` and refuse anything but one plain expression."""
+    if not isinstance(where, str) or not where.strip():
+        raise QueryError("--where is empty; give an expression such as \"cg_score > 0.5\"")
+    if "\x00" in where:
+        raise QueryError("--where holds a NUL character")
+    sql = f"SELECT 1 FROM samples WHERE ({where})"
+    try:
+        statements = con.extract_statements(sql)
+    except duckdb.Error as e:
+        raise QueryError(f"--where {where!r} is not a valid SQL expression: {str(e).splitlines()[0]}") from e
+    if len(statements) != 1:
+        raise QueryError(f"--where {where!r}: only one expression is allowed (no ';' and no extra statements)")
+    cur = con.cursor()
+    try:
+        tree = json.loads(cur.execute("SELECT json_serialize_sql(?)", [sql]).fetchone()[0])
+    finally:
+        cur.close()
+    if tree.get("error") or len(tree.get("statements", [])) != 1:
+        raise QueryError(f"--where {where!r} is not a single expression: {tree.get('error_message', '')}".strip())
+    node = tree["statements"][0]["node"]
+    frm = node.get("from_table") or {}
+    plain = (node.get("type") == "SELECT_NODE" and frm.get("type") == "BASE_TABLE"
+             and frm.get("table_name") == "samples" and not frm.get("schema_name") and not frm.get("sample")
+             and not node.get("modifiers") and not node.get("group_expressions") and not node.get("having")
+             and not node.get("qualify") and not node.get("sample") and not (node.get("cte_map") or {}).get("map")
+             and len(node.get("select_list", [])) == 1 and node.get("where_clause") is not None)
+    if not plain:
+        raise QueryError(f"--where {where!r}: only one expression over the samples columns is allowed")
+    _walk(node["where_clause"], columns, where)
 
 
 def build_filter(*, classes: Sequence[str] | None = None, sources: Sequence[str] | None = None,

@@ -6,6 +6,7 @@ from collections.abc import Callable, Sequence
 
 import streamlit as st
 
+from core.errors import InfoscopeError
 from dashboard.state import RunView
 
 ACTION_LABELS = {"keep": "Keep", "remove": "Remove", "relabel": "Relabel to…", "tag": "Tag"}
@@ -29,7 +30,7 @@ def apply(rv: RunView, ids: Sequence[str], action: str, value: str | None = None
         return
     try:
         batch = rv.record(list(ids), action, value, note or None)
-    except ValueError as e:
+    except (ValueError, InfoscopeError) as e:  # bad value, read-only run, full disk
         st.error(f"Decision not recorded: {e}")
         return
     what = f"relabel to {value}" if action == "relabel" else (f"tag '{value}'" if action == "tag" else action)
@@ -74,6 +75,10 @@ def undo_panel(rv: RunView) -> None:
     sb.caption(f"{len(live)} batch(es) in effect. Last: **{last['action']}** × {int(last['n'])} "
                f"at {str(last['time'])[11:19]} UTC")
     if sb.button("Undo last decision", icon=":material/undo:", key="undo_last", width="stretch"):
-        undone = rv.undo()
+        try:
+            undone = rv.undo()
+        except InfoscopeError as e:
+            st.error(f"Nothing undone: {e}")
+            return
         flash(f"Undid batch {undone}.")
         st.rerun()

@@ -11,6 +11,7 @@ import streamlit as st
 
 from core import export as core_export
 from core.errors import ExportError
+from dashboard import state
 from dashboard.state import RunView
 
 FORMAT_LABELS = {"csv": "CSV (path, label, source, scores)", "parquet": "Parquet",
@@ -18,8 +19,15 @@ FORMAT_LABELS = {"csv": "CSV (path, label, source, scores)", "parquet": "Parquet
 
 
 def default_dir(rv: RunView, what: str) -> str:
+    """A new folder under the run (itself under the runs folder): ``<run>/exports/<stamp>-<what>``."""
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     return str(rv.path / "exports" / f"{stamp}-{what}")
+
+
+def is_inside(path: str | Path, roots: list[Path]) -> bool:
+    """Whether ``path`` (``~`` expanded, resolved) lies in one of ``roots``."""
+    p = Path(path).expanduser().resolve()
+    return any(p == r or r in p.parents for r in (Path(r).expanduser().resolve() for r in roots))
 
 
 def export_panel(rv: RunView, key: str, what: str, table_fn: Callable[[], pd.DataFrame] | None,
@@ -31,7 +39,13 @@ def export_panel(rv: RunView, key: str, what: str, table_fn: Callable[[], pd.Dat
     out_dir = c2.text_input("Export folder (must be empty or new)", value=st.session_state.setdefault(f"{key}_default_{nonce}", default_dir(rv, what)),
                             key=f"{key}_dir_{nonce}")
     c2.caption(f"{n:,} sample(s) will be exported.")
-    if c2.button(f"Export {what}", key=f"{key}_go", type="primary", disabled=n == 0):
+    roots = [state.runs_dir(), rv.path]
+    confirmed = True
+    if out_dir.strip() and not is_inside(out_dir, roots):  # the server can write anywhere: ask first
+        c2.warning(f"`{out_dir}` is outside the runs folder `{roots[0]}`.", icon=":material/folder_off:")
+        confirmed = c2.checkbox("Yes, write the export outside the runs folder", key=f"{key}_outside_{nonce}")
+    clicked = c2.button(f"Export {what}", key=f"{key}_go", type="primary", disabled=n == 0 or not confirmed)
+    if clicked and confirmed:
         try:
             with st.spinner("Exporting…"):
                 if table_fn is None:
