@@ -70,7 +70,7 @@ def test_backbone_run_from_a_local_weights_file(tmp_path):
 
 
 def test_bad_model_and_image_size_are_clear_errors(tmp_path):
-    for bad, match in [(dict(model="alexnet"), "unknown model"), (dict(image_size=0), "image_size"),
+    for bad, match in [(dict(model="alexnet"), "unknown --model"), (dict(image_size=0), "image_size"),
                        (dict(model="cnn", freeze_backbone=True), "needs an ImageNet backbone")]:
         cfg = RunConfig(sources=["digits"], runs_dir=str(tmp_path), **bad)
         with pytest.raises(Exception, match=match):
