@@ -54,7 +54,23 @@ def _run_pipeline(cfg) -> Path:
     from core.pipeline import score_run
 
     with _progress() as p:
-        return score_run(cfg, _Reporter(p))
+        path = score_run(cfg, _Reporter(p))
+    _warn_quality(path)
+    return path
+
+
+def _warn_quality(run_dir: Path) -> None:
+    """Print the model-quality guardrail's verdict; a loud WARNING line when the flags cannot be trusted."""
+    import json
+
+    try:
+        quality = json.loads((Path(run_dir) / "manifest.json").read_text())["model"]["quality"]
+    except (OSError, KeyError, ValueError):
+        return
+    if quality.get("trust_flags", True):
+        console.print(f"model: {quality.get('message', '')}")
+    else:
+        console.print(f"[bold yellow]{quality.get('message', 'WARNING: the model is too weak to trust its flags')}[/]")
 
 
 @app.command()
@@ -71,7 +87,8 @@ def score(
     eps: Annotated[float | None, typer.Option(help="L-infinity budget of the attack (pixels in [0, 1]).")] = None,
     model: Annotated[str | None, typer.Option(help="Network: cnn (small CNN), mlp, or resnet18.")] = None,
     weights: Annotated[str | None, typer.Option(help="Local state dict to initialise the network from (loaded with weights_only=True).")] = None,
-    epochs: Annotated[int | None, typer.Option(help="Training epochs.")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Training epochs (default: from the dataset size, a budget of about 400 optimiser steps with early stopping on held-out loss).")] = None,
+    flag_train_adversarial: Annotated[bool, typer.Option("--flag-train-adversarial", help="Also judge training rows for the adversarial flag (default: held-out rows only).")] = False,
     holdout: Annotated[float | None, typer.Option(help="Fraction held out as the test split (stratified).")] = None,
     scores: Annotated[str | None, typer.Option(help="Comma-separated scores, or 'all'. Known: loss, margin, el2n, forgetting, confidence, variability, uniqueness, si_weights, si_function, cg_score, prediction_depth.")] = None,
     cg_features: Annotated[str | None, typer.Option(help="CG score features: pixels (the paper's setting) or embeddings.")] = None,
@@ -92,7 +109,8 @@ def score(
                      label_noise_pairs=label_noise_pairs, pair_noise_rate=pair_noise_rate, undersample=undersample,
                      adversarial=adversarial, attack=attack, eps=eps, model=model, weights=weights, epochs=epochs,
                      holdout=holdout, scores=scores, map_method=map_method, device=device, seed=seed,
-                     skip_bad=skip_bad or None, runs_dir=str(runs_dir) if runs_dir else None, name=name)
+                     skip_bad=skip_bad or None, runs_dir=str(runs_dir) if runs_dir else None, name=name,
+                     flag_train_adversarial=flag_train_adversarial or None)
     try:
         cfg = RunConfig.from_toml(config, **overrides) if config else RunConfig(
             **{k: v for k, v in overrides.items() if v is not None})

@@ -10,7 +10,7 @@ import streamlit as st
 from core.selection import informativeness_curve, resolve_budget, summarize
 from core.store import build_filter
 from dashboard import state
-from dashboard.components import charts, evidence, images, page, scores
+from dashboard.components import charts, evidence, images, page, quality, scores
 from dashboard.components.export import export_panel
 
 rv = page.start()
@@ -18,6 +18,7 @@ m = rv.run.manifest
 st.title("Overview")
 st.caption(f"Run **{m.get('name') or rv.run.run_id}** · created {m.get('created_at', '?')} · device "
            f"{m.get('device', '?')} · `{rv.path}`")
+quality.banner(m)
 
 
 @st.cache_data(show_spinner=False, max_entries=8)
@@ -74,6 +75,8 @@ with left:
                if isinstance(model.get(k), (int, float))]
         epochs = f", {model['epochs']} epochs" if model.get("epochs") else ""
         st.markdown(f"`{model.get('name', '?')}`{epochs} — " + (", ".join(acc) or "no accuracy recorded"))
+        if quality.quality(m).get("message") and quality.trusted(m):
+            st.caption(quality.quality(m)["message"])
 with right:
     st.subheader("Scores")
     lines = []
