@@ -120,19 +120,23 @@ def noise_response(model: nn.Module, x: np.ndarray, pred: np.ndarray, label: np.
     return flip / draws, to_label / draws
 
 
-def pixel_vectors(images: np.ndarray, max_side: int = 14) -> np.ndarray:
+def pixel_vectors(images: np.ndarray, max_side: int = 14, batch: int = 4096) -> np.ndarray:
     """Images (n, C, H, W) → float32 (n, C·h·w): average-pooled to at most ``max_side`` per side, each vector
-    mean-centred and scaled to unit L2 norm (constant images map to 0)."""
-    x = torch.as_tensor(np.asarray(images), dtype=torch.float32)
-    if x.ndim == 3:
-        x = x[:, None]
-    h, w = x.shape[-2:]
-    if max(h, w) > max_side:
-        x = F.adaptive_avg_pool2d(x, (min(h, max_side), min(w, max_side)))
-    v = x.reshape(len(x), -1).numpy().astype(np.float64)
-    v -= v.mean(axis=1, keepdims=True)
-    v /= np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)
-    return v.astype(np.float32)
+    mean-centred and scaled to unit L2 norm (constant images map to 0). Pooled ``batch`` rows at a time."""
+    images = np.asarray(images)
+    if images.ndim == 3:
+        images = images[:, None]
+    out = []
+    for s in range(0, len(images), batch):
+        x = torch.as_tensor(images[s:s + batch], dtype=torch.float32)
+        h, w = x.shape[-2:]
+        if max(h, w) > max_side:
+            x = F.adaptive_avg_pool2d(x, (min(h, max_side), min(w, max_side)))
+        v = x.reshape(len(x), -1).numpy().astype(np.float64)
+        v -= v.mean(axis=1, keepdims=True)
+        v /= np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)
+        out.append(v.astype(np.float32))
+    return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
 
 
 def pixel_neighbour_shares(images: np.ndarray, labels: np.ndarray, pred: np.ndarray, *, k: int = 10,

@@ -13,8 +13,9 @@ Votes (each a yes/no per row):
 - model: ``pred ≠ label`` with ``pred_prob ≥ model_prob``;
 - neighbours: a share ≥ ``neighbour_share`` of the ``k`` nearest *training* rows in the network's feature space
   (the row itself excluded, exact faiss search) carry another label;
-- pixels: a share ≥ ``pixel_other_share`` of the nearest rows in pixel space carry another label
-  (``1 − px_label_share``);
+- pixels: fewer than ``pixel_keep_share`` of the nearest rows in pixel space carry the given label
+  (``px_label_share < pixel_keep_share``: exactly the complement of the adversarial rule's pixel condition, so a
+  held-out row's pixels cannot support both flags);
 - datamaps: ``confidence < confidence_max`` (the given label was not learned; Swayamdipta et al., 2020);
 - cg: ``cg_score`` in the top ``cg_top`` of its class (Ki et al., 2023: a mislabeled image has a large
   complexity gap).
@@ -71,16 +72,15 @@ import numpy as np
 import pandas as pd
 
 DEFAULT_THRESHOLDS: dict[str, Any] = {
-    "model_prob": 0.5,
+    "model_prob": 0.6,  # fitted
     "neighbour_share": 0.5,
-    "pixel_other_share": 0.5,
     "confidence_max": 0.5,
     "cg_top": 0.10,
     "min_votes": 2,  # fitted: floor on the number of votes
     "min_vote_share": 0.75,  # fitted: share of the row's available votes that must hold
     "name_other_by": ("model", "neighbours"),  # fitted: which votes may name the other class
     "pixel_keep_share": 0.5,  # fitted
-    "pixel_pred_max": 0.3,  # fitted
+    "pixel_pred_max": 1.0,  # fitted (the fit runs gave no reason to use it: 1.0 = off)
     "reverse_max": 0.2,  # fitted
     "reverse_scale": 0.2,
     "weights_mislabeled": {"model": 1.0, "datamaps": 1.0, "neighbours": 1.0, "pixels": 1.0, "cg": 1.0,
@@ -304,8 +304,8 @@ def _mislabeled_votes(s: _Signals) -> dict[str, np.ndarray]:
         votes["model"] = s.disagrees & (np.nan_to_num(prob, nan=0.0) >= th["model_prob"])
     if s.nbr is not None:
         votes["neighbours"] = s.nbr["other"] >= th["neighbour_share"]
-    if s.px_label is not None:
-        votes["pixels"] = np.nan_to_num(1.0 - s.px_label, nan=0.0) >= th["pixel_other_share"]
+    if s.px_label is not None:  # the complement of the adversarial rule's "pixel neighbours keep the label"
+        votes["pixels"] = ~np.isnan(s.px_label) & (np.nan_to_num(s.px_label, nan=1.0) < th["pixel_keep_share"])
     if s.confidence is not None:
         votes["datamaps"] = np.nan_to_num(s.confidence, nan=np.inf) < th["confidence_max"]
     if s.cg is not None:

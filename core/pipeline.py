@@ -301,14 +301,17 @@ def _score_into(writer: RunWriter, cfg: RunConfig, data: Samples, corruptions: l
 
 
 def _train_config(cfg: RunConfig, n_train: int) -> TrainConfig:
-    """The recipe; without ``cfg.epochs`` the length comes from the dataset size, with early stopping."""
+    """The recipe; without ``cfg.epochs`` the length comes from the dataset size (``auto_epochs``), with early
+    stopping on held-out loss after max(``AUTO_PATIENCE``, ⌈budget/4⌉) epochs without improvement."""
     from core.models.training import AUTO_PATIENCE, auto_epochs
 
     if cfg.epochs is not None:
         return TrainConfig(model=cfg.model, epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr,
                            weights=cfg.weights)
-    return TrainConfig(model=cfg.model, epochs=auto_epochs(n_train, cfg.batch_size), batch_size=cfg.batch_size,
-                       lr=cfg.lr, weights=cfg.weights, patience=AUTO_PATIENCE)
+    epochs = auto_epochs(n_train, cfg.batch_size)
+    # patience grows with the budget: on a small dataset an epoch is a few noisy steps
+    return TrainConfig(model=cfg.model, epochs=epochs, batch_size=cfg.batch_size, lr=cfg.lr, weights=cfg.weights,
+                       patience=max(AUTO_PATIENCE, -(-epochs // 4)))
 
 
 def model_quality(result: TrainResult, n_classes: int, min_acc: float) -> dict[str, Any]:

@@ -177,7 +177,7 @@ def test_training_rows_are_never_flagged_adversarial_unless_asked(attacked):
     assert not (default & (t2["split"] == "train").to_numpy()).any()
 
 
-_TH = {"pixel_keep_share": 0.5, "pixel_pred_max": 0.5, "pixel_other_share": 0.5, "reverse_max": 0.06,
+_TH = {"pixel_keep_share": 0.5, "pixel_pred_max": 0.5, "reverse_max": 0.06,
        "model_prob": 0.5, "min_votes": 2, "min_vote_share": 0.0,
        "name_other_by": ("model", "neighbours")}
 
@@ -190,10 +190,10 @@ def _hand_table() -> pd.DataFrame:
         "pred": [0, 1, 0, 0, 2],
         "pred_name": ["astronaut", "cat", "astronaut", "astronaut", "ihc"],
         "pred_prob": [0.9, 0.6, 0.9, 0.9, 0.7],
-        "split": ["test", "test", "train", "test", "train"],
-        "confidence": [np.nan, np.nan, 0.1, np.nan, 0.9],
-        "px_label_share": [1.0, 0.9, 0.0, 0.5, 0.9],
-        "px_pred_share": [1.0, 0.1, 1.0, 0.5, 0.1],
+        "split": ["test", "test", "train", "train", "train"],
+        "confidence": [np.nan, np.nan, 0.1, 0.1, 0.9],
+        "px_label_share": [1.0, 0.9, 0.0, 0.8, 0.9],
+        "px_pred_share": [1.0, 0.1, 1.0, 0.1, 0.1],
         "reverse_eps": [np.nan, 0.02, 0.16, 0.02, 0.02],
     })
 
@@ -201,17 +201,23 @@ def _hand_table() -> pd.DataFrame:
 def test_flags_are_decided_independently_and_both_listed():
     t = _hand_table()
     out = compute_flags(t, None, thresholds=_TH)
-    # row 0 clean; row 1 adversarial evidence only; row 2 mislabel evidence only (pixels and Data Maps say
-    # another class, no small step restores the label); row 3 both kinds hold; row 4 adversarial evidence on a
-    # training row
+    # row 0 clean; row 1 adversarial evidence only (held out: pixels keep the label, a small step restores it);
+    # row 2 mislabel evidence only (pixels and Data Maps say another class, no small step restores the label);
+    # row 3 a training row where both kinds hold (Data Maps: never learned; pixels keep the label; a small step
+    # restores it); row 4 adversarial evidence on a training row, Data Maps fine
     assert out["flag_mislabeled"].tolist() == [False, False, True, True, False]
-    assert out["flag_adversarial"].tolist() == [False, True, False, True, False]
-    r3 = out.loc[3, "flag_reason"]
-    assert r3.startswith("mislabeled?") and "adversarial?" in r3
+    assert out["flag_adversarial"].tolist() == [False, True, False, False, False]  # training rows: not judged
     assert out.loc[1, "flag_reason"].startswith("adversarial?") and "mislabeled?" not in out.loc[1, "flag_reason"]
     assert out.loc[0, "flag_reason"] == "" and out.loc[4, "flag_reason"] == ""
-    assert compute_flags(t, None, thresholds=_TH, flag_train_adversarial=True)["flag_adversarial"].tolist() == \
-        [False, True, False, True, True]
+    asked = compute_flags(t, None, thresholds=_TH, flag_train_adversarial=True)
+    assert asked["flag_adversarial"].tolist() == [False, True, False, True, True]
+    assert asked["flag_mislabeled"].tolist() == out["flag_mislabeled"].tolist()  # decided independently
+    r3 = asked.loc[3, "flag_reason"]
+    assert r3.startswith("mislabeled?") and "adversarial?" in r3
+    # the pixel condition is one test with two outcomes: a held-out row's pixels never support both flags
+    held = t.assign(split="test", confidence=np.nan)  # held-out rows have no training dynamics
+    both = compute_flags(held, None, thresholds=_TH)
+    assert not (both["flag_mislabeled"] & both["flag_adversarial"]).any()
     # a weak model: every flag withheld, ranks kept
     weak = compute_flags(t, None, thresholds=_TH, trust_model=False)
     assert not weak["flag_mislabeled"].any() and not weak["flag_adversarial"].any()
