@@ -21,6 +21,11 @@ agrees with its pixels. Three measurements tell the two apart (each is a functio
   Pooling to at most ``max_side`` × ``max_side`` per channel and centring each vector make the sign pattern of an
   L∞ attack (near zero mean per block) and a uniform brightness shift small next to the shape of the image.
 
+Measured on MNIST-5k (bench/results/flags_calibration.md): pixel-space neighbours separate attacked copies from
+both flipped labels and the network's own errors; ``reverse_eps`` separates copies from flipped labels only;
+``noise_flip`` separates neither (FGSM/PGD copies at ε ≥ 0.1 are as stable as natural errors), so
+``core.flags`` records it but does not use it.
+
 ``adversarial_evidence`` runs all three and returns one column per measurement (the pipeline's flags step
 stores them in ``samples.parquet``; ``core.flags`` reads them). The model-based measurements are computed only
 for rows where the network's prediction differs from the given label (NaN elsewhere), so their cost is
