@@ -234,6 +234,11 @@ def test_flagged_shows_suggestion_and_weak_model_state(make_app, run_copy) -> No
     assert f"**Suggested label:** `{other}`" in t and "**disagree**" in t and "10/10 neighbours" in t
     at.button(key=f"rl_{sid}").click().run()
     assert open_run(run_copy.path).decisions.latest().set_index("sample_id").loc[sid, "relabel_to"] == other
+    at.radio(key="flag_kind").set_value("adversarial").run()  # an attacked copy keeps its label: no suggestion
+    assert_clean(at)
+    assert "Suggested label" not in texts(at)
+    adv = df[df["flag_adversarial"]].sort_values("suspicion_adversarial", ascending=False)["sample_id"].iloc[0]
+    assert at.selectbox(key=f"to_{adv}").value == df.set_index("sample_id").loc[adv, "label_name"]
     ov = make_app(run_copy.path, run_copy.path.parent, "overview")
     assert any("Model too weak to trust the flags" in e.value for e in ov.error)
 

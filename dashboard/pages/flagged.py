@@ -115,7 +115,7 @@ def card(row: pd.Series) -> None:
         reason = row.get("flag_reason")
         if isinstance(reason, str) and reason:
             b.caption(f"Why: {reason}")
-        sug = row.get("suggested_label_name")
+        sug = row.get("suggested_label_name") if kind == "mislabeled" else None  # an attacked copy keeps its label
         if isinstance(sug, str) and sug:
             agrees = bool(row.get("suggestion_agrees"))
             text = row.get("suggestion") if isinstance(row.get("suggestion"), str) else ""
@@ -146,7 +146,8 @@ def card(row: pd.Series) -> None:
         if k3.button("Tag review", key=f"tag_{sid}", icon=":material/bookmark:", width="stretch"):
             decisions.apply(rv, [sid], "tag", "review")
         r1, r2 = c.columns([1, 2])
-        suggested = sug if isinstance(sug, str) and sug in classes else str(pred)
+        fallback = str(row["label_name"]) if kind == "adversarial" else str(pred)  # an attacked copy keeps its label
+        suggested = sug if isinstance(sug, str) and sug in classes else fallback
         default = classes.index(suggested) if suggested in classes else 0
         target = r1.selectbox("Relabel to", classes, index=default, key=f"to_{sid}", label_visibility="collapsed")
         if r2.button("Relabel to this class", key=f"rl_{sid}", icon=":material/label:", width="stretch"):
