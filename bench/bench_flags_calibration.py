@@ -246,7 +246,7 @@ def report(fitted: dict[str, Any], rows: dict[str, dict], trials: list[dict],
             f"{_f(m['adv_r_fooled'])} | "
             f"{m['flag_mis']} / {m['n_mis']} | {_f(m['mis_p'])} / {_f(m['mis_r'])} | {_f(m['mis_auroc'])} | "
             f"{_f(m['clean_flag_adv_pct'], True)} / {_f(m['clean_flag_mis_pct'], True)} | {m['both']} ({m['both_wrong']}) | "
-            f"{m['adv_flag_on_train']} |")
+            f"{m['adv_flag_on_mis']} / {m['mis_flag_on_adv']} | {m['adv_flag_on_train']} |")
     lines += ["", *(evidence or []), HISTORY, "", "Bars (issue 10), on the evaluation settings only:", ""]
     lines += bars(rows)
     lines += ["", "Columns: *adv/mis flagged* = rows flagged / rows injected; P / R = precision / recall of the flag "
