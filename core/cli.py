@@ -60,7 +60,23 @@ def _run_pipeline(cfg) -> Path:
     from core.pipeline import score_run
 
     with _progress() as p:
-        return score_run(cfg, _Reporter(p))
+        path = score_run(cfg, _Reporter(p))
+    _warn_quality(path)
+    return path
+
+
+def _warn_quality(run_dir: Path) -> None:
+    """Print the model-quality guardrail's verdict; a loud WARNING line when the flags cannot be trusted."""
+    import json
+
+    try:
+        quality = json.loads((Path(run_dir) / "manifest.json").read_text())["model"]["quality"]
+    except (OSError, KeyError, ValueError):
+        return
+    if quality.get("trust_flags", True):
+        console.print(f"model: {quality.get('message', '')}")
+    else:
+        console.print(f"[bold yellow]{quality.get('message', 'WARNING: the model is too weak to trust its flags')}[/]")
 
 
 @app.command()
@@ -82,7 +98,8 @@ def score(
     features: Annotated[str | None, typer.Option(help="Your own model's features, a .npy array n×d (row i = sample i in load order): no network is trained; uniqueness, neighbours, map and CG on them; a linear head gives the outputs unless --pred-probs is given.")] = None,
     pred_probs: Annotated[str | None, typer.Option(help="Your own model's predicted probabilities, a .npy array n×k (rows sum to 1, column j = class j), like cleanlab's pred_probs: loss, margin, confidence from them; scores that need the network are NaN with the reason in the manifest.")] = None,
     image_size: Annotated[int | None, typer.Option(help="Resize every image (shorter side) to N and center-crop N×N. Default: 224 for ImageNet backbones, else the most common size among the sources.")] = None,
-    epochs: Annotated[int | None, typer.Option(help="Training epochs.")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Training epochs (default: from the dataset size, a budget of about 400 optimiser steps with early stopping on held-out loss).")] = None,
+    flag_train_adversarial: Annotated[bool, typer.Option("--flag-train-adversarial", help="Also judge training rows for the adversarial flag (default: held-out rows only).")] = False,
     holdout: Annotated[float | None, typer.Option(help="Fraction held out as the test split (stratified).")] = None,
     scores: Annotated[str | None, typer.Option(help="Comma-separated scores, or 'all'. Known: loss, margin, el2n, forgetting, confidence, variability, uniqueness, si_weights, si_function, cg_score, prediction_depth.")] = None,
     cg_features: Annotated[str | None, typer.Option(help="CG score features: pixels (the paper's setting) or embeddings.")] = None,
@@ -106,7 +123,8 @@ def score(
                      adversarial=adversarial, attack=attack, eps=eps, model=model, weights=weights, epochs=epochs,
                      freeze_backbone=freeze_backbone, image_size=image_size, features=features, pred_probs=pred_probs,
                      holdout=holdout, scores=scores, map_method=map_method, device=device, seed=seed,
-                     skip_bad=skip_bad or None, runs_dir=str(runs_dir) if runs_dir else None, name=name)
+                     skip_bad=skip_bad or None, runs_dir=str(runs_dir) if runs_dir else None, name=name,
+                     flag_train_adversarial=flag_train_adversarial or None)
     try:
         cfg = RunConfig.from_toml(config, **overrides) if config else RunConfig(
             **{k: v for k, v in overrides.items() if v is not None})

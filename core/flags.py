@@ -1,47 +1,67 @@
-"""Mislabeled and adversarial flags: a documented rule over the per-sample scores.
+"""Mislabeled and adversarial flags: two independent, documented rules over the per-sample evidence.
 
 Inputs: the run's sample table (given ``label``, the model's ``pred``/``pred_prob``/``loss``/``margin``,
-Data-Maps ``confidence``, ``split`` and any score columns) and optionally the embeddings (for neighbours).
-Every signal is optional: a missing or all-NaN column is skipped, and each reason lists the signals used.
+Data-Maps ``confidence``, ``split``, score columns, and the measurements of ``core.adversarial_evidence``:
+``reverse_eps``, ``noise_flip``, ``px_label_share``, ``px_pred_share``) and optionally the embeddings (for
+feature-space neighbours). Every signal is optional: a missing or all-NaN column is skipped, and each reason
+lists the evidence that held.
 
-Evidence (each mapped to [0, 1], higher = more suspicious)
-----------------------------------------------------------
-- ``model``: percentile of ``loss`` = −log p(given label)  (or of −``margin`` when loss is missing);
-- ``datamaps``: percentile of 1 − ``confidence`` (mean p(given label) over epochs; Swayamdipta et al., 2020);
-- ``neighbours``: percentile of the share of the ``k`` nearest neighbours in embedding space (training rows,
-  the row itself excluded, exact faiss search) whose given label differs from the row's;
-- ``cg``: percentile of ``cg_score`` *within the row's given class* (Ki et al., 2023: a mislabeled image is an
-  atypical member of its class and has a large complexity gap);
-- ``depth``, ``uniqueness``, ``el2n``, ``forgetting``, ``si_function``, ``si_weights``, ``variability``:
-  percentiles of the score (weight 0 in the default mislabeled rule; see ``DEFAULT_THRESHOLDS``).
+Mislabeled: the label is wrong, the image is a normal image of another class
+----------------------------------------------------------------------------
+Votes (each a yes/no per row):
 
-Percentiles are average ranks divided by the number of non-NaN rows, so signals on different scales combine
-as a rank average (robust to heavy tails).
+- model: ``pred ≠ label`` with ``pred_prob ≥ model_prob``;
+- neighbours: a share ≥ ``neighbour_share`` of the ``k`` nearest *training* rows in the network's feature space
+  (the row itself excluded, exact faiss search) carry another label;
+- pixels: fewer than ``pixel_keep_share`` of the nearest rows in pixel space carry the given label
+  (``px_label_share < pixel_keep_share``: exactly the complement of the adversarial rule's pixel condition, so a
+  held-out row's pixels cannot support both flags);
+- datamaps: ``confidence < confidence_max`` (the given label was not learned; Swayamdipta et al., 2020);
+- cg: ``cg_score`` in the top ``cg_top`` of its class (Ki et al., 2023: a mislabeled image has a large
+  complexity gap).
 
-Rule
-----
-``suspicion_mislabeled`` = weighted mean of the available evidence with ``weights_mislabeled``.
-``flag_mislabeled`` when at least ``min_votes`` (default 2, or 1 when one signal exists) of these absolute
-criteria hold, one of them naming another class (model or neighbours):
+``flag_mislabeled`` = at least max(``min_votes``, ⌈``min_vote_share`` × the votes whose evidence exists for the
+row⌉) votes (a held-out row has no Data-Maps vote), one of them naming another class (those in ``name_other_by``),
+*and* one of them saying the image itself does not look like its label (pixels or datamaps; where neither is
+available, cg). An attacked copy fails the last condition: its pixels are those of an image of its label.
 
-- model: ``pred ≠ label`` with ``pred_prob ≥ model_prob`` (0.5);
-- neighbours: a share ≥ ``neighbour_share`` (0.5) of the neighbours carry another label;
-- datamaps: ``confidence < confidence_max`` (0.5: the given label was not learned, "hard-to-learn");
-- cg: ``cg_score`` in the top ``cg_top`` (10 %) of its class.
+Adversarial: the image was pushed across a decision boundary
+------------------------------------------------------------
+``flag_adversarial`` only where there is adversarial evidence, on every row the rule may judge (held-out rows;
+training rows only when ``flag_train_adversarial`` is set, because injected or incoming attacked inputs are
+never trained on, and a training row the network got wrong is a mislabel or a hard case):
 
-``suspicion_adversarial`` = weighted geometric mean (high only when every part is high) of the model
-evidence (high loss), the Data-Maps evidence (the given label was hard to learn; train rows only), the
-``uniqueness`` percentile (the features sit apart from every other row) and the ``prediction_depth``
-percentile (Baldock et al.: the early k-NN probes still side with the label, only late layers with the
-attacked prediction). An attacked copy keeps its correct label but is hard for the network.
-``flag_adversarial`` when the model predicts another class (``pred ≠ label``) while the data side with the
-label: ``prediction_depth`` in the top ``depth_top`` (10 %) of all rows (or, without depth, fewer than
-``neighbour_share`` of the embedding neighbours carry another label) *and* ``cg_score`` not in the top ``cg_top``
-of its class (the pixels are not atypical for the label, unlike a flipped label). With neither depth nor
-neighbours a model disagreement is not enough. A row flagged adversarial is not also flagged mislabeled.
-The weights and thresholds were chosen on ``bench/bench_detection.py``'s adversarial settings; there the
-flag finds most copies that the network was *not* trained on (precision ≈ 0.5, recall ≈ 0.9) but few of
-those it was trained on (the pipeline's order), where every score is weak: treat it as a lead for review.
+- the network disagrees with the label (``pred ≠ label``);
+- the pixels do not explain it: a share ≥ ``pixel_keep_share`` of the pixel-space neighbours carry the *given*
+  label (``px_label_share``) and at most ``pixel_pred_max`` carry the predicted class (``px_pred_share``), so the
+  network's prediction is not what the image looks like (a natural error of the network usually sits between
+  the two classes in pixel space too);
+- the disagreement is fragile: a few signed-gradient steps towards the label restore it within an L∞ budget
+  ``reverse_eps ≤ reverse_max`` (an image of another class often needs more than the measured budget).
+
+No CG condition: attacked copies can have a *high* CG score (PGD ε = 0.3, bench/results/evidence_detection.md).
+Without the adversarial measurements no row is flagged adversarial. The two rules are evaluated independently;
+a row carries both flags only when both kinds of evidence hold, and ``flag_reason`` then lists both.
+
+Suspicion (for ranking; in [0, 1], higher = more suspicious)
+------------------------------------------------------------
+``suspicion_mislabeled`` = weighted mean of percentiles (average rank / count) of the graded evidence
+(``weights_mislabeled``: model loss, 1 − Data-Maps confidence, feature-neighbour disagreement, pixel-neighbour
+disagreement, within-class CG percentile, …). ``suspicion_adversarial`` = weighted geometric mean of
+``px_label_share``, 1 − ``px_pred_share`` and 1 − ``reverse_eps``/``reverse_scale`` on rows where the network
+disagrees with the label (0 elsewhere: an attack that failed leaves no trace in these measurements). Without the
+measurements it falls back to the geometric mean of model loss, Data-Maps, uniqueness and prediction-depth
+percentiles (ranking only, never a flag).
+
+Relabel suggestion
+------------------
+``suggested_label`` combines the model's prediction and the feature-neighbour majority: the class both name
+when they agree; otherwise the one with the stronger support (model: ``pred_prob``; neighbours: their share),
+with ``suggestion_agrees = False`` and the disagreement spelled out in ``suggestion``.
+
+Calibration: the thresholds in ``DEFAULT_THRESHOLDS`` marked "fitted" were chosen by
+``bench/bench_flags_calibration.py`` on MNIST-5k seeds 0–1 (10% symmetric noise, FGSM ε = 0.15 copies) and
+evaluated on other seeds, attacks, ε, class-pair noise and clean data (``bench/results/flags_calibration.md``).
 """
 
 from __future__ import annotations
@@ -52,19 +72,28 @@ import numpy as np
 import pandas as pd
 
 DEFAULT_THRESHOLDS: dict[str, Any] = {
-    "model_prob": 0.5,
+    "model_prob": 0.6,  # fitted
     "neighbour_share": 0.5,
     "confidence_max": 0.5,
     "cg_top": 0.10,
-    "depth_top": 0.10,
-    "min_votes": 2,
-    "weights_mislabeled": {"model": 1.0, "datamaps": 1.0, "neighbours": 1.0, "cg": 1.0, "depth": 0.0,
-                           "uniqueness": 0.0, "el2n": 0.0, "forgetting": 0.0, "si_function": 0.0,
+    "min_votes": 2,  # fitted: floor on the number of votes
+    "min_vote_share": 0.75,  # fitted: share of the row's available votes that must hold
+    "name_other_by": ("model", "neighbours"),  # fitted: which votes may name the other class
+    "pixel_keep_share": 0.5,  # fitted
+    "pixel_pred_max": 1.0,  # fitted (the fit runs gave no reason to use it: 1.0 = off)
+    "reverse_max": 0.2,  # fitted
+    "reverse_scale": 0.2,
+    "weights_mislabeled": {"model": 1.0, "datamaps": 1.0, "neighbours": 1.0, "pixels": 1.0, "cg": 1.0,
+                           "depth": 0.0, "uniqueness": 0.0, "el2n": 0.0, "forgetting": 0.0, "si_function": 0.0,
                            "si_weights": 0.0, "variability": 0.0},
-    "weights_adversarial": {"model": 1.0, "datamaps": 1.0, "uniqueness": 1.0, "depth": 1.0, "cg_typical": 0.0},
+    "weights_adversarial": {"pixels_keep_label": 1.0, "pixels_not_pred": 1.0, "reverse": 1.0},
+    "weights_adversarial_fallback": {"model": 1.0, "datamaps": 1.0, "uniqueness": 1.0, "depth": 1.0},
 }
 
 _PLAIN_SCORES = ("el2n", "forgetting", "si_function", "si_weights", "variability", "uniqueness")
+OUTPUT_COLUMNS = ("flag_mislabeled", "flag_adversarial", "flag_reason", "suspicion_mislabeled",
+                  "suspicion_adversarial", "suggested_label", "suggested_label_name", "suggestion_agrees",
+                  "suggestion")
 
 
 # ------------------------------------------------------------------------------------------ helpers
@@ -117,6 +146,30 @@ def _weighted_mean(parts: dict[str, np.ndarray], weights: dict[str, float], geom
     return np.nan_to_num(out, nan=0.0)
 
 
+def suggest_label(pred: np.ndarray | None, pred_prob: np.ndarray | None, nbr_top: np.ndarray | None,
+                  nbr_share: np.ndarray | None, n: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(suggested class, agrees) per row from the model's prediction and the neighbour majority.
+
+    Both present: the common class where ``pred == nbr_top`` (agrees = True); otherwise the model's class when
+    ``pred_prob > nbr_share``, else the neighbours' (agrees = False). One present: that one (agrees = False
+    is reported as True only when both exist and agree). Neither: −1 (``n`` rows).
+    """
+    if n is None:
+        n = len(pred) if pred is not None else (len(nbr_top) if nbr_top is not None else 0)
+    if pred is None and nbr_top is None:
+        return np.full(n, -1, np.int64), np.zeros(n, bool)
+    if nbr_top is None:
+        return np.asarray(pred, np.int64), np.zeros(n, bool)
+    if pred is None:
+        return np.asarray(nbr_top, np.int64), np.zeros(n, bool)
+    pred = np.asarray(pred, np.int64)
+    nbr_top = np.asarray(nbr_top, np.int64)
+    prob = np.ones(n) if pred_prob is None else np.nan_to_num(pred_prob, nan=0.0)
+    share = np.nan_to_num(nbr_share, nan=0.0) if nbr_share is not None else np.zeros(n)
+    agree = pred == nbr_top
+    return np.where(agree | (prob > share), pred, nbr_top), agree
+
+
 # ------------------------------------------------------------------------------------------ signals
 
 
@@ -127,29 +180,36 @@ class _Signals:
         self.n = len(table)
         self.th = th
         self.label = table["label"].to_numpy().astype(np.int64)
-        self.pred = _col(table, "pred")
+        p = _col(table, "pred")
+        self.pred = None if p is None else np.nan_to_num(p, nan=-1).astype(np.int64)
         self.pred_prob = _col(table, "pred_prob")
         self.loss = _col(table, "loss")
         self.margin = _col(table, "margin")
         self.confidence = _col(table, "confidence")
         self.cg = _col(table, "cg_score")
         self.depth = _col(table, "prediction_depth")
-        self.extra = {name: v for name in _PLAIN_SCORES if (v := _col(table, name)) is not None}
-        self.nbr = self._neighbours(table, embeddings, k)
+        self.reverse = _col(table, "reverse_eps")
+        self.noise_flip = _col(table, "noise_flip")
+        self.px_label = _col(table, "px_label_share")
+        self.px_pred = _col(table, "px_pred_share")
+        self.split = table["split"].to_numpy().astype(str) if "split" in table.columns else None
+        self.extra = {name: v for name, v in ((s, _col(table, s)) for s in _PLAIN_SCORES) if v is not None}
+        self.nbr = self._neighbours(embeddings, k)
         self.cg_pct = percentile(self.cg, self.label) if self.cg is not None else None
         self.cg_cut_top = self._class_quantile(1.0 - th["cg_top"])
 
-    def _neighbours(self, table: pd.DataFrame, emb: np.ndarray | None, k: int) -> dict[str, np.ndarray] | None:
+    def _neighbours(self, emb: np.ndarray | None, k: int) -> dict[str, np.ndarray] | None:
         if emb is None or len(emb) != self.n or self.n < 3:
             return None
-        split = table["split"].to_numpy() if "split" in table.columns else None
-        support = np.flatnonzero(split == "train") if split is not None else np.arange(self.n)
+        support = np.flatnonzero(self.split == "train") if self.split is not None else np.arange(self.n)
         if len(support) < 2:
             support = np.arange(self.n)
         labs = neighbour_labels(np.asarray(emb, dtype=np.float32), self.label, support, k)
         other = (labs != self.label[:, None]).mean(axis=1)
-        counts = np.apply_along_axis(lambda r: np.bincount(r, minlength=self.label.max() + 1), 1, labs)
-        return {"other": other, "top": counts.argmax(1), "top_n": counts.max(1), "k": np.full(self.n, labs.shape[1])}
+        counts = np.zeros((self.n, int(max(self.label.max(), labs.max())) + 1), np.int64)
+        np.add.at(counts, (np.repeat(np.arange(self.n), labs.shape[1]), labs.ravel()), 1)
+        return {"other": other, "top": counts.argmax(1), "top_n": counts.max(1),
+                "k": np.full(self.n, labs.shape[1])}
 
     def _class_quantile(self, q: float) -> np.ndarray | None:
         if self.cg is None:
@@ -160,6 +220,14 @@ class _Signals:
             if sel.any():
                 cut[self.label == c] = np.quantile(self.cg[sel], q)
         return cut
+
+    @property
+    def disagrees(self) -> np.ndarray:
+        return np.zeros(self.n, bool) if self.pred is None else self.pred != self.label
+
+    @property
+    def has_adversarial_evidence(self) -> bool:
+        return self.pred is not None and self.px_label is not None and self.reverse is not None
 
     def model_evidence(self) -> np.ndarray | None:
         if self.loss is not None:
@@ -176,6 +244,8 @@ class _Signals:
             parts["datamaps"] = percentile(1.0 - self.confidence)
         if self.nbr is not None:
             parts["neighbours"] = percentile(self.nbr["other"])
+        if self.px_label is not None:
+            parts["pixels"] = percentile(1.0 - self.px_label)
         if self.cg_pct is not None:
             parts["cg"] = self.cg_pct
         if self.depth is not None:
@@ -185,13 +255,24 @@ class _Signals:
         return parts
 
     def adversarial_parts(self) -> dict[str, np.ndarray]:
+        """Graded adversarial evidence in [0, 1] on disagreeing rows (NaN where a measurement is missing)."""
+        parts: dict[str, np.ndarray] = {}
+        if self.px_label is not None:
+            parts["pixels_keep_label"] = self.px_label
+        if self.px_pred is not None:
+            parts["pixels_not_pred"] = 1.0 - self.px_pred
+        if self.reverse is not None:
+            scale = float(self.th["reverse_scale"])
+            r = np.where(np.isnan(self.reverse), 0.0, np.clip(1.0 - self.reverse / scale, 0.0, 1.0))
+            parts["reverse"] = np.where(self.disagrees, r, np.nan)
+        return parts
+
+    def fallback_adversarial_parts(self) -> dict[str, np.ndarray]:
         parts: dict[str, np.ndarray] = {}
         if (m := self.model_evidence()) is not None:
             parts["model"] = m
         if self.confidence is not None:
             parts["datamaps"] = percentile(1.0 - self.confidence)
-        if self.cg_pct is not None:
-            parts["cg_typical"] = 1.0 - self.cg_pct
         if self.depth is not None:
             parts["depth"] = percentile(self.depth)
         if "uniqueness" in self.extra:
@@ -199,81 +280,144 @@ class _Signals:
         return parts
 
 
-# ------------------------------------------------------------------------------------- rule + reasons
+# ------------------------------------------------------------------------------------- the two rules
 
 
-def _model_votes(s: _Signals) -> np.ndarray:
-    if s.pred is None:
-        return np.zeros(s.n, bool)
-    prob = s.pred_prob if s.pred_prob is not None else np.ones(s.n)
-    return (s.pred != s.label) & (prob >= s.th["model_prob"])
+def _vote_available(s: _Signals) -> dict[str, np.ndarray]:
+    """Per vote, the rows where its evidence exists (a NaN measurement is not a 'no' vote, it is no vote)."""
+    ok: dict[str, np.ndarray] = {}
+    if s.pred is not None:
+        ok["model"] = s.pred >= 0
+    if s.nbr is not None:
+        ok["neighbours"] = np.ones(s.n, bool)
+    for key, v in (("pixels", s.px_label), ("datamaps", s.confidence), ("cg", s.cg)):
+        if v is not None:
+            ok[key] = ~np.isnan(v)
+    return ok
 
 
 def _mislabeled_votes(s: _Signals) -> dict[str, np.ndarray]:
+    th = s.th
     votes: dict[str, np.ndarray] = {}
     if s.pred is not None:
-        votes["model"] = _model_votes(s)
+        prob = s.pred_prob if s.pred_prob is not None else np.ones(s.n)
+        votes["model"] = s.disagrees & (np.nan_to_num(prob, nan=0.0) >= th["model_prob"])
     if s.nbr is not None:
-        votes["neighbours"] = s.nbr["other"] >= s.th["neighbour_share"]
+        votes["neighbours"] = s.nbr["other"] >= th["neighbour_share"]
+    if s.px_label is not None:  # the complement of the adversarial rule's "pixel neighbours keep the label"
+        votes["pixels"] = ~np.isnan(s.px_label) & (np.nan_to_num(s.px_label, nan=1.0) < th["pixel_keep_share"])
     if s.confidence is not None:
-        votes["datamaps"] = s.confidence < s.th["confidence_max"]
+        votes["datamaps"] = np.nan_to_num(s.confidence, nan=np.inf) < th["confidence_max"]
     if s.cg is not None:
-        votes["cg"] = np.nan_to_num(s.cg >= s.cg_cut_top, nan=0).astype(bool) & ~np.isnan(s.cg)
+        votes["cg"] = ~np.isnan(s.cg) & (s.cg >= np.nan_to_num(s.cg_cut_top, nan=np.inf))
     return votes
 
 
-def _depth_high(s: _Signals) -> np.ndarray | None:
-    if s.depth is None:
-        return None
-    return np.nan_to_num(percentile(s.depth), nan=0.0) >= 1.0 - s.th["depth_top"]
+def mislabeled_flag(votes: dict[str, np.ndarray], min_votes: int, n: int,
+                    name_other_by: tuple[str, ...] = ("model", "neighbours"),
+                    available: dict[str, np.ndarray] | None = None, min_vote_share: float = 0.0) -> np.ndarray:
+    """At least max(``min_votes``, ⌈``min_vote_share`` · votes available for the row⌉) votes (capped at the
+    number available), one naming another class (one of ``name_other_by``, among model / neighbours) and one
+    saying the image does not look like its label (pixels / datamaps; cg where neither exists)."""
+    if not votes:
+        return np.zeros(n, bool)
+    n_votes = np.sum(list(votes.values()), axis=0)
+    n_avail = np.sum([available.get(k, np.ones(n, bool)) for k in votes], axis=0) if available is not None \
+        else np.full(n, len(votes))
+    need = np.maximum(int(min_votes), np.ceil(float(min_vote_share) * n_avail - 1e-9))
+    need = np.maximum(1, np.minimum(need, n_avail))
+    names_other = np.zeros(n, bool)
+    keys = [key for key in name_other_by if key in votes] or [key for key in ("model", "neighbours") if key in votes]
+    for key in keys:
+        names_other |= votes[key]
+    data_keys = [k for k in ("pixels", "datamaps") if k in votes] or [k for k in ("cg",) if k in votes]
+    if not data_keys:
+        data_side = np.ones(n, bool)
+    else:
+        data_side = np.logical_or.reduce([votes[k] for k in data_keys])
+    if not ({"model", "neighbours"} & set(votes)):
+        names_other = np.ones(n, bool)  # only data-side evidence exists: it alone decides
+    return (n_votes >= need) & names_other & data_side
 
 
-def _cg_not_top(s: _Signals) -> np.ndarray | None:
-    if s.cg is None:
-        return None
-    return ~np.isnan(s.cg) & (s.cg < np.nan_to_num(s.cg_cut_top, nan=np.inf))
+def _adversarial_votes(s: _Signals, flag_train: bool) -> dict[str, np.ndarray]:
+    """The conditions of the adversarial flag (all must hold); empty without adversarial evidence."""
+    if not s.has_adversarial_evidence:
+        return {}
+    th = s.th
+    eligible = np.ones(s.n, bool) if (flag_train or s.split is None) else s.split != "train"
+    return {
+        "held-out row": eligible,
+        "model disagrees": s.disagrees,
+        "pixel neighbours keep the label": (np.nan_to_num(s.px_label, nan=0.0) >= th["pixel_keep_share"])
+        & (np.nan_to_num(s.px_pred, nan=1.0) <= th["pixel_pred_max"] if s.px_pred is not None else True),
+        "a small step restores the label": np.nan_to_num(s.reverse, nan=np.inf) <= th["reverse_max"],
+    }
 
 
-def _adversarial_votes(s: _Signals) -> dict[str, np.ndarray]:
-    """The conditions of the adversarial flag that this table can evaluate."""
-    votes: dict[str, np.ndarray] = {}
-    if s.pred is not None:
-        votes["model disagrees"] = s.pred != s.label
-    if (deep := _depth_high(s)) is not None:
-        votes["early layers keep the label"] = deep
-    elif s.nbr is not None:
-        votes["neighbours keep the label"] = s.nbr["other"] < s.th["neighbour_share"]
-    if (typical := _cg_not_top(s)) is not None:
-        votes["pixels typical of the label"] = typical
-    return votes
+# ------------------------------------------------------------------------------------------ reasons
 
 
-def _adversarial_flag(s: _Signals, votes: dict[str, np.ndarray]) -> np.ndarray:
-    """pred ≠ label while depth (or the neighbours) and the pixels (cg) side with the label."""
-    if "model disagrees" not in votes or not ({"early layers keep the label", "neighbours keep the label"} & set(votes)):
-        return np.zeros(s.n, bool)
-    return np.logical_and.reduce(list(votes.values()))
+class _Names:
+    def __init__(self, class_names: list[str] | None, table: pd.DataFrame):
+        self.names = list(class_names) if class_names else None
+        if self.names is None and "label_name" in table.columns:
+            m = dict(zip(table["label"].astype(int), table["label_name"].astype(str), strict=True))
+            if "pred_name" in table.columns and "pred" in table.columns:
+                m.update(zip(pd.to_numeric(table["pred"], errors="coerce").fillna(-1).astype(int),
+                             table["pred_name"].astype(str), strict=True))
+            self.map = m
+        else:
+            self.map = {}
+
+    def __call__(self, i: int) -> str:
+        i = int(i)
+        if self.names is not None and 0 <= i < len(self.names):
+            return str(self.names[i])
+        return self.map.get(i, str(i))
 
 
-def _reason(i: int, s: _Signals, votes: dict[str, np.ndarray], kind: str, used: list[str]) -> str:
+def _suggestion_text(i: int, s: _Signals, sug: np.ndarray, agree: np.ndarray, name: _Names) -> str:
+    if sug[i] < 0:
+        return ""
+    if s.pred is None or s.nbr is None:
+        return f"suggest '{name(sug[i])}'"
+    nb = f"{int(s.nbr['top_n'][i])}/{int(s.nbr['k'][i])} neighbours '{name(s.nbr['top'][i])}'"
+    p = f" {s.pred_prob[i]:.0%}" if s.pred_prob is not None else ""
+    if agree[i]:
+        return f"suggest '{name(sug[i])}' (model{p} and {nb} agree)"
+    return f"suggest '{name(sug[i])}' (model and neighbours disagree: model says '{name(s.pred[i])}'{p}, {nb})"
+
+
+def _evidence_bits(i: int, s: _Signals, name: _Names) -> list[str]:
+    lab = name(s.label[i])
     bits: list[str] = []
-    if s.cg is not None and not np.isnan(s.cg[i]):
-        top = 100.0 * (1.0 - s.cg_pct[i]) + 100.0 / max(1, (s.label == s.label[i]).sum())
-        cut = s.cg_cut_top[i]
-        op = "≥" if s.cg[i] >= cut else "<"
-        bits.append(f"cg_score in top {max(top, 1.0):.0f}% of class {s.label[i]} ({s.cg[i]:.3g} {op} {cut:.3g})")
     if s.pred is not None:
         p = f" (p={s.pred_prob[i]:.2f})" if s.pred_prob is not None else ""
-        bits.append(f"model predicts {int(s.pred[i])}{p}, label is {s.label[i]}")
+        bits.append(f"model predicts '{name(s.pred[i])}'{p}, label is '{lab}'")
     if s.nbr is not None:
-        bits.append(f"{int(s.nbr['top_n'][i])}/{int(s.nbr['k'][i])} neighbours are {int(s.nbr['top'][i])}")
+        bits.append(f"{int(s.nbr['top_n'][i])}/{int(s.nbr['k'][i])} feature neighbours are '{name(s.nbr['top'][i])}'")
+    if s.px_label is not None and not np.isnan(s.px_label[i]):
+        bits.append(f"{s.px_label[i]:.0%} of pixel neighbours are '{lab}'")
+    if s.reverse is not None and s.disagrees[i]:
+        r = s.reverse[i]
+        bits.append("no small step restores the label" if np.isnan(r) else f"a step of ε={r:.2g} restores '{lab}'")
+    if s.cg is not None and not np.isnan(s.cg[i]):
+        top = 100.0 * (1.0 - s.cg_pct[i]) + 100.0 / max(1, (s.label == s.label[i]).sum())
+        bits.append(f"cg_score in top {max(top, 1.0):.0f}% of class '{lab}' ({s.cg[i]:.3g})")
     if s.confidence is not None and not np.isnan(s.confidence[i]):
         bits.append(f"confidence {s.confidence[i]:.2f}")
     if s.depth is not None and not np.isnan(s.depth[i]):
         bits.append(f"prediction_depth {s.depth[i]:.3g}")
-    agree = [name for name, v in votes.items() if v[i]]
-    head = f"{kind}? ({', '.join(agree)} agree)" if agree else f"{kind}?"
-    return f"{head}: " + "; ".join(bits) + f" [used: {', '.join(used) or 'nothing'}]"
+    return bits
+
+
+def _head(i: int, votes: dict[str, np.ndarray], kind: str) -> str:
+    agree = [k for k, v in votes.items() if v[i] and k != "held-out row"]
+    return f"{kind}? ({', '.join(agree)})" if agree else f"{kind}?"
+
+
+# ------------------------------------------------------------------------------------------ entry point
 
 
 def compute_flags(
@@ -282,42 +426,55 @@ def compute_flags(
     *,
     thresholds: dict[str, Any] | None = None,
     k: int = 10,
+    flag_train_adversarial: bool = False,
+    class_names: list[str] | None = None,
+    trust_model: bool = True,
 ) -> pd.DataFrame:
-    """Flags, reasons and suspicion ranks for every row of ``table`` (see the module docstring for the rule).
+    """Flags, reasons, suspicion ranks and a relabel suggestion for every row (rules: module docstring).
 
-    Returns a DataFrame (same index as ``table``) with ``flag_mislabeled``, ``flag_adversarial`` (bool),
-    ``flag_reason`` (str; empty for unflagged rows), ``suspicion_mislabeled`` and ``suspicion_adversarial``
-    (float in [0, 1], higher = more suspicious).
+    ``flag_train_adversarial``: also judge training rows for the adversarial flag (off by default).
+    ``class_names``: names used in reasons (default: the table's ``label_name``/``pred_name``, else indices).
+    ``trust_model=False`` (the network failed the quality guardrail): every flag is withheld (False, empty
+    reason); suspicion ranks and suggestions are still returned.
+
+    Returns a DataFrame (same index as ``table``) with the columns of ``OUTPUT_COLUMNS``.
     """
     th = {**DEFAULT_THRESHOLDS, **(thresholds or {})}
-    for key in ("weights_mislabeled", "weights_adversarial"):
+    for key in ("weights_mislabeled", "weights_adversarial", "weights_adversarial_fallback"):
         th[key] = {**DEFAULT_THRESHOLDS[key], **(thresholds or {}).get(key, {})}
     if "label" not in table.columns:
         raise ValueError("compute_flags needs a 'label' column")
     s = _Signals(table, embeddings, k, th)
-    mis_parts, adv_parts = s.mislabeled_parts(), s.adversarial_parts()
+    name = _Names(class_names, table)
     n = len(table)
+    mis_parts = s.mislabeled_parts()
     sus_mis = _weighted_mean(mis_parts, th["weights_mislabeled"]) if mis_parts else np.zeros(n)
-    sus_adv = _weighted_mean(adv_parts, th["weights_adversarial"], geometric=True) if adv_parts else np.zeros(n)
+    if s.has_adversarial_evidence:
+        sus_adv = _weighted_mean(s.adversarial_parts(), th["weights_adversarial"], geometric=True)
+        sus_adv = np.where(s.disagrees, sus_adv, 0.0)
+    else:
+        fb = s.fallback_adversarial_parts()
+        sus_adv = _weighted_mean(fb, th["weights_adversarial_fallback"], geometric=True) if fb else np.zeros(n)
     votes = _mislabeled_votes(s)
-    n_votes = np.sum(list(votes.values()), axis=0) if votes else np.zeros(n, int)
-    names_other = np.zeros(n, bool)
-    for key in ("model", "neighbours"):
-        if key in votes:
-            names_other |= votes[key]
-    need = min(int(th["min_votes"]), max(1, len(votes)))
-    adv_votes = _adversarial_votes(s)
-    flag_adv = _adversarial_flag(s, adv_votes)
-    flag_mis = (n_votes >= need) & names_other & ~flag_adv
-    used_mis = [k_ for k_ in mis_parts if th["weights_mislabeled"].get(k_, 0) > 0]
-    used_adv = [k_ for k_ in adv_parts if th["weights_adversarial"].get(k_, 0) > 0]
+    flag_mis = mislabeled_flag(votes, th["min_votes"], n, tuple(th["name_other_by"]), _vote_available(s),
+                               th["min_vote_share"])
+    adv_votes = _adversarial_votes(s, flag_train_adversarial)
+    flag_adv = np.logical_and.reduce(list(adv_votes.values())) if adv_votes else np.zeros(n, bool)
+    if not trust_model:
+        flag_mis, flag_adv = np.zeros(n, bool), np.zeros(n, bool)
+    sug, agree = suggest_label(s.pred, s.pred_prob, None if s.nbr is None else s.nbr["top"],
+                               None if s.nbr is None else s.nbr["top_n"] / np.maximum(s.nbr["k"], 1), n)
+    suggestion = np.array([_suggestion_text(i, s, sug, agree, name) for i in range(n)], dtype=object)
     reasons = np.full(n, "", dtype=object)
-    for i in np.flatnonzero(flag_mis):
-        reasons[i] = _reason(i, s, votes, "mislabeled", used_mis)
-    for i in np.flatnonzero(flag_adv):
-        reasons[i] = _reason(i, s, adv_votes, "adversarial", used_adv)
+    for i in np.flatnonzero(flag_mis | flag_adv):
+        heads = ([_head(i, votes, "mislabeled")] if flag_mis[i] else []) + \
+                ([_head(i, adv_votes, "adversarial")] if flag_adv[i] else [])
+        tail = [suggestion[i]] if flag_mis[i] and suggestion[i] else []
+        reasons[i] = " + ".join(heads) + ": " + "; ".join(_evidence_bits(i, s, name) + tail)
     return pd.DataFrame(
         {"flag_mislabeled": flag_mis, "flag_adversarial": flag_adv, "flag_reason": reasons,
-         "suspicion_mislabeled": np.clip(sus_mis, 0, 1), "suspicion_adversarial": np.clip(sus_adv, 0, 1)},
+         "suspicion_mislabeled": np.clip(sus_mis, 0, 1), "suspicion_adversarial": np.clip(sus_adv, 0, 1),
+         "suggested_label": sug, "suggested_label_name": [name(v) if v >= 0 else "" for v in sug],
+         "suggestion_agrees": agree, "suggestion": suggestion},
         index=table.index,
     )

@@ -17,7 +17,7 @@ import types
 import typing
 from collections.abc import Callable
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -74,7 +74,7 @@ class RunConfig:
     # your own model's outputs instead of training here (core.user_outputs)
     features: str | None = None
     pred_probs: str | None = None
-    epochs: int = 8
+    epochs: int | None = None  # None: from the dataset size (core.models.training.auto_epochs) + early stopping
     batch_size: int = 128
     lr: float = 2e-3
     holdout: float = 0.2
@@ -85,6 +85,8 @@ class RunConfig:
     knn_k: int = 10
     duplicate_threshold: float = 0.995
     flag_thresholds: dict[str, float] = field(default_factory=dict)
+    flag_train_adversarial: bool = False  # also flag training rows as adversarial (off: only held-out rows)
+    min_heldout_acc: float = 0.75  # below this held-out accuracy the flags are withheld and a warning is given
 
     @classmethod
     def from_toml(cls, path: str | Path, **overrides: Any) -> RunConfig:
@@ -136,11 +138,12 @@ class RunConfig:
             raise InfoscopeError("--scores names no score; give e.g. loss,cg_score or 'all'")
         for name, lo, hi, v in [("label_noise", 0, 0.95, self.label_noise), ("adversarial", 0, 0.5, self.adversarial),
                                 ("holdout", 0, 0.9, self.holdout), ("pair_noise_rate", 0, 1, self.pair_noise_rate),
-                                ("duplicate_threshold", 0, 1, self.duplicate_threshold)]:
+                                ("duplicate_threshold", 0, 1, self.duplicate_threshold),
+                                ("min_heldout_acc", 0, 1, self.min_heldout_acc)]:
             if not lo <= v <= hi:
                 raise InfoscopeError(f"{name} must be in [{lo}, {hi}], got {v}")
         for name, v in [("epochs", self.epochs), ("batch_size", self.batch_size), ("knn_k", self.knn_k)]:
-            if v < 1:
+            if v is not None and v < 1:
                 raise InfoscopeError(f"{name} must be at least 1, got {v}")
         if self.image_size is not None and not 1 <= int(self.image_size) <= 4096:
             raise InfoscopeError(f"image_size must be in [1, 4096], got {self.image_size}")
@@ -351,9 +354,8 @@ def score_run(cfg: RunConfig, report: Callable[[str, str, float | None], None] |
 
 def _score_into(writer: RunWriter, cfg: RunConfig, data: Samples, corruptions: list[dict],
                 dev: torch.device, steps: Steps) -> Path:
-    tcfg = TrainConfig(model=cfg.model, epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr,
-                       weights=cfg.weights, freeze_backbone=cfg.frozen(dev))
     split = stratified_split(data.labels, cfg.holdout, cfg.seed)
+    tcfg = _train_config(cfg, int((split == "train").sum()), dev)
     # frozen backbone with weights from a file or hub: its features do not depend on the seed, compute them once
     feature_cache: dict[int, np.ndarray] = {}
 
@@ -369,6 +371,10 @@ def _score_into(writer: RunWriter, cfg: RunConfig, data: Samples, corruptions: l
 
     with steps.step("train"):
         result = train(data, split, cfg.seed)
+    budget = tcfg.epochs
+    if tcfg.patience:  # retrains (SI, depth) reproduce the kept epochs exactly, without early stopping
+        tcfg = replace(tcfg, epochs=int(result.epoch_logits.shape[0]), patience=0)
+    quality = model_quality(result, data.n_classes, cfg.min_heldout_acc)
     model = result.model
     epoch_logits = result.epoch_logits
     if cfg.adversarial > 0:
@@ -442,9 +448,16 @@ def _score_into(writer: RunWriter, cfg: RunConfig, data: Samples, corruptions: l
 
     table = build_table(data, split, logits, columns, coords)
     with steps.step("flags"):
+        from core.adversarial_evidence import adversarial_evidence
         from core.flags import compute_flags
 
-        flags = compute_flags(table, emb, thresholds=cfg.flag_thresholds or None)
+        evidence = adversarial_evidence(model, data.images, data.labels, table["pred"].to_numpy(), k=cfg.knn_k,
+                                        seed=cfg.seed, device=dev)
+        for c in evidence.columns:
+            table[c] = evidence[c].values
+        flags = compute_flags(table, emb, thresholds=cfg.flag_thresholds or None,
+                              flag_train_adversarial=cfg.flag_train_adversarial,
+                              class_names=list(data.class_names), trust_model=quality["trust_flags"])
         for c in flags.columns:
             table[c] = flags[c].values
 
@@ -471,16 +484,19 @@ def _score_into(writer: RunWriter, cfg: RunConfig, data: Samples, corruptions: l
         "split_counts": {s: int((split == s).sum()) for s in ("train", "test")},
         "skipped": {"count": len(data.skipped), "rows": [list(s) for s in data.skipped[:1000]]},
         "corruptions": corruptions,
-        "model": {"name": cfg.model, "n_params": result.n_params, "epochs": cfg.epochs,
+        "model": {"name": cfg.model, "n_params": result.n_params, "epochs": tcfg.epochs,
+                  "epochs_requested": cfg.epochs, "epoch_budget": budget, "best_epoch": result.best_epoch,
+                  "heldout_loss": [round(v, 5) for v in result.heldout_loss],
                   "train_acc": result.train_acc, "test_acc": result.test_acc, "weights": cfg.weights,
                   "weights_info": getattr(model, "weights_info", None), "frozen_backbone": tcfg.freeze_backbone,
-                  "train_config": asdict(tcfg)},
+                  "train_config": asdict(tcfg), "quality": quality},
         "scores": score_meta,
         "map": {"method": cfg.map_method},
         "near_duplicates": int(len(dups)),
         "flags": {"n_mislabeled": int(table["flag_mislabeled"].sum()),
                   "n_adversarial": int(table["flag_adversarial"].sum()),
-                  "thresholds": cfg.flag_thresholds},
+                  "thresholds": cfg.flag_thresholds, "withheld": not quality["trust_flags"],
+                  "train_rows_adversarial": cfg.flag_train_adversarial},
         "user_outputs": None if user is None else {
             "features": cfg.features, "pred_probs": cfg.pred_probs, "not_computed": user["unavailable"],
             "outputs_from": "--pred-probs" if cfg.pred_probs else "linear head trained on --features"},
@@ -522,6 +538,41 @@ def _user_result(user: dict[str, Any], data: Samples, split: np.ndarray, tcfg: T
     return TrainResult(model=None, init_state={}, epoch_logits=logits[None], train_acc=acc(train_idx) or 0.0,
                        test_acc=acc(test_idx), wall_time_s=0.0, n_params=0,
                        features=(feats if feats is not None else probs).astype(np.float32))
+
+
+def _train_config(cfg: RunConfig, n_train: int, dev: torch.device) -> TrainConfig:
+    """The recipe; without ``cfg.epochs`` the length comes from the dataset size (``auto_epochs``), with early
+    stopping on held-out loss after max(``AUTO_PATIENCE``, ⌈budget/4⌉) epochs without improvement."""
+    from core.models.training import AUTO_PATIENCE, auto_epochs
+
+    frozen = cfg.frozen(dev)
+    if cfg.epochs is not None:
+        return TrainConfig(model=cfg.model, epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr,
+                           weights=cfg.weights, freeze_backbone=frozen)
+    epochs = auto_epochs(n_train, cfg.batch_size)
+    # patience grows with the budget: on a small dataset an epoch is a few noisy steps
+    return TrainConfig(model=cfg.model, epochs=epochs, batch_size=cfg.batch_size, lr=cfg.lr, weights=cfg.weights,
+                       patience=max(AUTO_PATIENCE, -(-epochs // 4)), freeze_backbone=frozen)
+
+
+def model_quality(result: TrainResult, n_classes: int, min_acc: float) -> dict[str, Any]:
+    """Whether the network is good enough for its flags to mean anything: held-out accuracy (on the given
+    labels) at least ``min_acc``. Returns ``heldout_acc``, ``train_acc``, ``chance`` (1/k), ``min_heldout_acc``,
+    ``trust_flags`` and a one-line ``message`` (a warning when not trusted)."""
+    acc = result.test_acc
+    chance = 1.0 / max(1, n_classes)
+    if acc is None:
+        ok, msg = True, "no held-out rows: the network's accuracy is unknown; treat flags with care"
+    elif acc >= min_acc:
+        ok, msg = True, f"held-out accuracy {acc:.1%} (≥ {min_acc:.0%}): flags are usable leads"
+    else:
+        ok = False
+        msg = (f"WARNING: held-out accuracy {acc:.1%} is below {min_acc:.0%} (chance {chance:.0%}): the network is "
+               f"too weak for its flags to be trusted, so no image is flagged (suspicion ranks are kept). Train "
+               f"longer (--epochs), use pretrained --weights, add data, or check the labels (heavy label noise "
+               f"also lowers held-out accuracy).")
+    return {"heldout_acc": acc, "train_acc": result.train_acc, "chance": chance, "min_heldout_acc": min_acc,
+            "trust_flags": ok, "message": msg}
 
 
 def _inject_adversarial(cfg: RunConfig, data: Samples, split: np.ndarray, result: TrainResult,

@@ -294,12 +294,15 @@ def test_flagged_precision_recall_and_decisions(make_app, run_copy) -> None:
     at = make_app(run_copy.path, run_copy.path.parent, "flagged")
     assert_clean(at)
     df = open_run(run_copy.path).df
-    thr = at.slider(key="flag_thr_mislabeled").value
-    flagged = df["suspicion_mislabeled"] >= thr
-    assert flagged.sum() == df["flag_mislabeled"].sum()  # default threshold reproduces the engine's flags
+    # by default exactly the engine's flag set (the rows Explore filters on), no threshold
+    assert at.toggle(key="flag_widen_mislabeled").value is False
+    assert not [s for s in at.slider if s.key == "flag_thr_mislabeled"]
+    flagged = df["flag_mislabeled"].astype(bool)
+    assert metric(at, "Flagged by the engine") == f"{int(flagged.sum()):,}"
     hit = (flagged & df["is_mislabeled"]).sum()
     assert metric(at, "Precision") == f"{hit / flagged.sum():.0%}"
     assert metric(at, "Recall") == f"{hit / df['is_mislabeled'].sum():.0%}"
+    assert "exactly the engine's flags" in texts(at)
     first = df[flagged].sort_values("suspicion_mislabeled", ascending=False)["sample_id"].iloc[0]
     at.button(key=f"rm_{first}").click().run()
     assert_clean(at)
@@ -307,11 +310,18 @@ def test_flagged_precision_recall_and_decisions(make_app, run_copy) -> None:
     assert "Decision: **remove**" in texts(at)
     latest = open_run(run_copy.path).decisions.latest()
     assert latest.set_index("sample_id").loc[first, "decision"] == "remove"
-    # relabel to the predicted class with one click
+    # relabel to the suggested class (here: the prediction; the fixture has no suggestion column) with one click
     second = df[flagged].sort_values("suspicion_mislabeled", ascending=False)["sample_id"].iloc[1]
     at.button(key=f"rl_{second}").click().run()
     pred = df.set_index("sample_id").loc[second, "pred_name"]
     assert open_run(run_copy.path).decisions.latest().set_index("sample_id").loc[second, "relabel_to"] == pred
+    # widening is explicit and labelled: the engine's flags plus every row above the threshold
+    at.toggle(key="flag_widen_mislabeled").set_value(True).run()
+    assert_clean(at)
+    at.slider(key="flag_thr_mislabeled").set_value(0.5).run()
+    shown = flagged | (df["suspicion_mislabeled"] >= 0.5)
+    assert metric(at, "Shown") == f"{int(shown.sum()):,}"
+    assert "widens the flag set" in at.slider(key="flag_thr_mislabeled").label
     # undo survives a reload: a brand-new session undoes the last batch
     at2 = make_app(run_copy.path, run_copy.path.parent, "flagged")
     assert "2 batch(es) in effect" in "\n".join(c.value for c in at2.sidebar.caption)
@@ -319,6 +329,42 @@ def test_flagged_precision_recall_and_decisions(make_app, run_copy) -> None:
     latest = open_run(run_copy.path).decisions.latest().set_index("sample_id")
     assert second not in latest.index or pd.isna(latest.loc[second, "decision"])
     assert latest.loc[first, "decision"] == "remove"
+
+
+def test_flagged_shows_suggestion_and_weak_model_state(make_app, run_copy) -> None:
+    import json
+
+    samples = run_copy.path / "samples.parquet"
+    df = pd.read_parquet(samples)
+    top = df[df["flag_mislabeled"]].sort_values("suspicion_mislabeled", ascending=False).index[0]
+    other = next(c for c in sorted(set(df["label_name"])) if c not in (df.loc[top, "pred_name"], df.loc[top, "label_name"]))
+    df["suggested_label_name"] = df["pred_name"]
+    df["suggestion_agrees"] = True
+    df["suggestion"] = ""
+    df.loc[top, ["suggested_label_name", "suggestion_agrees"]] = [other, False]
+    df.loc[top, "suggestion"] = f"suggest '{other}' (model and neighbours disagree: model says 'x' 52%, 10/10 neighbours '{other}')"
+    df.to_parquet(samples)
+    mpath = run_copy.path / "manifest.json"
+    m = json.loads(mpath.read_text())
+    m["files"]["samples.parquet"]["bytes"] = samples.stat().st_size  # the store checks file sizes
+    m["model"]["quality"] = {"heldout_acc": 0.39, "min_heldout_acc": 0.75, "trust_flags": False,
+                             "message": "WARNING: held-out accuracy 39.0% is below 75%"}
+    mpath.write_text(json.dumps(m))
+    at = make_app(run_copy.path, run_copy.path.parent, "flagged")
+    assert_clean(at)
+    assert any("Model too weak to trust the flags" in e.value for e in at.error)
+    sid = df.loc[top, "sample_id"]
+    t = texts(at)
+    assert f"**Suggested label:** `{other}`" in t and "**disagree**" in t and "10/10 neighbours" in t
+    at.button(key=f"rl_{sid}").click().run()
+    assert open_run(run_copy.path).decisions.latest().set_index("sample_id").loc[sid, "relabel_to"] == other
+    at.radio(key="flag_kind").set_value("adversarial").run()  # an attacked copy keeps its label: no suggestion
+    assert_clean(at)
+    assert "Suggested label" not in texts(at)
+    adv = df[df["flag_adversarial"]].sort_values("suspicion_adversarial", ascending=False)["sample_id"].iloc[0]
+    assert at.selectbox(key=f"to_{adv}").value == df.set_index("sample_id").loc[adv, "label_name"]
+    ov = make_app(run_copy.path, run_copy.path.parent, "overview")
+    assert any("Model too weak to trust the flags" in e.value for e in ov.error)
 
 
 def test_explore_filters_placeholder_map_selection_and_empty(make_app, dash_runs) -> None:

@@ -72,3 +72,37 @@ def test_training_is_deterministic_and_learns(mnist_small):
     assert not np.array_equal(a.epoch_logits, c.epoch_logits)
     assert a.epoch_logits.shape == (5, len(x), 10)
     assert a.train_acc > 0.6 and a.test_acc > 0.5  # far above chance (0.1)
+
+
+def test_auto_epochs_is_a_step_budget():
+    from core.models.training import auto_epochs
+
+    # ceil(400 / ceil(n / 128)) clipped to [5, 100]
+    assert auto_epochs(4000, 128) == 13  # 32 steps per epoch
+    assert auto_epochs(336, 128) == 100  # 3 steps per epoch: 134, capped
+    assert auto_epochs(60000, 128) == 5  # 469 steps per epoch: at least 5 epochs
+    assert auto_epochs(1280, 128, target_steps=100) == 10
+    for n in (1, 50, 700, 5000, 10 ** 6):
+        e = auto_epochs(n, 64)
+        assert 5 <= e <= 100 and (e == 100 or e == 5 or e * -(-n // 64) >= 400)
+
+
+def test_early_stopping_keeps_the_best_held_out_epoch(mnist_small):
+    x, y = mnist_small
+    rng = np.random.default_rng(0)
+    idx = rng.permutation(len(x))
+    noisy = y.copy()
+    flip = idx[:120]  # 30% flipped labels: held-out loss rises once the flips are memorised
+    noisy[flip] = (noisy[flip] + 1 + rng.integers(0, 9, len(flip))) % 10
+    cfg = TrainConfig(model="mlp", epochs=40, batch_size=32, patience=3)
+    r = train_model(x, noisy, idx[:320], 10, cfg, seed=0, device="cpu", test_idx=idx[320:])
+    assert r.best_epoch is not None and r.epoch_logits.shape[0] == r.best_epoch
+    assert len(r.heldout_loss) < 40  # it stopped early
+    assert len(r.heldout_loss) == r.best_epoch + 3
+    assert int(np.argmin(r.heldout_loss)) + 1 == r.best_epoch
+    from core.models.training import predict_logits
+
+    np.testing.assert_allclose(predict_logits(r.model, x), r.epoch_logits[-1], rtol=1e-5, atol=1e-5)
+    off = train_model(x, noisy, idx[:320], 10, TrainConfig(model="mlp", epochs=r.best_epoch, batch_size=32),
+                      seed=0, device="cpu", test_idx=idx[320:])
+    np.testing.assert_allclose(off.epoch_logits, r.epoch_logits, rtol=1e-5, atol=1e-5)  # retrains reproduce it

@@ -18,8 +18,14 @@ def test_tiny_run_has_every_score_and_the_contract(tiny_run):
     df, m = run.df, run.manifest
     for col in ["sample_id", "source", "split", "label", "label_name", "image_path", "true_label", "is_mislabeled",
                 "is_adversarial", "pred", "pred_prob", "loss", "margin", "umap_x", "umap_y", "flag_mislabeled",
-                "flag_adversarial", "flag_reason", "suspicion_mislabeled", "suspicion_adversarial", *SCORE_SPECS]:
+                "flag_adversarial", "flag_reason", "suspicion_mislabeled", "suspicion_adversarial",
+                "suggested_label", "suggested_label_name", "suggestion_agrees", "reverse_eps", "px_label_share",
+                *SCORE_SPECS]:
         assert col in df.columns, col
+    assert not (df["flag_adversarial"] & (df["split"] == "train")).any()  # held-out rows only by default
+    assert df.loc[df["pred"] == df["label"], "reverse_eps"].isna().all()
+    q = m["model"]["quality"]
+    assert q["heldout_acc"] == m["model"]["test_acc"] and isinstance(q["trust_flags"], bool) and q["message"]
     for name in SCORE_SPECS:
         assert np.isfinite(df[name]).sum() > 0, f"{name} is all NaN"
         assert m["scores"][name]["wall_time_s"] >= 0 and m["scores"][name]["paper"]

@@ -33,6 +33,26 @@ class TrainConfig:
     model_kwargs: dict = field(default_factory=dict)
     freeze_backbone: bool = False
     """Train only the classifier on the backbone's features, computed once in eval mode (see ``train_model``)."""
+    patience: int = 0  # > 0: early stopping on held-out loss (needs test rows), best epoch's weights kept
+
+
+AUTO_TARGET_STEPS = 400
+AUTO_MIN_EPOCHS = 5
+AUTO_MAX_EPOCHS = 100
+AUTO_PATIENCE = 6
+
+
+def auto_epochs(n_train: int, batch_size: int, *, target_steps: int = AUTO_TARGET_STEPS,
+                min_epochs: int = AUTO_MIN_EPOCHS, max_epochs: int = AUTO_MAX_EPOCHS) -> int:
+    """Training length from the dataset size: enough epochs for about ``target_steps`` optimiser steps,
+    ceil(target_steps / ceil(n_train / batch_size)), clipped to [``min_epochs``, ``max_epochs``].
+
+    A fixed epoch count gives a small dataset only a handful of steps (420 images, batch 128, 8 epochs = 24
+    steps: an untrained network); a step budget gives every dataset a comparable amount of optimisation, and
+    early stopping on held-out loss (``TrainConfig.patience``) ends it when more steps stop helping.
+    """
+    per_epoch = max(1, -(-int(n_train) // max(1, int(batch_size))))
+    return int(min(max_epochs, max(min_epochs, -(-int(target_steps) // per_epoch))))
 
 
 @dataclass
@@ -47,6 +67,8 @@ class TrainResult:
     wall_time_s: float
     n_params: int
     features: np.ndarray | None = None  # float32 (n, d) frozen-backbone features of x_all (freeze_backbone only)
+    heldout_loss: list[float] = field(default_factory=list)  # mean CE on the test rows after each epoch
+    best_epoch: int | None = None  # 1-based epoch whose weights were kept (early stopping), else None
 
 
 def seed_everything(seed: int) -> torch.Generator:
@@ -107,7 +129,9 @@ def train_model(x_all: np.ndarray, y_all: np.ndarray, train_idx: np.ndarray, n_c
     """Train ``config.model`` on rows ``train_idx`` of ``x_all`` with labels ``y_all`` (Adam, cross-entropy).
 
     Deterministic for a given seed on a given device: the initialisation and the batch order come from
-    ``seed``. After every epoch the logits of *all* rows are recorded (eval mode).
+    ``seed``. After every epoch the logits of *all* rows are recorded (eval mode). With
+    ``config.patience > 0`` and test rows, training stops once the mean cross-entropy on the test rows has not
+    improved for ``patience`` epochs; the best epoch's weights are kept and ``epoch_logits`` ends at that epoch.
 
     With ``config.freeze_backbone`` only the classifier (last stage) is trained, on the penultimate features
     of the network at initialisation computed once in eval mode (:func:`backbone_features`); ``features``
@@ -122,15 +146,18 @@ def train_model(x_all: np.ndarray, y_all: np.ndarray, train_idx: np.ndarray, n_c
     if len(train_idx) == 0:
         raise ValueError("no training rows")
     t0 = time.perf_counter()
+    stopper = _EarlyStop(config, y_all, test_idx)
     if config.freeze_backbone:
         if features is None:
             if progress:
                 progress("backbone features (computed once)", None)
             features = backbone_features(model, x_all, dev, batch_size=max(config.batch_size, 64))
-        epoch_logits = _train_head(model.classifier, features, y_all, train_idx, config, gen, dev, progress)
+        epoch_logits = _train_head(model.classifier, features, y_all, train_idx, config, gen, dev, progress, stopper)
+        epoch_logits = stopper.finish(model.classifier, epoch_logits)
     else:
         features = None
-        epoch_logits = _train_full(model, x_all, y_all, train_idx, config, gen, dev, progress)
+        epoch_logits = _train_full(model, x_all, y_all, train_idx, config, gen, dev, progress, stopper)
+        epoch_logits = stopper.finish(model, epoch_logits)
     model.eval()
     logits = epoch_logits[-1] if epoch_logits else predict_logits(model, x_all, dev)
     pred = logits.argmax(1)
@@ -140,13 +167,15 @@ def train_model(x_all: np.ndarray, y_all: np.ndarray, train_idx: np.ndarray, n_c
     return TrainResult(model=model, init_state=init_state,
                        epoch_logits=np.stack(epoch_logits) if epoch_logits else logits[None],
                        train_acc=train_acc, test_acc=test_acc, wall_time_s=time.perf_counter() - t0,
-                       n_params=n_params, features=features)
+                       n_params=n_params, features=features, heldout_loss=stopper.losses,
+                       best_epoch=stopper.kept_epoch)
 
 
 def _train_full(model: StagedNet, x_all: np.ndarray, y_all: np.ndarray, train_idx: np.ndarray,
                 config: TrainConfig, gen: torch.Generator, dev: torch.device,
-                progress: Callable[[str, float | None], None] | None) -> list[np.ndarray]:
-    """Train every parameter; return the logits of all rows after each epoch."""
+                progress: Callable[[str, float | None], None] | None,
+                stopper: _EarlyStop | None = None) -> list[np.ndarray]:
+    """Train every parameter; return the logits of all rows after each epoch (``stopper``: early stopping)."""
     opt = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     loss_fn = nn.CrossEntropyLoss()
     xt = torch.as_tensor(x_all[train_idx], dtype=torch.float32)
@@ -168,12 +197,15 @@ def _train_full(model: StagedNet, x_all: np.ndarray, y_all: np.ndarray, train_id
         epoch_logits.append(predict_logits(model, x_all, dev))
         if progress:
             progress(f"epoch {epoch + 1}/{config.epochs}", (epoch + 1) / config.epochs)
+        if stopper is not None and stopper.step(epoch, epoch_logits[-1], model):
+            break
     return epoch_logits
 
 
 def _train_head(head: nn.Linear, features: np.ndarray, y_all: np.ndarray, train_idx: np.ndarray,
                 config: TrainConfig, gen: torch.Generator, dev: torch.device,
-                progress: Callable[[str, float | None], None] | None) -> list[np.ndarray]:
+                progress: Callable[[str, float | None], None] | None,
+                stopper: _EarlyStop | None = None) -> list[np.ndarray]:
     """Train only ``head`` on cached ``features`` (Adam, cross-entropy, same recipe); logits after each epoch."""
     f_all = torch.as_tensor(np.asarray(features), dtype=torch.float32, device=dev)
     if f_all.shape != (len(y_all), head.in_features):
@@ -196,6 +228,8 @@ def _train_head(head: nn.Linear, features: np.ndarray, y_all: np.ndarray, train_
             epoch_logits.append(head(f_all).float().cpu().numpy())
         if progress:
             progress(f"head epoch {epoch + 1}/{config.epochs}", (epoch + 1) / config.epochs)
+        if stopper is not None and stopper.step(epoch, epoch_logits[-1], head):
+            break
     return epoch_logits
 
 
@@ -221,14 +255,61 @@ def train_linear_head(features: np.ndarray, y_all: np.ndarray, train_idx: np.nda
     init_state = {k: v.detach().clone().cpu() for k, v in model.state_dict().items()}
     model.to(dev)
     t0 = time.perf_counter()
-    epoch_logits = _train_head(model.classifier, features, y_all, train_idx, config, gen, dev, progress)
+    stopper = _EarlyStop(config, y_all, test_idx)
+    epoch_logits = stopper.finish(model.classifier, _train_head(model.classifier, features, y_all, train_idx,
+                                                                config, gen, dev, progress, stopper))
     model.eval()
     pred = epoch_logits[-1].argmax(1)
     train_acc = float((pred[train_idx] == y_all[train_idx]).mean())
     test_acc = float((pred[test_idx] == y_all[test_idx]).mean()) if test_idx is not None and len(test_idx) else None
     return TrainResult(model=model, init_state=init_state, epoch_logits=np.stack(epoch_logits), train_acc=train_acc,
                        test_acc=test_acc, wall_time_s=time.perf_counter() - t0,
-                       n_params=sum(p.numel() for p in model.parameters()), features=np.asarray(features, np.float32))
+                       n_params=sum(p.numel() for p in model.parameters()), features=np.asarray(features, np.float32),
+                       heldout_loss=stopper.losses, best_epoch=stopper.kept_epoch)
+
+
+class _EarlyStop:
+    """Early stopping on held-out cross-entropy (``config.patience > 0`` and test rows): after each epoch
+    ``step`` records the held-out loss and says whether to stop; ``finish`` restores the best epoch's weights and
+    cuts the recorded logits there."""
+
+    def __init__(self, config: TrainConfig, y_all: np.ndarray, test_idx: np.ndarray | None) -> None:
+        self.test_idx = test_idx if test_idx is not None and len(test_idx) else None
+        self.on = config.patience > 0 and self.test_idx is not None
+        self.patience = config.patience
+        self.y = y_all
+        self.losses: list[float] = []
+        self.best_loss, self.best_epoch, self.best_state = np.inf, -1, None
+
+    def step(self, epoch: int, logits: np.ndarray, module: nn.Module) -> bool:
+        if self.test_idx is not None:
+            self.losses.append(_mean_ce(logits[self.test_idx], self.y[self.test_idx]))
+        if not self.on:
+            return False
+        if self.losses[-1] < self.best_loss - 1e-6:
+            self.best_loss, self.best_epoch = self.losses[-1], epoch
+            self.best_state = {k: v.detach().clone() for k, v in module.state_dict().items()}
+            return False
+        return epoch - self.best_epoch >= self.patience
+
+    def finish(self, module: nn.Module, epoch_logits: list[np.ndarray]) -> list[np.ndarray]:
+        if self.on and self.best_state is not None:
+            module.load_state_dict(self.best_state)
+            return epoch_logits[:self.best_epoch + 1]
+        return epoch_logits
+
+    @property
+    def kept_epoch(self) -> int | None:
+        """1-based epoch whose weights were kept (early stopping), else None."""
+        return self.best_epoch + 1 if self.on and self.best_state is not None else None
+
+
+def _mean_ce(logits: np.ndarray, y: np.ndarray) -> float:
+    """Mean cross-entropy −log softmax(logits)[y] (float64, stable)."""
+    z = logits.astype(np.float64)
+    z = z - z.max(1, keepdims=True)
+    lse = np.log(np.exp(z).sum(1))
+    return float(np.mean(lse - z[np.arange(len(y)), y]))
 
 
 def clone_at(model: StagedNet, state: dict[str, torch.Tensor]) -> StagedNet:

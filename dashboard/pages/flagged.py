@@ -5,11 +5,11 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from dashboard import state
-from dashboard.components import decisions, images, page, scores
+from dashboard.components import decisions, images, page, quality, scores
 
 rv = page.start()
 st.title("Flagged images")
+flags_trusted = quality.banner(rv.run.manifest)
 st.caption("Images the engine suspects are mislabeled or adversarial, most suspicious first. Decide on each: "
            "keep it, remove it, relabel it, or tag it for later. Every decision can be undone (sidebar).")
 
@@ -26,29 +26,23 @@ has_susp = susp_col in rv.columns and rv.count(f'"{susp_col}" IS NOT NULL') > 0
 has_flag = flag_col in rv.columns
 
 
-@st.cache_data(show_spinner=False, max_entries=16)
-def default_threshold(key: str, _rv: state.RunView, flag_col: str, susp_col: str) -> float:
-    """The suspicion of the n-th most suspicious row, n = how many rows the engine flagged: the default view
-    shows as many images as the engine's flag rule (a vote over several scores) flags, most suspicious first."""
-    if flag_col not in _rv.columns:
-        return 0.5
-    n = int(_rv.sql(f'SELECT count(*) AS n FROM samples WHERE coalesce("{flag_col}", FALSE)')["n"].iloc[0])
-    if n == 0:
-        return 1.0
-    v = _rv.sql(f'SELECT "{susp_col}" AS t FROM samples WHERE "{susp_col}" IS NOT NULL '
-                f'ORDER BY "{susp_col}" DESC LIMIT 1 OFFSET {n - 1}')["t"]
-    return float(v.iloc[0]) if len(v) and pd.notna(v.iloc[0]) else 0.5
-
-
-if has_susp:
-    thr = c2.slider("Suspicion threshold", 0.0, 1.0, round(default_threshold(rv.static_key, rv, flag_col,
-                                                                             susp_col), 3),
-                    step=0.01, key=f"flag_thr_{kind}",
-                    help="Images with suspicion at or above the threshold count as flagged.")
-    flagged_where, flagged_params = f'"{susp_col}" >= ?', [thr]
+if has_flag:
+    engine_where, engine_params = f'coalesce("{flag_col}", FALSE)', []
+else:  # an older run with suspicion ranks only
+    engine_where, engine_params = "FALSE", []
+widen = has_susp and c2.toggle("Widen beyond the engine's flags", value=not has_flag, key=f"flag_widen_{kind}",
+                               help="Off: exactly the rows the engine flagged (the same set Explore filters on). "
+                                    "On: also every row whose suspicion rank is at or above the threshold.")
+if widen:
+    thr = c2.slider("Suspicion threshold (widens the flag set)", 0.0, 1.0, 0.9, step=0.01,
+                    key=f"flag_thr_{kind}",
+                    help="Rows with suspicion at or above the threshold are shown in addition to the engine's "
+                         "flags. These extra rows are NOT flagged by the engine.")
+    flagged_where = f'({engine_where} OR "{susp_col}" >= ?)'
+    flagged_params = [*engine_params, thr]
 else:
     thr = None
-    flagged_where, flagged_params = f'coalesce("{flag_col}", FALSE)', []
+    flagged_where, flagged_params = engine_where, engine_params
 hide = c3.toggle("Hide decided", value=False, key="flag_hide")
 
 # ---- precision / recall against injected ground truth --------------------------------------------------
@@ -60,7 +54,7 @@ if truth_col in rv.columns and rv.count(f'coalesce("{truth_col}", FALSE)') > 0:
     prec = r["hit"] / r["flagged"] if r["flagged"] else float("nan")
     rec = r["hit"] / r["truth"] if r["truth"] else float("nan")
     m = st.columns(4)
-    m[0].metric("Flagged", f"{int(r['flagged']):,}")
+    m[0].metric("Shown" if widen else "Flagged by the engine", f"{int(r['flagged']):,}")
     m[1].metric("Injected (ground truth)", f"{int(r['truth']):,}")
     m[2].metric("Precision", "—" if pd.isna(prec) else f"{prec:.0%}",
                 help="Share of flagged images that really were corrupted.")
@@ -72,14 +66,21 @@ else:
 where = flagged_where + (" AND decision IS NULL" if hide else "")
 n = rv.count(where, flagged_params)
 if n == 0:
-    st.success("Nothing to review: no image is flagged at this threshold" + (" (or all are decided)." if hide
-                                                                             else "."), icon=":material/task_alt:")
+    if not flags_trusted:
+        st.info("The engine withheld every flag because the model failed the quality check above. Turn on "
+                "\"Widen beyond the engine's flags\" to browse the suspicion ranking anyway.",
+                icon=":material/info:")
+    else:
+        st.success("Nothing to review: no image is flagged" + (" (or all are decided)." if hide else "."),
+                   icon=":material/task_alt:")
     st.stop()
 per_page = 8
 pages = (n + per_page - 1) // per_page
 pc1, pc2 = st.columns([1, 4])
 page = pc1.number_input(f"Page (of {pages})", min_value=1, max_value=pages, value=1, key=f"flag_page_{kind}")
-pc2.caption(f"{n:,} flagged image(s), most suspicious first.")
+pc2.caption(f"{n:,} image(s): " + ("the engine's flags plus every row with suspicion ≥ "
+                                     f"{thr:.2f}" if widen else "exactly the engine's flags") +
+            ", most suspicious first.")
 order = susp_col if has_susp else None
 rows = rv.select(where, flagged_params, order_by=order, descending=True, limit=per_page,
                  offset=(page - 1) * per_page)
@@ -109,9 +110,19 @@ def card(row: pd.Series) -> None:
                    + (f" ({float(prob):.0%})" if pd.notna(prob) else ""))
         if has_susp:
             b.progress(min(max(float(row[susp_col]), 0.0), 1.0), text=f"suspicion {float(row[susp_col]):.2f}")
+        if widen and has_flag and not bool(row.get(flag_col)):
+            b.caption("Not flagged by the engine (shown because its suspicion is above the threshold).")
         reason = row.get("flag_reason")
         if isinstance(reason, str) and reason:
             b.caption(f"Why: {reason}")
+        sug = row.get("suggested_label_name") if kind == "mislabeled" else None  # an attacked copy keeps its label
+        if isinstance(sug, str) and sug:
+            agrees = bool(row.get("suggestion_agrees"))
+            text = row.get("suggestion") if isinstance(row.get("suggestion"), str) else ""
+            b.markdown(f"**Suggested label:** `{sug}` " + ("(model and neighbours agree)" if agrees else
+                                                           "(model and neighbours **disagree**)"))
+            if text and not agrees:
+                b.caption(text)
         if shown_scores:
             b.caption(" · ".join(f"{scores.label(s)} {float(row[s]):.3g}" for s in shown_scores if pd.notna(row[s])))
         dec = row.get("decision")
@@ -135,7 +146,9 @@ def card(row: pd.Series) -> None:
         if k3.button("Tag review", key=f"tag_{sid}", icon=":material/bookmark:", width="stretch"):
             decisions.apply(rv, [sid], "tag", "review")
         r1, r2 = c.columns([1, 2])
-        default = classes.index(str(pred)) if str(pred) in classes else 0
+        fallback = str(row["label_name"]) if kind == "adversarial" else str(pred)  # an attacked copy keeps its label
+        suggested = sug if isinstance(sug, str) and sug in classes else fallback
+        default = classes.index(suggested) if suggested in classes else 0
         target = r1.selectbox("Relabel to", classes, index=default, key=f"to_{sid}", label_visibility="collapsed")
         if r2.button("Relabel to this class", key=f"rl_{sid}", icon=":material/label:", width="stretch"):
             decisions.apply(rv, [sid], "relabel", target)

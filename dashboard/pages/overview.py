@@ -16,7 +16,7 @@ from core.selection import (
 )
 from core.store import build_filter
 from dashboard import state
-from dashboard.components import charts, complexity, evidence, images, page, scores, si
+from dashboard.components import charts, complexity, evidence, images, page, quality, scores, si
 from dashboard.components import summary as summary_ui
 from dashboard.components.export import export_panel
 
@@ -25,6 +25,7 @@ m = rv.run.manifest
 st.title("Overview")
 st.caption(f"Run **{m.get('name') or rv.run.run_id}** · created {m.get('created_at', '?')} · device "
            f"{m.get('device', '?')} · `{rv.path}`")
+quality.banner(m)
 
 
 @st.cache_data(show_spinner=False, max_entries=8)
@@ -81,6 +82,8 @@ with left:
                if isinstance(model.get(k), (int, float))]
         epochs = f", {model['epochs']} epochs" if model.get("epochs") else ""
         st.markdown(f"`{model.get('name', '?')}`{epochs} — " + (", ".join(acc) or "no accuracy recorded"))
+        if quality.quality(m).get("message") and quality.trusted(m):
+            st.caption(quality.quality(m)["message"])
 with right:
     st.subheader("Scores")
     lines = []

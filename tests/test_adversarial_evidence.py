@@ -1,0 +1,122 @@
+"""core.adversarial_evidence: each measurement against a hand / brute-force computation on tiny inputs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from core.adversarial_evidence import (
+    adversarial_evidence,
+    noise_response,
+    pixel_neighbour_shares,
+    pixel_vectors,
+    reverse_eps,
+)
+
+
+def _identity_net() -> nn.Module:
+    """logits = the two pixels of a 1×1×2 image: class 0 wins when x₀ > x₁."""
+    lin = nn.Linear(2, 2, bias=False)
+    with torch.no_grad():
+        lin.weight.copy_(torch.eye(2))
+    return nn.Sequential(nn.Flatten(), lin)
+
+
+def _img(a: float, b: float) -> np.ndarray:
+    return np.array([[[[a, b]]]], dtype=np.float32)
+
+
+def _brute_reverse(a: float, b: float, target: int, step: float, steps: int) -> float:
+    """The same iteration written out for the identity net: the sign of ∇CE towards class 0 is (−, +)."""
+    x = np.array([a, b], dtype=np.float64)
+    sign = np.array([-1.0, 1.0]) if target == 0 else np.array([1.0, -1.0])
+    for t in range(steps + 1):
+        if int(np.argmax(x)) == target and x[0] != x[1]:
+            return t * step
+        x = np.clip(x - step * sign, 0.0, 1.0)
+    return float("nan")
+
+
+@pytest.mark.parametrize("a,b,target", [(0.31, 0.5, 0), (0.45, 0.5, 0), (0.0, 1.0, 0), (0.8, 0.1, 0), (0.6, 0.3, 1),
+                                        (0.0, 0.05, 0)])
+def test_reverse_eps_matches_the_iteration(a, b, target):
+    net = _identity_net()
+    got = reverse_eps(net, _img(a, b), np.array([target]), step=0.02, steps=10)[0]
+    want = _brute_reverse(a, b, target, 0.02, 10)
+    if np.isnan(want):
+        assert np.isnan(got)
+    else:
+        assert got == pytest.approx(want)
+    # by hand for the first case: 0.31 + 0.02t > 0.5 − 0.02t first at t = 5
+    if (a, b) == (0.31, 0.5):
+        assert got == pytest.approx(0.10)
+
+
+def test_reverse_eps_is_zero_when_already_the_target_and_nan_when_out_of_budget():
+    net = _identity_net()
+    x = np.concatenate([_img(0.9, 0.1), _img(0.0, 1.0)])
+    out = reverse_eps(net, x, np.array([0, 0]), step=0.02, steps=10)
+    assert out[0] == 0.0 and np.isnan(out[1])
+    assert net.training  # the model's mode is restored
+    assert all(p.requires_grad for p in net.parameters())
+
+
+def test_noise_response_replays_the_seeded_draws():
+    net = _identity_net()
+    x = np.concatenate([_img(0.50, 0.48), _img(0.9, 0.1), _img(0.3, 0.31)])
+    pred, label = np.array([0, 0, 1]), np.array([1, 0, 0])
+    sigma, draws, seed = 0.1, 16, 3
+    flip, to_label = noise_response(net, x, pred, label, sigma=sigma, draws=draws, seed=seed)
+    gen = torch.Generator().manual_seed(seed)
+    want_flip, want_label = np.zeros(3), np.zeros(3)
+    xt = torch.as_tensor(x)
+    for _ in range(draws):
+        noisy = (xt + (torch.rand(xt.shape, generator=gen) * 2 - 1) * sigma).clamp(0, 1).reshape(3, 2)
+        p = (noisy[:, 1] > noisy[:, 0]).long().numpy()
+        want_flip += p != pred
+        want_label += p == label
+    np.testing.assert_allclose(flip, want_flip / draws)
+    np.testing.assert_allclose(to_label, want_label / draws)
+    assert flip[1] == 0.0  # 0.8 away from the boundary: noise of ±0.1 never crosses it
+    assert 0 < flip[0] < 1  # 0.02 from the boundary: some draws cross
+
+
+def test_pixel_vectors_pool_centre_and_normalise():
+    rng = np.random.default_rng(0)
+    x = rng.random((5, 3, 28, 28)).astype(np.float32)
+    v = pixel_vectors(x, max_side=14)
+    assert v.shape == (5, 3 * 14 * 14)
+    pooled = x.reshape(5, 3, 14, 2, 14, 2).mean(axis=(3, 5)).reshape(5, -1)
+    pooled = pooled - pooled.mean(1, keepdims=True)
+    np.testing.assert_allclose(v, pooled / np.linalg.norm(pooled, axis=1, keepdims=True), atol=1e-5)
+    shifted = pixel_vectors(np.clip(x * 0.5 + 0.2, 0, 1), max_side=14)  # brightness/contrast change
+    np.testing.assert_allclose(shifted, v, atol=1e-5)
+    assert np.all(pixel_vectors(np.zeros((2, 1, 4, 4), np.float32)) == 0)
+
+
+def test_pixel_neighbour_shares_against_brute_force():
+    rng = np.random.default_rng(1)
+    x = rng.random((30, 1, 6, 6)).astype(np.float32)
+    labels = rng.integers(0, 3, 30)
+    pred = rng.integers(0, 3, 30)
+    lab_share, pred_share = pixel_neighbour_shares(x, labels, pred, k=4)
+    v = pixel_vectors(x)
+    d = ((v[:, None, :] - v[None, :, :]) ** 2).sum(-1)
+    np.fill_diagonal(d, np.inf)
+    nn_idx = np.argsort(d, axis=1)[:, :4]
+    np.testing.assert_allclose(lab_share, (labels[nn_idx] == labels[:, None]).mean(1))
+    np.testing.assert_allclose(pred_share, (labels[nn_idx] == pred[:, None]).mean(1))
+
+
+def test_adversarial_evidence_only_measures_disagreements():
+    net = _identity_net()
+    x = np.concatenate([_img(0.9, 0.1), _img(0.31, 0.5), _img(0.2, 0.7), _img(0.6, 0.55)])
+    labels = np.array([0, 0, 1, 0])
+    pred = np.array([0, 1, 1, 0])
+    ev = adversarial_evidence(net, x, labels, pred, k=2)
+    assert list(ev.columns) == ["reverse_eps", "noise_flip", "noise_to_label", "px_label_share", "px_pred_share"]
+    assert ev["reverse_eps"].isna().tolist() == [True, False, True, True]
+    assert ev.loc[1, "reverse_eps"] == pytest.approx(0.10)
+    assert ev["px_label_share"].notna().all()
