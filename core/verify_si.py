@@ -100,31 +100,33 @@ def verify_si(run_path: str | Path, samples: int = 30, seed: int = 0, write: boo
     if len(ok) < 3:
         raise InfoscopeError("fewer than 3 rows have SI: nothing to verify")
     chosen = choose_rows(si_f[ok], ok, samples, seed)
-    where = {}
+    where: dict[int, list[tuple[int, int]]] = {}  # row -> every (problem, position) it is in (one per repeat)
     for j, p in enumerate(problems):
         for pos, r in enumerate(p["rows"]):
-            where[int(r)] = (j, pos)
+            where.setdefault(int(r), []).append((j, pos))
     by_problem: dict[int, list[tuple[int, int]]] = {}
     for r in chosen:
         if int(r) not in where:
             raise InfoscopeError(f"row {r} has SI but is in no stored SI problem: {model_file} does not match the run")
-        j, pos = where[int(r)]
-        by_problem.setdefault(j, []).append((int(r), pos))
-    real_w, real_f, est_w, est_f = [], [], [], []
-    done = 0
+        for j, pos in where[int(r)]:
+            by_problem.setdefault(j, []).append((int(r), pos))
+    got: dict[int, list[tuple[float, float]]] = {}
+    done, total = 0, sum(len(v) for v in by_problem.values())
     for j, items in by_problem.items():
         p = problems[j]
         eta = float(p["eta_t"])
         res = retrain_without(p["x"].astype(np.float64), p["xv"].astype(np.float64), labels[p["rows"]], n_classes,
                               [pos for _, pos in items], lam=lam, eta_t=None if np.isnan(eta) else eta, sigma=sigma)
-        for (r, _), (w, f) in zip(items, res, strict=True):
-            real_w.append(w)
-            real_f.append(f)
-            est_w.append(si_w[r])
-            est_f.append(si_f[r])
+        for (r, _), wf in zip(items, res, strict=True):
+            got.setdefault(r, []).append(wf)
         done += len(items)
         if progress:
-            progress(f"retrained without {done}/{len(chosen)} rows", done / len(chosen))
+            progress(f"retrained {done}/{total} times", done / total)
+    # the run's SI of a row is the mean over the problems (repeats) it was in: so is the real change
+    real_w = [float(np.mean([w for w, _ in got[int(r)]])) for r in chosen]
+    real_f = [float(np.mean([f for _, f in got[int(r)]])) for r in chosen]
+    est_w = [si_w[r] for r in chosen]
+    est_f = [si_f[r] for r in chosen]
     rw, rf, ew, ef = map(np.asarray, (real_w, real_f, est_w, est_f))
     result = {
         "pearson_weights": float(stats.pearsonr(ew, rw)[0]), "pearson_function": float(stats.pearsonr(ef, rf)[0]),

@@ -203,3 +203,22 @@ def test_a_duplicated_pair_carries_more_information_than_its_two_scores():
     single = head_loo(kern, kern_val, yt, lam=1e-3, eta_t=100.0)
     (pair_w, pair_f), = head_set_loo(kern, kern_val, yt, [np.array([0, 40])], lam=1e-3, eta_t=100.0)
     assert pair_f > 3 * (single.df2[0] + single.df2[40])
+
+
+def test_repeats_average_over_cross_fitting_and_verify_follows(tiny_sources, tmp_path):
+    """With repeats = 2 every training row is in two head problems; its SI is the mean, and verify-si
+    retrains it out of both."""
+    from core.pipeline import score_run
+    from core.verify_si import verify_si
+    from tests.conftest import tiny_config
+
+    cfg = tiny_config(tiny_sources, tmp_path, scores=["loss", "si_weights", "si_function"], adversarial=0.0,
+                      score_params={"si_function": {"repeats": 2}})
+    run = score_run(cfg)
+    z = np.load(run / "si_model.npz")
+    reps = [int(z[f"p{j}_repeat"]) for j in range(int(json.loads(str(z["params_json"]))["n_problems"]))]
+    assert sorted(set(reps)) == [0, 1]
+    m = json.loads((run / "manifest.json").read_text())
+    assert m["scores"]["si_function"]["params"]["repeats"] == 2
+    res = verify_si(run, samples=5, seed=0)
+    assert res["max_rel_error_weights"] < 1e-5 and res["max_rel_error_function"] < 1e-5

@@ -8,6 +8,9 @@ Where the features come from (``features`` parameter):
   stratified by class, with near-duplicate groups kept inside one fold (a copy in another fold would leak the
   row into its own features). For fold j, a network of the run's recipe is trained on the other folds'
   rows; it gives the features of fold j's rows and of the held-out rows. Each fold is its own head problem.
+  With ``repeats`` = R > 1 the cross-fitting is done R times with other seeds (other folds, other networks)
+  and each row's SI is the mean over the R problems it was in: the expectation over the algorithm's
+  randomness, which makes the ranking less dependent on it (``bench/results/si_default.md`` measures how much).
 - ``"frozen"`` (default when the run has frozen features: a frozen pretrained backbone, or the user's
   ``--features``): those features as they are (they were not trained on this data's labels; for
   ``--features`` that is the user's responsibility, stated in the manifest).
@@ -48,6 +51,7 @@ HEAD_DEFAULTS: dict[str, Any] = {
     "max_val": 300,
     "max_problem": 5000,
     "crossfit_seed": None,
+    "repeats": 1,
     "set_information": True,
 }
 
@@ -61,6 +65,7 @@ class HeadProblem:
     val_rows: np.ndarray
     xv: np.ndarray
     source: str
+    repeat: int = 0
     info: dict[str, Any] = field(default_factory=dict)
 
 
@@ -186,24 +191,32 @@ def build_problems(ctx: ScoreContext, prm: dict[str, Any]) -> tuple[list[HeadPro
         if train_subset is None:
             raise ScoreError("cross-fitted SI needs the run's training recipe (train_subset)")
         k = int(prm["folds"])
-        fold = assign_folds(np.asarray(ctx.data.labels)[tr], groups[tr], k, seed)
-        meta["folds"] = k
-        meta["fold_sizes"] = [int((fold == f).sum()) for f in range(k)]
+        reps = int(prm["repeats"])
+        if reps < 1:
+            raise ScoreError(f"repeats must be at least 1, got {reps}")
         from core.models.training import predict_logits
 
         accs = []
-        for f in range(k):
-            ctx.progress(f"SI: cross-fitting, network {f + 1}/{k}", f / (k + 1))
-            t0 = time.perf_counter()
-            net = train_subset(tr[fold != f], seed + 1000 + f)
-            meta.setdefault("crossfit_train_s", []).append(round(time.perf_counter() - t0, 2))
-            rows_f = tr[fold == f]
-            pred = predict_logits(net, ctx.data.images[rows_f], ctx.device).argmax(1)
-            accs.append(round(float((pred == ctx.data.labels[rows_f]).mean()), 4))
-            xf = _embed_with(ctx, net, rows_f)
-            xv = _embed_with(ctx, net, val)
-            for part in split_problem(np.arange(len(rows_f)), groups[rows_f], int(prm["max_problem"]), seed + f):
-                problems.append(HeadProblem(rows_f[part], xf[part], val, xv, source=f"fold {f}"))
+        meta["folds"] = k
+        meta["fold_sizes"] = []
+        for rep in range(reps):
+            seed_r = seed + 7919 * rep
+            fold = assign_folds(np.asarray(ctx.data.labels)[tr], groups[tr], k, seed_r)
+            meta["fold_sizes"].append([int((fold == f).sum()) for f in range(k)])
+            for f in range(k):
+                ctx.progress(f"SI: cross-fitting, network {rep * k + f + 1}/{reps * k}", (rep * k + f) / (reps * k + 1))
+                t0 = time.perf_counter()
+                net = train_subset(tr[fold != f], seed_r + 1000 + f)
+                meta.setdefault("crossfit_train_s", []).append(round(time.perf_counter() - t0, 2))
+                rows_f = tr[fold == f]
+                pred = predict_logits(net, ctx.data.images[rows_f], ctx.device).argmax(1)
+                accs.append(round(float((pred == ctx.data.labels[rows_f]).mean()), 4))
+                xf = _embed_with(ctx, net, rows_f)
+                xv = _embed_with(ctx, net, val)
+                for part in split_problem(np.arange(len(rows_f)), groups[rows_f], int(prm["max_problem"]),
+                                          seed_r + f):
+                    problems.append(HeadProblem(rows_f[part], xf[part], val, xv, source=f"repeat {rep} fold {f}",
+                                                repeat=rep))
         meta["fold_network_acc_on_unseen_fold"] = accs
     elif feats in ("pretrained", "trained", "frozen"):
         from core.models.training import clone_at
@@ -277,7 +290,9 @@ def head_adapter(ctx: ScoreContext, params: dict[str, Any]) -> ScoreResult:
     n_classes = int(ctx.data.n_classes)
     problems, meta = build_problems(ctx, prm)
     n_all = len(labels)
-    cols = {c: np.full(n_all, np.nan) for c in ("si_weights", "si_function")}
+    sums = {c: np.zeros(n_all) for c in ("si_weights", "si_function")}
+    count = np.zeros(n_all)
+    n_reps = max(p.repeat for p in problems) + 1
     arrays: dict[str, np.ndarray] = {}
     runs = []
     set_totals: dict[str, list[float]] = {}
@@ -289,22 +304,26 @@ def head_adapter(ctx: ScoreContext, params: dict[str, Any]) -> ScoreResult:
         out = solve_problem(prob, labels, n_classes, lam=lam, t=t, sigma=sigma, sets=sets)
         for key, (w, f) in out["sets"].items():
             acc = set_totals.setdefault(key, [0.0, 0.0])
-            acc[0] += w
-            acc[1] += f
+            acc[0] += w / n_reps  # summed over a repeat's fold heads, averaged over repeats
+            acc[1] += f / n_reps
         meta.setdefault("solve_s", []).append(round(time.perf_counter() - t0, 2))
-        cols["si_weights"][prob.rows] = out["si_weights"]
-        cols["si_function"][prob.rows] = out["si_function"]
+        sums["si_weights"][prob.rows] += out["si_weights"]
+        sums["si_function"][prob.rows] += out["si_function"]
+        count[prob.rows] += 1
         runs.append({"source": prob.source, "n": int(len(prob.rows)), "eta_t": out["eta_t"],
                      "head_val_acc": out["val_acc"]})
         arrays.update({f"p{j}_rows": prob.rows, f"p{j}_x": prob.x.astype(np.float32),
                        f"p{j}_val_rows": prob.val_rows, f"p{j}_xv": prob.xv.astype(np.float32),
-                       f"p{j}_eta_t": np.array(np.nan if out["eta_t"] is None else out["eta_t"])})
+                       f"p{j}_eta_t": np.array(np.nan if out["eta_t"] is None else out["eta_t"]),
+                       f"p{j}_repeat": np.array(prob.repeat)})
+    with np.errstate(invalid="ignore", divide="ignore"):
+        cols = {c: np.where(count > 0, v / np.maximum(count, 1), np.nan) for c, v in sums.items()}
     effective = {"method": "head", "features": meta["features"], "lam": lam, "t": t, "sigma": sigma,
                  "sigma_unit": "one-hot output units (σ of the Gaussian smoothing of weights and outputs)",
                  "unit": "nats", "kernel": "NTK of an infinitely wide two-layer ReLU head (exact, no projection)",
                  "linearize_at": "w₀ of the head (random init; exact in the wide limit)",
                  "loss": "MSE to one-hot targets, f₀ = 0", "projection": None,
-                 "folds": meta.get("folds"), "crossfit_seed": prm.get("crossfit_seed"), "max_problem": int(prm["max_problem"]), "max_val": int(prm["max_val"]),
+                 "folds": meta.get("folds"), "crossfit_seed": prm.get("crossfit_seed"), "repeats": n_reps, "max_problem": int(prm["max_problem"]), "max_val": int(prm["max_val"]),
                  "eta_t_per_problem": [r["eta_t"] for r in runs]}
     arrays["params_json"] = np.array(json.dumps({"lam": lam, "sigma": sigma, "n_classes": n_classes,
                                                  "n_problems": len(problems), "t": t}))
