@@ -346,7 +346,11 @@ def test_flagged_shows_suggestion_and_weak_model_state(make_app, run_copy) -> No
     df.to_parquet(samples)
     mpath = run_copy.path / "manifest.json"
     m = json.loads(mpath.read_text())
-    m["files"]["samples.parquet"]["bytes"] = samples.stat().st_size  # the store checks file sizes
+    m["files"]["samples.parquet"]["bytes"] = samples.stat().st_size  # the store checks file sizes and checksums
+    if "sha256" in m["files"]["samples.parquet"]:
+        import hashlib
+
+        m["files"]["samples.parquet"]["sha256"] = hashlib.sha256(samples.read_bytes()).hexdigest()
     m["model"]["quality"] = {"heldout_acc": 0.39, "min_heldout_acc": 0.75, "trust_flags": False,
                              "message": "WARNING: held-out accuracy 39.0% is below 75%"}
     mpath.write_text(json.dumps(m))
