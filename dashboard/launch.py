@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import tomllib
@@ -31,17 +32,28 @@ def build_command(run: str | None, runs_dir: str, port: int, open_browser: bool)
     """The ``streamlit run`` command line (paths made absolute: the server may run from another cwd)."""
     cmd = [sys.executable, "-m", "streamlit", "run", str(APP), "--server.address", "127.0.0.1",
            "--server.port", str(int(port)), "--server.headless", str(not open_browser).lower(),
-           "--browser.gatherUsageStats", "false", "--client.toolbarMode", "minimal", *theme_flags(), "--",
+           "--server.showEmailPrompt", "false", "--browser.gatherUsageStats", "false",
+           "--client.toolbarMode", "minimal", *theme_flags(), "--",
            "--runs-dir", str(Path(runs_dir).expanduser().resolve())]
     if run:
         cmd += ["--run", str(Path(run).expanduser().resolve())]
     return cmd
 
 
+def quiet_env(base: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment for the server: Streamlit's first-run e-mail prompt and usage statistics switched off
+    through its ``STREAMLIT_*`` variables as well as the flags (a fresh machine has no
+    ``~/.streamlit/credentials.toml``, and without these Streamlit would stop and ask for an e-mail address)."""
+    env = dict(os.environ if base is None else base)
+    env["STREAMLIT_SERVER_SHOW_EMAIL_PROMPT"] = "false"
+    env["STREAMLIT_BROWSER_GATHER_USAGE_STATS"] = "false"
+    return env
+
+
 def launch(run: str | None, runs_dir: str, port: int, open_browser: bool) -> int:
     """Run the dashboard in the foreground until interrupted; returns streamlit's exit code."""
     cmd = build_command(run, runs_dir, port, open_browser)
     try:
-        return subprocess.call(cmd)
+        return subprocess.call(cmd, env=quiet_env(), stdin=subprocess.DEVNULL)
     except KeyboardInterrupt:
         return 0
