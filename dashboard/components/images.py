@@ -74,14 +74,32 @@ def default_caption(row: pd.Series, score: str | None = None) -> str:
     return text
 
 
+GRID_SEQ = "_grid_seq"
+
+
+def _grid_key() -> str:
+    """A key unique to each grid of one script run (``page.start`` resets the counter)."""
+    n = st.session_state.get(GRID_SEQ, 0) + 1
+    st.session_state[GRID_SEQ] = n
+    return f"grid{n}"
+
+
 def image_grid(rv: RunView, rows: pd.DataFrame, ncols: int = 8, score: str | None = None,
-               caption: Callable[[pd.Series], str] | None = None, size: int = THUMB) -> int:
-    """Show ``rows`` (need ``image_path``) as a grid; returns how many image files were missing."""
+               caption: Callable[[pd.Series], str] | None = None, size: int = THUMB, key: str | None = None,
+               detail: bool = True) -> int:
+    """Show ``rows`` (need ``image_path``) as a grid; returns how many image files were missing.
+
+    With ``detail`` each thumbnail has a *Details* button that opens it in the detail view, with previous /
+    next walking through ``rows`` in order."""
+    from dashboard.components.detail import open_button
+
     if rows.empty:
         st.info("No images to show.", icon=":material/image:")
         return 0
+    key = key or _grid_key()
     n_missing = 0
     records = rows.reset_index(drop=True)
+    ids = [str(s) for s in records["sample_id"]] if "sample_id" in records else []
     for start in range(0, len(records), ncols):
         cols = st.columns(ncols)
         for j, (_, row) in enumerate(records.iloc[start:start + ncols].iterrows()):
@@ -92,6 +110,8 @@ def image_grid(rv: RunView, rows: pd.DataFrame, ncols: int = 8, score: str | Non
                 cap = f"{cap} · image file missing"
             with cols[j]:
                 st.image(arr, caption=cap, width="stretch")
+                if detail and ids:
+                    open_button(str(row["sample_id"]), ids, key=f"{key}_open_{row['sample_id']}")
     if n_missing:
         st.caption(f"{n_missing} image file(s) could not be found; a placeholder is shown instead.")
     return n_missing

@@ -6,7 +6,7 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import state
-from dashboard.components import decisions, images, page, scores
+from dashboard.components import decisions, detail, images, page, scores
 
 rv = page.start()
 st.title("Flagged images")
@@ -103,6 +103,8 @@ def card(row: pd.Series) -> None:
         a, b, c = st.columns([1, 2.4, 2.6])
         arr, found = images.thumbnail(rv, row.get("image_path"), 128)
         a.image(arr, caption=sid if found else f"{sid} · image file missing", width="stretch")
+        with a:
+            detail.open_button(sid, rows["sample_id"].tolist(), key=f"fl_open_{sid}")
         pred = row.get("pred_name", row.get("pred", "—"))
         prob = row.get("pred_prob")
         b.markdown(f"**Given label:** `{row['label_name']}`  \n**Predicted:** `{pred}`"

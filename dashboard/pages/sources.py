@@ -108,7 +108,4 @@ if avail:
         top = rv.select('"source" = ?', [src], order_by=score, descending=True, limit=8)
         with col:
             st.markdown(f"**{src}**")
-            thumbs = [images.thumbnail(rv, p)[0] for p in top["image_path"]]
-            caps = [images.default_caption(r, score) for _, r in top.iterrows()]
-            if thumbs:
-                st.image(thumbs, caption=caps, width=84)
+            images.image_grid(rv, top, ncols=4, score=score, key=f"src_top_{src}")

@@ -1,0 +1,167 @@
+"""AppTests for the review workflow (issue 13): the sample detail view, near-duplicates, confusion matrices,
+dataset health, similarity search and saved views, on a tiny real run (``tests/dashboard_fixtures.py``).
+
+Every expected number is recomputed here from ``samples.parquet`` / ``neighbors.npy`` by brute force."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from dashboard_fixtures import TinyRun, write_tiny_run
+from streamlit.testing.v1 import AppTest
+
+from core.store import open_run
+from core.store.review import percentile_of
+
+APP = Path(__file__).resolve().parents[1] / "dashboard" / "app.py"
+
+
+@pytest.fixture(scope="module")
+def review_runs(tmp_path_factory, mnist_arrays) -> TinyRun:
+    x, y = mnist_arrays
+    return write_tiny_run(tmp_path_factory.mktemp("review_runs"), x, y, per_class=24)
+
+
+@pytest.fixture()
+def run(review_runs, tmp_path) -> TinyRun:
+    """A private copy (tests record decisions and save views)."""
+    dst = tmp_path / "runs" / review_runs.path.name
+    shutil.copytree(review_runs.path, dst)
+    return TinyRun(path=dst, missing_image_id=review_runs.missing_image_id, n=review_runs.n,
+                   n_mislabeled=review_runs.n_mislabeled)
+
+
+@pytest.fixture()
+def make_app(monkeypatch) -> Iterator[Callable[..., AppTest]]:
+    def make(run: TinyRun, page: str = "overview", query: dict | None = None) -> AppTest:
+        monkeypatch.setenv("INFOSCOPE_RUN", str(run.path))
+        monkeypatch.setenv("INFOSCOPE_RUNS", str(run.path.parent))
+        at = AppTest.from_file(str(APP), default_timeout=60)
+        at.run()
+        if page != "overview":
+            at.switch_page(f"pages/{page}.py")
+        for k, v in (query or {}).items():
+            at.query_params[k] = v
+        return at.run()
+
+    yield make
+
+
+def clean(at: AppTest) -> None:
+    assert not at.exception, [e.value for e in at.exception]
+
+
+def md(at: AppTest) -> str:
+    return "\n".join(str(m.value) for m in at.markdown)
+
+
+def open_buttons(at: AppTest, prefix: str = "") -> list:
+    return [b for b in at.button if b.key and "_open_" in b.key and b.key.startswith(prefix)]
+
+
+def header_id(at: AppTest) -> str:
+    line = next(str(m.value) for m in at.markdown if "in this list" in str(m.value))
+    return line.split("`")[1]
+
+
+# ---- the detail view ---------------------------------------------------------------------------------
+def test_detail_shows_scores_with_brute_force_percentiles(make_app, run) -> None:
+    at = make_app(run, "explore")
+    clean(at)
+    buttons = open_buttons(at)
+    assert len(buttons) == 24  # one per thumbnail of the first page
+    buttons[3].click().run()
+    clean(at)
+    sid = header_id(at)
+    df = open_run(run.path).df
+    r = df.set_index("sample_id").loc[sid]
+    assert "4 of 24 in this list" in md(at)
+    assert f"**Given label** `{r['label_name']}`" in md(at)
+    assert at.query_params["detail"] == sid
+    table = next(d.value for d in at.dataframe if "percentile in class" in d.value.columns).set_index("score")
+    same_class = df[df["label_name"] == r["label_name"]]
+    for col, name in (("si_function", "SI (function)"), ("cg_score", "CG score"), ("loss", "loss"),
+                      ("uniqueness", "uniqueness")):
+        x = float(r[col])
+        if np.isnan(x):
+            assert np.isnan(table.loc[name, "percentile in run"])
+            continue
+        assert table.loc[name, "value"] == pytest.approx(x)
+        assert table.loc[name, "percentile in run"] == pytest.approx(percentile_of(df[col].to_numpy(), x))
+        assert table.loc[name, "percentile in class"] == pytest.approx(percentile_of(same_class[col].to_numpy(), x))
+    assert "SI (weights)" not in table.index  # all-NaN in this run: not a score of it
+
+
+def test_percentile_of_matches_definition() -> None:
+    v = np.array([1.0, 2.0, 2.0, 3.0, np.nan, np.inf])
+    assert percentile_of(v, 2.0) == pytest.approx(100 * (1 + 0.5 * 2) / 4)
+    assert percentile_of(v, 0.0) == 0.0 and percentile_of(v, 10.0) == 100.0
+    assert np.isnan(percentile_of(v, np.nan)) and np.isnan(percentile_of(np.array([np.nan]), 1.0))
+
+
+def test_detail_previous_next_decide_undo(make_app, run) -> None:
+    at = make_app(run, "explore")
+    ids = [b.key.split("_open_", 1)[1] for b in open_buttons(at)]
+    open_buttons(at)[0].click().run()
+    assert header_id(at) == ids[0]
+    assert at.button(key="dt_prev").disabled
+    at.button(key="dt_next").click().run()
+    assert header_id(at) == ids[1] and at.query_params["detail"] == ids[1]
+    at.button(key="dt_prev").click().run()
+    assert header_id(at) == ids[0]
+    # a decision is written to the log and (by default) moves on to the next image
+    at.button(key="dt_remove").click().run()
+    clean(at)
+    latest = open_run(run.path).decisions.latest().set_index("sample_id")
+    assert latest.loc[ids[0], "decision"] == "remove"
+    assert header_id(at) == ids[1]
+    at.button(key="dt_undo").click().run()
+    assert open_run(run.path).decisions.latest().empty
+    # keyboard shortcuts are declared on the buttons
+    assert at.button(key="dt_keep").proto.shortcut.lower() == "k"
+    assert at.button(key="dt_next").proto.shortcut.lower() == "right"
+
+
+def test_detail_neighbours_open_in_turn(make_app, run) -> None:
+    r = open_run(run.path)
+    at = make_app(run, "explore")
+    open_buttons(at)[0].click().run()
+    sid = header_id(at)
+    expected = r.neighbors(sid, 8)
+    nb_keys = [b.key for b in at.button if b.key and b.key.startswith("dt_nb_")]
+    assert nb_keys == [f"dt_nb_{i}" for i in expected]
+    # brute force: neighbours are the nearest rows in the stored embeddings
+    emb = np.asarray(r.embeddings())
+    row = r.df.index[r.df["sample_id"] == sid][0]
+    d = np.linalg.norm(emb - emb[row], axis=1)
+    d[row] = np.inf
+    assert set(r.df["sample_id"].iloc[np.argsort(d)[:3]]) <= set(expected)
+    at.button(key=nb_keys[2]).click().run()
+    assert header_id(at) == expected[2]
+
+
+@pytest.mark.parametrize("page,prefix", [("flagged", "fl_open_"), ("classes", "grid"), ("sources", "src_top_"),
+                                         ("overview", "grid")])
+def test_detail_opens_from_every_page(make_app, run, page, prefix) -> None:
+    at = make_app(run, page)
+    clean(at)
+    buttons = open_buttons(at, prefix)
+    assert buttons, page
+    sid = buttons[0].key.split("_open_", 1)[1]
+    buttons[0].click().run()
+    clean(at)
+    assert header_id(at) == sid
+
+
+def test_detail_reopens_from_the_url(make_app, run) -> None:
+    sid = open_run(run.path).df["sample_id"].iloc[5]
+    at = make_app(run, "explore", query={"detail": sid})
+    clean(at)
+    assert header_id(at) == sid
+    at = make_app(run, "explore", query={"detail": "no-such-id"})
+    clean(at)
+    assert "in this list" not in md(at) and "detail" not in at.query_params
