@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from dashboard_fixtures import TinyRun, write_tiny_run
 from streamlit.testing.v1 import AppTest
@@ -165,3 +166,131 @@ def test_detail_reopens_from_the_url(make_app, run) -> None:
     at = make_app(run, "explore", query={"detail": "no-such-id"})
     clean(at)
     assert "in this list" not in md(at) and "detail" not in at.query_params
+
+
+# ---- near-duplicates ----------------------------------------------------------------------------------
+def test_duplicates_view_lists_stored_pairs_and_decides(make_app, run) -> None:
+    r = open_run(run.path)
+    dups = r.duplicates()
+    assert len(dups) >= 5  # the fixture stores real near-duplicate pairs
+    at = make_app(run, "duplicates")
+    clean(at)
+    metrics = {m.label: m.value for m in at.metric}
+    labels = r.df.set_index("sample_id")["label_name"]
+    conflicts = int((labels.loc[dups["sample_id_a"]].to_numpy() != labels.loc[dups["sample_id_b"]].to_numpy()).sum())
+    assert metrics["Pairs"] == f"{len(dups):,}"
+    assert metrics["Images involved"] == f"{len(set(dups['sample_id_a']) | set(dups['sample_id_b'])):,}"
+    assert metrics["Label conflicts"] == f"{conflicts:,}"
+    # the first pair shown is the most similar one (no conflicts here), and its cosine is the pixels' cosine
+    first = dups.sort_values("cosine", ascending=False).iloc[0]
+    a, b = (r.image(first["sample_id_a"]).astype(float).ravel(), r.image(first["sample_id_b"]).astype(float).ravel())
+    cos = a @ b / np.linalg.norm(a) / np.linalg.norm(b)
+    assert f"**cosine {first['cosine']:.4f}**" in md(at)
+    assert cos == pytest.approx(first["cosine"], abs=5e-3)  # PNGs are 8-bit: quantisation only
+    at.button(key="dup_rm_b_0").click().run()
+    clean(at)
+    assert r.decisions.latest().set_index("sample_id").loc[first["sample_id_b"], "decision"] == "remove"
+    # an image of a pair opens in the detail view
+    [b for b in at.button if b.key and b.key.startswith("dup_open_0_a_")][0].click().run()
+    assert header_id(at) == first["sample_id_a"]
+
+
+# ---- confusion ----------------------------------------------------------------------------------------
+def _majority(nb_labels: np.ndarray) -> int:
+    """Brute-force vote: most frequent label, ties to the label seen first (nearest)."""
+    vals, counts = np.unique(nb_labels, return_counts=True)
+    best = vals[counts == counts.max()]
+    return int(next(v for v in nb_labels if v in best))
+
+
+def test_confusion_matrices_and_cells(make_app, run) -> None:
+    r = open_run(run.path)
+    df = r.df
+    at = make_app(run, "confusion")
+    clean(at)
+    shown = next(d.value for d in at.dataframe if "0" in d.value.columns)
+    expected = pd.crosstab(df["label_name"], df["pred_name"]).reindex(index=r.class_names, columns=r.class_names,
+                                                                        fill_value=0)
+    assert np.array_equal(shown.to_numpy(), expected.to_numpy())
+    # the largest off-diagonal cell is the first button; clicking it opens exactly its images
+    off = expected.to_numpy().copy()
+    np.fill_diagonal(off, 0)
+    i, j = np.unravel_index(np.argmax(off), off.shape)
+    first = [b for b in at.button if b.key and b.key.startswith("cm_btn_predicted_")][0]
+    assert first.label.endswith(f": {off.max()}")
+    first.click().run()
+    clean(at)
+    g, o = first.key.split("_")[-2:]
+    ids = set(df.loc[(df["label_name"] == g) & (df["pred_name"] == o), "sample_id"])
+    assert len(ids) == off.max() == expected.loc[r.class_names[i], r.class_names[j]]
+    assert {b.key.split("_open_", 1)[1] for b in open_buttons(at, "cm_grid")} == ids
+    assert at.query_params["cell"] == f"predicted|{g}|{o}"
+    # a click on a table cell (the dataframe selection) opens that cell
+    at.session_state["cm_table_predicted"] = {"selection": {"rows": [], "columns": [], "cells": [[4, "9"]]}}
+    at.run()
+    ids = set(df.loc[(df["label_name"] == "4") & (df["pred_name"] == "9"), "sample_id"])
+    assert {b.key.split("_open_", 1)[1] for b in open_buttons(at, "cm_grid")} == ids
+    # against the neighbour majority: recomputed from neighbors.npy by a brute-force vote
+    at.radio(key="cm_kind").set_value("neighbours").run()
+    clean(at)
+    nb = np.load(run.path / "neighbors.npy")
+    lab = df["label"].to_numpy()
+    maj = np.array([_majority(lab[row]) for row in nb])
+    exp_nb = pd.crosstab(df["label"], maj).reindex(index=range(10), columns=range(10), fill_value=0)
+    shown = next(d.value for d in at.dataframe if "0" in d.value.columns)
+    assert np.array_equal(shown.to_numpy(), exp_nb.to_numpy())
+
+
+# ---- dataset health -----------------------------------------------------------------------------------
+def test_health_counts_open_filtered_grids(make_app, run) -> None:
+    r = open_run(run.path)
+    df = r.df
+    at = make_app(run, "health")
+    clean(at)
+    metrics = {m.label: int(m.value.replace(",", "")) for m in at.metric}
+    q1, q3 = np.percentile(df["uniqueness"], [25, 75])
+    sizes = df["label_name"].value_counts()
+    small = sizes[sizes < 0.5 * sizes.median()].index
+    dups = r.duplicates()
+    assert metrics["Label issues"] == int(df["flag_mislabeled"].sum())
+    assert metrics["Adversarial suspects"] == int(df["flag_adversarial"].sum())
+    assert metrics["Outliers"] == int((df["uniqueness"] > q3 + 1.5 * (q3 - q1)).sum())
+    assert metrics["Near-duplicates"] == len(set(dups["sample_id_a"]) | set(dups["sample_id_b"]))
+    assert metrics["Under-sampled classes"] == int(df["label_name"].isin(small).sum()) > 0
+    assert metrics["Model disagrees with the label"] == int((df["pred_name"] != df["label_name"]).sum())
+    at.button(key="health_btn_labels").click().run()
+    clean(at)
+    flagged = df[df["flag_mislabeled"]].sort_values("suspicion_mislabeled", ascending=False)
+    shown = [b.key.split("_open_", 1)[1] for b in open_buttons(at, "health_grid_labels")]
+    assert shown == flagged["sample_id"].tolist()[:24]
+    assert at.query_params["health"] == "labels"
+
+
+# ---- sources headline and score histograms -------------------------------------------------------------
+def test_sources_headline_sentence(make_app, run) -> None:
+    from scipy.stats import ks_2samp
+
+    df = open_run(run.path).df
+    at = make_app(run, "sources")
+    clean(at)
+    score = "si_function"
+    at.selectbox(key="src_score").set_value(score).run()
+    line = at.info[0].value
+    means = df.groupby("source")[score].mean()
+    hi, lo = means.idxmax(), means.idxmin()
+    d = ks_2samp(df.loc[df["source"] == "mnist", score].dropna(), df.loc[df["source"] == "mnist-noisy", score].dropna())
+    assert line.startswith(f"Per image, **{hi}** carries **{means[hi] / means[lo]:.1f}×** the SI (function) of "
+                           f"**{lo}**")
+    assert f"KS D = **{d.statistic:.2f}**" in line
+
+
+def test_score_filter_histogram_matches_numpy(run) -> None:
+    from dashboard.components.filters import histogram
+    from dashboard.state import RunView
+
+    rv = RunView(open_run(run.path))
+    col = open_run(run.path).df["loss"].to_numpy()
+    lo, hi = float(col.min()), float(col.max())
+    h = histogram("k", rv, "loss", lo, hi, 30)
+    expected, _ = np.histogram(col, bins=30, range=(lo, hi))
+    assert h["n"].tolist() == expected.tolist()
