@@ -32,7 +32,8 @@ def build_command(run: str | None, runs_dir: str, port: int, open_browser: bool)
     """The ``streamlit run`` command line (paths made absolute: the server may run from another cwd)."""
     cmd = [sys.executable, "-m", "streamlit", "run", str(APP), "--server.address", "127.0.0.1",
            "--server.port", str(int(port)), "--server.headless", str(not open_browser).lower(),
-           "--server.showEmailPrompt", "false", "--browser.gatherUsageStats", "false",
+           "--server.showEmailPrompt", "false",
+           "--global.disableWidgetStateDuplicationWarning", "true", "--browser.gatherUsageStats", "false",
            "--client.toolbarMode", "minimal", *theme_flags(), "--",
            "--runs-dir", str(Path(runs_dir).expanduser().resolve())]
     if run:

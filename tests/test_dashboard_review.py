@@ -5,6 +5,7 @@ Every expected number is recomputed here from ``samples.parquet`` / ``neighbors.
 
 from __future__ import annotations
 
+import json
 import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -294,3 +295,122 @@ def test_score_filter_histogram_matches_numpy(run) -> None:
     h = histogram("k", rv, "loss", lo, hi, 30)
     expected, _ = np.histogram(col, bins=30, range=(lo, hi))
     assert h["n"].tolist() == expected.tolist()
+
+
+# ---- views that persist ---------------------------------------------------------------------------------
+def grid_ids(at: AppTest, prefix: str = "grid") -> list[str]:
+    return [b.key.split("_open_", 1)[1] for b in open_buttons(at, prefix)]
+
+
+def match_caption(at: AppTest) -> str:
+    return next(c.value for c in at.caption if "image(s) match" in c.value)
+
+
+def test_saved_views_store_is_append_only_beside_decisions(run) -> None:
+    import hashlib
+
+    from core.store.review import SavedViews
+
+    before = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in run.path.iterdir() if p.is_file()
+              and not p.name.startswith("curation")}
+    v = SavedViews(run.path / "curation.sqlite")
+    v.save("noisy 4s", "explore", {"ex_classes": ["4"], "ex_sort": "loss"})
+    v.save("b", "flagged", {"flag_hide": True})
+    v.save("noisy 4s", "explore", {"ex_classes": ["4", "9"]})  # saving a name again: the latest wins
+    assert v.names() == ["b", "noisy 4s"]
+    assert v.get("noisy 4s") == ("explore", {"ex_classes": ["4", "9"]})
+    v.delete("b")
+    assert v.names() == ["noisy 4s"] and v.get("b") is None
+    with pytest.raises(ValueError, match="name"):
+        v.save("  ", "explore", {})
+    with pytest.raises(ValueError, match="no saved view"):
+        v.delete("b")
+    after = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in run.path.iterdir() if p.is_file()
+             and not p.name.startswith("curation")}
+    assert before == after  # the immutable run files are untouched
+    assert open_run(run.path).decisions.latest().empty  # and the decision log still reads
+
+
+def test_view_lives_in_url_survives_page_change_and_reload(make_app, run) -> None:
+    at = make_app(run, "explore")
+    at.sidebar.multiselect(key="ex_classes").set_value(["3", "7"]).run()
+    at.selectbox(key="ex_sort").set_value("loss").run()
+    at.toggle(key="ex_desc").set_value(False).run()
+    clean(at)
+    ids, caption = grid_ids(at), match_caption(at)
+    df = open_run(run.path).df
+    expected = df[df["label_name"].isin(["3", "7"])].sort_values("loss", kind="stable")["sample_id"].tolist()
+    assert ids == expected[:24] and f"**{len(expected)}** image(s) match" in caption
+    assert at.query_params["ex_classes"] == '["3","7"]' and at.query_params["ex_sort"] == '"loss"'
+    url = {k: (v[0] if isinstance(v, list) else v) for k, v in at.query_params.items()}
+    # another page and back: the same grid
+    at.switch_page("pages/classes.py").run()
+    at.switch_page("pages/explore.py").run()
+    assert grid_ids(at) == ids
+    # a reload (a new session with only the URL): the same grid
+    again = make_app(run, "explore", query=url)
+    clean(again)
+    assert grid_ids(again) == ids and match_caption(again) == caption
+
+
+def test_bad_url_values_are_ignored(make_app, run) -> None:
+    at = make_app(run, "explore", query={"ex_classes": '["3","nope"]', "ex_sort": '"no_such_column"',
+                                         "ex_page": "999", "ex_range_cols": '["loss"]',
+                                         "ex_range_loss": "[-1e9,1e9]", "ex_desc": "maybe",
+                                         "explore_map_sel": '{"box":[1,"x"]}'})
+    clean(at)
+    df = open_run(run.path).df
+    assert f"**{int((df['label_name'] == '3').sum())}** image(s) match" in match_caption(at)
+
+
+def test_saved_view_reloads_the_same_grid(make_app, run) -> None:
+    at = make_app(run, "explore")
+    at.sidebar.multiselect(key="ex_flags").set_value(["flag_mislabeled"]).run()
+    at.selectbox(key="ex_sort").set_value("margin").run()
+    ids = grid_ids(at)
+    at.sidebar.text_input(key="view_name_explore").input("suspects").run()
+    at.sidebar.button(key="view_save_explore").click().run()
+    clean(at)
+    assert "Saved the view" in "\n".join(s.value for s in at.sidebar.success)
+    # change everything, then load the view back
+    at.sidebar.multiselect(key="ex_flags").set_value([]).run()
+    at.selectbox(key="ex_sort").set_value("sample_id").run()
+    assert grid_ids(at) != ids
+    at.sidebar.selectbox(key="view_pick_explore").set_value("suspects").run()
+    at.sidebar.button(key="view_load_explore").click().run()
+    clean(at)
+    assert grid_ids(at) == ids
+    # a fresh session on another page loads it too (and is taken to Explore)
+    fresh = make_app(run, "explore")
+    fresh.sidebar.selectbox(key="view_pick_explore").set_value("suspects").run()
+    fresh.sidebar.button(key="view_load_explore").click().run()
+    assert grid_ids(fresh) == ids
+
+
+def test_map_selection_in_the_url(make_app, run) -> None:
+    df = open_run(run.path).df
+    x0, x1 = np.percentile(df["umap_x"], [10, 60])
+    y0, y1 = np.percentile(df["umap_y"], [20, 90])
+    inside = df[df["umap_x"].between(x0, x1) & df["umap_y"].between(y0, y1)]
+    at = make_app(run, "explore", query={"explore_map_sel": f'{{"box":[{x0},{x1},{y0},{y1}]}}'})
+    clean(at)
+    assert f"**{len(inside)}** image(s) match" in match_caption(at)
+    # a lasso (a triangle) is restored by point-in-polygon over the map's points
+    tri = [[float(x0), float(x1), float(x0)], [float(y0), float(y0), float(y1)]]
+    at = make_app(run, "explore", query={"explore_map_sel": json.dumps({"lasso": tri})})
+    u = (df["umap_x"] - x0) / (x1 - x0)
+    v = (df["umap_y"] - y0) / (y1 - y0)
+    n_tri = int(((u > 0) & (v > 0) & (u + v < 1)).sum())
+    assert f"**{n_tri}** image(s) match" in match_caption(at)
+
+
+def test_points_in_polygon_brute_force() -> None:
+    from dashboard.components.stats import points_in_polygon
+
+    rng = np.random.default_rng(0)
+    x, y = rng.uniform(-1, 3, 2000), rng.uniform(-1, 3, 2000)
+    # an L-shaped (concave) polygon: [0,2]×[0,1] ∪ [0,1]×[1,2]
+    px, py = [0, 2, 2, 1, 1, 0], [0, 0, 1, 1, 2, 2]
+    truth = ((x > 0) & (x < 2) & (y > 0) & (y < 1)) | ((x > 0) & (x < 1) & (y >= 1) & (y < 2))
+    assert np.array_equal(points_in_polygon(x, y, px, py), truth)
+    assert not points_in_polygon(x, y, [0, 1], [0, 1]).any()

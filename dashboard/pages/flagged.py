@@ -6,9 +6,11 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import state
-from dashboard.components import decisions, detail, images, page, scores
+from dashboard.components import decisions, detail, images, page, scores, views
 
 rv = page.start()
+views.sync("flagged", {"flag_kind": views.one_of(["mislabeled", "adversarial"]), "flag_hide": views.boolean,
+                       "flag_thr_*": views.number_in(0.0, 1.0)})  # survives reloads and page changes
 st.title("Flagged images")
 st.caption("Images the engine suspects are mislabeled or adversarial, most suspicious first. Decide on each: "
            "keep it, remove it, relabel it, or tag it for later. Every decision can be undone (sidebar).")

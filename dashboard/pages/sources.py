@@ -8,7 +8,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from dashboard import state
-from dashboard.components import charts, images, page, scores
+from dashboard.components import charts, images, page, scores, views
 from dashboard.components.filters import distinct
 from dashboard.components.stats import ks_2samp
 
@@ -17,6 +17,8 @@ st.title("Sources")
 st.caption("How do the data sources differ? Compare their score distributions, where they sit on the map, "
            "and what their most informative images look like.")
 sources = distinct(rv.static_key, rv, "source")
+views.sync("sources", {"src_score": views.one_of(scores.available(rv)), "src_a": views.one_of(sources),
+                       "src_b": views.one_of(sources)})
 if len(sources) < 2:
     st.info(f"This run has a single source (**{sources[0] if sources else '—'}**); comparing sources needs two. "
             "Score several sources together, e.g. `infoscope score --source mnist5k --source folder:…`.",
