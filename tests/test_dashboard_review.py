@@ -414,3 +414,63 @@ def test_points_in_polygon_brute_force() -> None:
     truth = ((x > 0) & (x < 2) & (y > 0) & (y < 1)) | ((x > 0) & (x < 1) & (y >= 1) & (y < 2))
     assert np.array_equal(points_in_polygon(x, y, px, py), truth)
     assert not points_in_polygon(x, y, [0, 1], [0, 1]).any()
+
+
+# ---- similarity search ----------------------------------------------------------------------------------
+def brute_similar(run: TinyRun, query: list[str], k: int) -> list[str]:
+    r = open_run(run.path)
+    ids = r.df["sample_id"].tolist()
+    e = np.asarray(r.embeddings(), dtype=np.float64)
+    e /= np.linalg.norm(e, axis=1, keepdims=True)
+    c = e[[ids.index(q) for q in query]].mean(0)
+    sims = e @ (c / np.linalg.norm(c))
+    order = [ids[i] for i in np.argsort(-sims, kind="stable") if ids[i] not in set(query)]
+    return order[:k]
+
+
+def test_more_like_this_from_the_detail_view(make_app, run) -> None:
+    at = make_app(run, "explore")
+    open_buttons(at)[2].click().run()
+    sid = header_id(at)
+    at.button(key="dt_similar").click().run()
+    clean(at)
+    assert at.title[0].value == "More like this"
+    shown = grid_ids(at, "sim_grid")
+    expected = brute_similar(run, [sid], 48)
+    assert len(shown) == 48 and shown[:10] == expected[:10] and set(shown) == set(expected)
+    assert grid_ids(at, "sim_query_grid") == [sid]
+    at.switch_page("pages/similar.py")  # AppTest re-runs the page it last opened, not the one st.switch_page chose
+    # filter the result, then decide on it in bulk
+    df = open_run(run.path).df.set_index("sample_id")
+    label = df.loc[sid, "label_name"]
+    at.multiselect(key="sim_classes").set_value([label]).run()
+    same = [i for i in expected if df.loc[i, "label_name"] == label]
+    assert grid_ids(at, "sim_grid") == same
+    at.selectbox(key="sim_action").set_value("tag")
+    at.button(key="sim_apply").click().run()
+    clean(at)
+    latest = open_run(run.path).decisions.latest()
+    assert sorted(latest.loc[latest["tags"] == "review", "sample_id"]) == sorted(same)
+    # saved by name, and a fresh session gets the same grid back
+    at.sidebar.text_input(key="view_name_similar").input("like it").run()
+    at.sidebar.button(key="view_save_similar").click().run()
+    fresh = make_app(run, "similar")
+    assert not grid_ids(fresh, "sim_grid")  # a new session has no query until the view is loaded
+    fresh.sidebar.selectbox(key="view_pick_similar").set_value("like it").run()
+    fresh.sidebar.button(key="view_load_similar").click().run()
+    clean(fresh)
+    assert grid_ids(fresh, "sim_grid") == same
+
+
+def test_more_like_this_selection_uses_the_set_mean(make_app, run) -> None:
+    df = open_run(run.path).df
+    x0, x1 = np.percentile(df["umap_x"], [40, 60])
+    y0, y1 = np.percentile(df["umap_y"], [40, 60])
+    at = make_app(run, "explore", query={"explore_map_sel": json.dumps({"box": [x0, x1, y0, y1]})})
+    chosen = df.loc[df["umap_x"].between(x0, x1) & df["umap_y"].between(y0, y1), "sample_id"].tolist()
+    assert len(chosen) >= 2
+    at.button(key="ex_similar").click().run()
+    clean(at)
+    assert at.title[0].value == "More like this"
+    assert set(grid_ids(at, "sim_grid")) == set(brute_similar(run, chosen, 48))
+    assert not set(grid_ids(at, "sim_grid")) & set(chosen)

@@ -26,6 +26,7 @@ DETAIL = "detail_id"
 DETAIL_LIST = "detail_list"
 DETAIL_MSG = "detail_msg"
 QP = "detail"
+GOTO_SIMILAR = "_goto_similar"
 LARGE = 336
 KEYS = {"keep": "K", "remove": "X", "relabel": "L", "tag": "T", "undo": "U", "prev": "Left", "next": "Right"}
 
@@ -55,6 +56,9 @@ def open_button(sample_id: str, ids: Sequence[str], key: str, label: str = "Deta
 
 def render_if_open(rv: RunView) -> None:
     """Called by every page: show the dialog when a sample is open (or named in the URL after a reload)."""
+    if st.session_state.pop(GOTO_SIMILAR, False):
+        close_detail()
+        st.switch_page("pages/similar.py")
     sid = st.session_state.get(DETAIL)
     if sid is None and st.query_params.get(QP):
         sid = str(st.query_params.get(QP))
@@ -86,6 +90,13 @@ def _decide(rv: RunView, sid: str, action: str, value: str | None, advance: bool
     if advance:
         _step(+1)
     st.session_state[DETAIL_MSG] = msg
+
+
+def more_like(ids: Sequence[str]) -> None:
+    """Search the images most similar to ``ids`` on the *More like this* page (switched to on the next run)."""
+    st.session_state["sim_query"] = [str(i) for i in ids]
+    st.session_state.setdefault("_view_copy_similar", {})["sim_query"] = [str(i) for i in ids]
+    st.session_state[GOTO_SIMILAR] = True
 
 
 def _undo(rv: RunView) -> None:
@@ -189,6 +200,13 @@ def _dialog(rv: RunView) -> None:
     o2.button(f"Relabel to {target}", key="dt_relabel_other", on_click=_decide,
               args=(rv, sid, "relabel", target, advance), disabled=target == str(r["label_name"]))
 
+    st.button("More like this", key="dt_similar", icon=":material/image_search:", on_click=more_like, args=([sid],),
+              help="The most similar images of the run (cosine similarity of the embeddings)",
+              disabled=rv.run.embeddings() is None)
+    if st.session_state.get(GOTO_SIMILAR):  # the click reran only this dialog: go to the results page now
+        st.session_state.pop(GOTO_SIMILAR)
+        close_detail()
+        st.switch_page("pages/similar.py")
     nbrs = rv.run.neighbors(sid, 8)
     if nbrs:
         st.markdown("**Nearest neighbours** (feature space) — click one to open it")

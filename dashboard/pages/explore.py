@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from dashboard.components import charts, decisions, images, page, scores, views
+from dashboard.components import charts, decisions, detail, images, page, scores, views
 from dashboard.components.export import export_panel
 from dashboard.components.filters import (
     DECISIONS,
@@ -134,8 +134,10 @@ else:
 
 map_ids = st.session_state.get(MAP_IDS)
 if map_ids:
-    mc1, mc2 = st.columns([4, 1])
+    mc1, mc3, mc2 = st.columns([3, 1, 1])
     mc1.info(f"Grid restricted to the **{len(map_ids):,}** point(s) selected on the map.", icon=":material/target:")
+    mc3.button("More like this selection", key="ex_similar", icon=":material/image_search:",
+               on_click=detail.more_like, args=(list(map_ids)[:2000],), disabled=rv.run.embeddings() is None)
     if mc2.button("Clear map selection", key="ex_clear"):
         st.session_state[MAP_IDS] = None
         st.session_state[MAP_SEL] = None
