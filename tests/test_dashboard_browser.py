@@ -34,7 +34,9 @@ ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-f
         "--enable-unsafe-swiftshader"]  # software WebGL for the Scattergl map
 PAGES = {"overview": "", "classes": "classes", "sources": "sources", "flagged": "flagged", "explore": "explore"}
 TITLES = {"overview": "Overview", "classes": "Classes", "sources": "Sources", "flagged": "Flagged images",
-          "explore": "Explore & export"}
+          "explore": "Explore & export", "confusion": "Confusion", "duplicates": "Near-duplicates",
+          "health": "Dataset health", "similar": "More like this"}
+REVIEW_PAGES = {"confusion": "confusion", "duplicates": "duplicates", "health": "health", "similar": "similar"}
 
 
 def _need_chromium() -> None:
@@ -127,7 +129,7 @@ def settle(pg, title: str, timeout: float = 45) -> None:
 
 
 def open_page(pg, server: str, name: str) -> None:
-    pg.goto(f"{server}/{PAGES[name]}")
+    pg.goto(f"{server}/{PAGES.get(name, REVIEW_PAGES.get(name))}")
     settle(pg, TITLES[name])
 
 
@@ -232,3 +234,96 @@ def test_export_files_load_back(page, server, browser_run, tmp_path) -> None:
             assert "index.csv" in names and sum(n.endswith(".png") for n in names) == browser_run.n
             raw = load_one(parse_spec(f"back=folder:{out}"), out, skip_bad=False)
         assert len(raw) == browser_run.n
+
+
+# ---- the review workflow (issue 13) ---------------------------------------------------------------------
+def grid_ids(pg) -> list[str]:
+    """Sample ids of the grid thumbnails (each image carries its sample id as alt text)."""
+    return [a for a in pg.locator('[data-testid="stMain"] [data-testid="stImage"] img').evaluate_all(
+        "els => els.map(e => e.alt)") if a]
+
+
+def test_detail_view_keys_and_more_like_this(page, server) -> None:
+    open_page(page, server, "explore")
+    first = grid_ids(page)[:2]
+    page.get_by_role("button", name="Details").first.click()
+    dialog = page.get_by_role("dialog")
+    dialog.get_by_text("1 of 24 in this list").wait_for(timeout=30_000)
+    assert dialog.get_by_text(first[0]).count() >= 1
+    assert dialog.get_by_text("percentile in class").count() + dialog.locator('[data-testid="stDataFrame"]').count() >= 1
+    page.keyboard.press("ArrowRight")  # the Next button's shortcut
+    dialog.get_by_text("2 of 24 in this list").wait_for(timeout=30_000)
+    assert dialog.get_by_text(first[1]).count() >= 1
+    dialog.get_by_role("button", name="More like this").click()
+    settle(page, TITLES["similar"])
+    no_exception(page)
+    assert len(grid_ids(page)) == 1 + 48  # the query image and its 48 most similar images
+
+
+def test_review_ten_flagged_images_with_the_keyboard(page, server, browser_run) -> None:
+    from core.store import open_run
+
+    open_page(page, server, "flagged")
+    page.get_by_role("button", name="Details").first.click()
+    dialog = page.get_by_role("dialog")
+    total = int(re.search(r"1 of (\d+) in this list", dialog.get_by_text(re.compile(r"1 of \d+ in this list"))
+                          .inner_text(timeout=30_000)).group(1))
+    assert total >= 10
+    times = []
+    for i in range(1, 11):
+        t0 = time.time()
+        page.keyboard.press("k")  # keep, and move on to the next image
+        dialog.get_by_text(f"{min(i + 1, total)} of {total} in this list").wait_for(timeout=30_000)
+        times.append(time.time() - t0)
+    latest = open_run(browser_run.path).decisions.latest()
+    assert (latest["decision"] == "keep").sum() == 10
+    page.keyboard.press("u")  # undo the last one
+    dialog.get_by_text("Undid batch").wait_for(timeout=30_000)
+    assert (open_run(browser_run.path).decisions.latest()["decision"] == "keep").sum() == 9
+    print(f"keyboard decision -> next image shown: median {sorted(times)[5]:.2f} s")
+
+
+def test_confusion_cell_opens_its_images(page, server) -> None:
+    open_page(page, server, "confusion")
+    no_exception(page)
+    button = page.get_by_role("button", name=re.compile(r"^given \S+ → predicted \S+: \d+$")).first
+    n = int(button.inner_text().rsplit(":", 1)[1])
+    button.click()
+    page.get_by_role("heading", name=re.compile(r"^Given .*image\(s\)")).wait_for(timeout=30_000)
+    settle(page, TITLES["confusion"])
+    assert len(grid_ids(page)) == min(n, 24)
+
+
+def test_duplicates_view_opens(page, server) -> None:
+    open_page(page, server, "duplicates")
+    no_exception(page)
+    assert page.get_by_text("Pairs", exact=True).count() == 1
+    assert page.get_by_text(re.compile(r"^cosine 0\.\d{4}")).count() >= 1
+
+
+def test_view_survives_reload_and_saved_view_loads(page, server) -> None:
+    open_page(page, server, "explore")
+    before = grid_ids(page)
+    page.get_by_text("Highest first").click()  # lowest first: another grid
+    page.wait_for_url(re.compile(r"ex_desc=false"), timeout=30_000)
+    settle(page, TITLES["explore"])
+    low = grid_ids(page)
+    assert low and low != before
+    page.reload()
+    settle(page, TITLES["explore"])
+    assert grid_ids(page) == low  # the URL holds the view
+    sidebar = page.locator('[data-testid="stSidebar"]')
+    sidebar.get_by_text("Saved views", exact=True).click()
+    sidebar.get_by_label("Name").fill("lowest first")
+    sidebar.get_by_label("Name").press("Enter")
+    settle(page, TITLES["explore"])
+    sidebar.get_by_role("button", name="Save this view").click()
+    sidebar.get_by_text("Saved the view").wait_for(timeout=30_000)
+    page.get_by_text("Highest first").click()
+    page.wait_for_url(re.compile(r"ex_desc=true"), timeout=30_000)
+    settle(page, TITLES["explore"])
+    assert grid_ids(page) == before
+    sidebar.get_by_role("button", name="Load").click()
+    sidebar.get_by_text("Loaded the view").wait_for(timeout=30_000)
+    settle(page, TITLES["explore"])
+    assert grid_ids(page) == low

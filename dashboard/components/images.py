@@ -109,7 +109,7 @@ def image_grid(rv: RunView, rows: pd.DataFrame, ncols: int = 8, score: str | Non
             if not found:
                 cap = f"{cap} · image file missing"
             with cols[j]:
-                st.image(arr, caption=cap, width="stretch")
+                st.image(arr, caption=cap, width="stretch", alt=str(row.get("sample_id", "")))
                 if detail and ids:
                     open_button(str(row["sample_id"]), ids, key=f"{key}_open_{row['sample_id']}")
     if n_missing:

@@ -99,6 +99,11 @@ if all_n:
     labels_of = dict(zip(nl["sample_id"], zip(nl["label_name"], nl["image_path"], strict=True), strict=True))
 
 
+# previous / next in the detail view walk through every flagged image in this order, not only this page
+review_order = rv.select(where, flagged_params, columns=["sample_id"], order_by=order, descending=True)[
+    "sample_id"].astype(str).tolist()
+
+
 def card(row: pd.Series) -> None:
     sid = str(row["sample_id"])
     with st.container(border=True):
@@ -106,7 +111,7 @@ def card(row: pd.Series) -> None:
         arr, found = images.thumbnail(rv, row.get("image_path"), 128)
         a.image(arr, caption=sid if found else f"{sid} · image file missing", width="stretch")
         with a:
-            detail.open_button(sid, rows["sample_id"].tolist(), key=f"fl_open_{sid}")
+            detail.open_button(sid, review_order, key=f"fl_open_{sid}")
         pred = row.get("pred_name", row.get("pred", "—"))
         prob = row.get("pred_prob")
         b.markdown(f"**Given label:** `{row['label_name']}`  \n**Predicted:** `{pred}`"
