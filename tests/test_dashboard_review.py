@@ -66,7 +66,7 @@ def open_buttons(at: AppTest, prefix: str = "") -> list:
 
 
 def header_id(at: AppTest) -> str:
-    line = next(str(m.value) for m in at.markdown if "in this list" in str(m.value))
+    line = next(str(m.value) for m in at.markdown if str(m.value).startswith("**`") and "in this list" in str(m.value))
     return line.split("`")[1]
 
 
@@ -474,3 +474,56 @@ def test_more_like_this_selection_uses_the_set_mean(make_app, run) -> None:
     assert at.title[0].value == "More like this"
     assert set(grid_ids(at, "sim_grid")) == set(brute_similar(run, chosen, 48))
     assert not set(grid_ids(at, "sim_grid")) & set(chosen)
+
+
+# ---- keyboard review and bulk relabels on Flagged ----------------------------------------------------------
+def flagged_order(df: pd.DataFrame) -> pd.DataFrame:
+    """The Flagged page's default list, by its definition: suspicion at or above the suspicion of the n-th most
+    suspicious row, n = the number of rows the engine flagged; most suspicious first."""
+    n = int(df["flag_mislabeled"].sum())
+    thr = round(float(df["suspicion_mislabeled"].sort_values(ascending=False).iloc[n - 1]), 3)
+    return df[df["suspicion_mislabeled"] >= thr].sort_values("suspicion_mislabeled", ascending=False, kind="stable")
+
+
+def test_flagged_page_size_and_keyboard_review(make_app, run) -> None:
+    df = open_run(run.path).df
+    flagged = flagged_order(df)
+    at = make_app(run, "flagged")
+    assert len(open_buttons(at, "fl_open_")) == min(8, len(flagged))
+    at.selectbox(key="flag_per_page").set_value(48).run()
+    clean(at)
+    assert len(open_buttons(at, "fl_open_")) == min(48, len(flagged))
+    at.button(key="flag_keyboard").click().run()
+    clean(at)
+    assert header_id(at) == flagged["sample_id"].iloc[0]
+    assert f"1 of {len(flagged)} in this list" in md(at)  # previous / next walk every flagged image
+    for _ in range(3):
+        at.button(key="dt_keep").click().run()  # K: keep and move on
+    latest = open_run(run.path).decisions.latest()
+    assert sorted(latest["sample_id"]) == sorted(flagged["sample_id"].iloc[:3])
+    assert header_id(at) == flagged["sample_id"].iloc[3]
+    # closing and re-opening the keyboard review starts at the first undecided image
+    at.button(key="flag_keyboard").click().run()
+    assert header_id(at) == flagged["sample_id"].iloc[3]
+
+
+def test_bulk_accept_suggested_relabels_with_preview_and_undo(make_app, run) -> None:
+    df = open_run(run.path).df
+    flagged = flagged_order(df)
+    at = make_app(run, "flagged")
+    at.slider(key="flag_bulk_mislabeled_thr").set_value(0.6).run()
+    clean(at)
+    expected = flagged[(flagged["pred_name"] != flagged["label_name"]) & (flagged["pred_prob"] >= 0.6)]
+    assert len(expected) > 0
+    assert f"**{len(expected):,}** undecided image(s)" in md(at)
+    preview = next(d.value for d in at.dataframe if "suggested" in d.value.columns)
+    assert sorted(preview["sample_id"]) == sorted(expected["sample_id"])
+    at.button(key="flag_bulk_mislabeled_go").click().run()
+    clean(at)
+    latest = open_run(run.path).decisions.latest().set_index("sample_id")
+    assert sorted(latest.index) == sorted(expected["sample_id"])
+    assert (latest.loc[expected["sample_id"], "relabel_to"].to_numpy() == expected["pred_name"].to_numpy()).all()
+    assert (latest["decision"] == "relabel").all()
+    at.button(key="flag_bulk_mislabeled_undo").click().run()
+    clean(at)
+    assert open_run(run.path).decisions.latest().empty

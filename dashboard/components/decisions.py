@@ -34,7 +34,17 @@ def apply(rv: RunView, ids: Sequence[str], action: str, value: str | None = None
         return
     what = f"relabel to {value}" if action == "relabel" else (f"tag '{value}'" if action == "tag" else action)
     flash(f"Recorded **{what}** for {len(ids)} sample(s) (batch {batch}). Undo is in the sidebar.")
-    st.rerun()
+    rerun_fragment()
+
+
+def rerun_fragment() -> None:
+    """Rerun only the enclosing fragment (a decision card) when there is one, else the whole page."""
+    from streamlit.errors import StreamlitAPIException
+
+    try:
+        st.rerun(scope="fragment")
+    except StreamlitAPIException:  # not inside a fragment rerun (a full run, or AppTest)
+        st.rerun()
 
 
 def bulk_form(rv: RunView, ids_fn: Callable[[], list[str]], n: int, key: str, what: str = "selection") -> None:

@@ -50,8 +50,17 @@ def close_detail() -> None:
 
 def open_button(sample_id: str, ids: Sequence[str], key: str, label: str = "Details") -> None:
     """A small link-like button under a thumbnail that opens the sample in the detail view."""
-    st.button(label, key=key, on_click=open_detail, args=(str(sample_id), tuple(str(i) for i in ids)),
-              type="tertiary", icon=":material/open_in_full:", help=f"Open {sample_id} large")
+    clicked = st.button(label, key=key, on_click=open_detail, args=(str(sample_id), tuple(str(i) for i in ids)),
+                        type="tertiary", icon=":material/open_in_full:", help=f"Open {sample_id} large")
+    if clicked and _fragment_rerun():  # the dialog is drawn by the page, which a fragment rerun skips
+        st.rerun()
+
+
+def _fragment_rerun() -> bool:
+    from streamlit.runtime.scriptrunner import get_script_run_ctx
+
+    ctx = get_script_run_ctx()
+    return bool(ctx is not None and ctx.fragment_ids_this_run)
 
 
 def render_if_open(rv: RunView) -> None:
