@@ -144,8 +144,8 @@ def test_classes_ranks_undersampled_first(make_app, dash_runs) -> None:
     at.selectbox(key="cls_pick").set_value("4").run()
     caps = captions_of_images(at)
     assert len(caps) == 16 and all(c.startswith("4") for c in caps)
-    most = [float(c.split(" · ")[1]) for c in caps[:8]]
-    least = [float(c.split(" · ")[1]) for c in caps[8:]]
+    most = [int(c.split(" · ")[1].removeprefix("p")) for c in caps[:8]]  # percentiles in the run
+    least = [int(c.split(" · ")[1].removeprefix("p")) for c in caps[8:]]
     assert most == sorted(most, reverse=True) and least == sorted(least) and min(most) >= max(least)
 
 
@@ -210,9 +210,10 @@ def test_explore_filters_placeholder_map_selection_and_empty(make_app, dash_runs
     assert any("image file missing" in c for c in caps)  # placeholder for the deleted file
     # sorted by the chosen score, highest first
     at.selectbox(key="ex_sort").set_value("cg_score").run()
-    vals = [float(c.split(" · ")[1]) for c in captions_of_images(at) if c.count(" · ") >= 1
-            and c.split(" · ")[1][0].isdigit()]
-    assert vals == sorted(vals, reverse=True)
+    # captions give the score as its percentile in the run (p0–p100)
+    vals = [int(c.split(" · ")[1][1:]) for c in captions_of_images(at) if c.count(" · ") >= 1
+            and c.split(" · ")[1][:1] == "p"]
+    assert len(vals) >= 10 and vals == sorted(vals, reverse=True) and all(0 <= v <= 100 for v in vals)
     # a map selection restricts the grid
     ids = df.loc[df.label_name == "3", "sample_id"].tolist()[:5]
     at.session_state["explore_map_ids"] = ids

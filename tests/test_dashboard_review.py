@@ -527,3 +527,51 @@ def test_bulk_accept_suggested_relabels_with_preview_and_undo(make_app, run) -> 
     at.button(key="flag_bulk_mislabeled_undo").click().run()
     clean(at)
     assert open_run(run.path).decisions.latest().empty
+
+
+# ---- readable by default -----------------------------------------------------------------------------------
+def _lab(hex_colour: str) -> np.ndarray:
+    """sRGB (D65) -> CIELAB, straight from the CIE formulas."""
+    rgb = np.array([int(hex_colour[i:i + 2], 16) for i in (1, 3, 5)]) / 255.0
+    lin = np.where(rgb > 0.04045, ((rgb + 0.055) / 1.055) ** 2.4, rgb / 12.92)
+    xyz = np.array([[0.4124, 0.3576, 0.1805], [0.2126, 0.7152, 0.0722], [0.0193, 0.1192, 0.9505]]) @ lin
+    t = xyz / np.array([0.95047, 1.0, 1.08883])
+    f = np.where(t > (6 / 29) ** 3, np.cbrt(t), t / (3 * (6 / 29) ** 2) + 4 / 29)
+    return np.array([116 * f[1] - 16, 500 * (f[0] - f[1]), 200 * (f[1] - f[2])])
+
+
+def test_palette_twenty_classes_never_look_alike() -> None:
+    from dashboard.components.charts import PALETTE
+
+    assert len(PALETTE) >= 20 and len(set(PALETTE)) == len(PALETTE)
+    labs = [_lab(c) for c in PALETTE[:20]]
+    d = min(np.linalg.norm(a - b) for i, a in enumerate(labs) for b in labs[i + 1:])
+    assert d >= 25  # ΔE*76 ≥ 25: clearly different colours (≈ 2.3 is a just-noticeable difference)
+    assert max(lab[0] for lab in labs) <= 85  # none too pale to see on white
+
+
+def test_numeric_map_uses_quantiles_and_grey_for_missing() -> None:
+    from dashboard.components.charts import NAN_GREY, quantile_ranks, scatter_map
+
+    v = np.array([1e-6, 3e-6, np.nan, 2e-6, 5.0, 2e-6, np.nan])
+    df = pd.DataFrame({"sample_id": [f"s{i}" for i in range(7)], "umap_x": np.arange(7.0), "umap_y": np.zeros(7),
+                       "si": v})
+    fig = scatter_map(df, "si", "t", numeric=True)
+    grey = next(t for t in fig.data if t.name == "no value")
+    assert list(grey.customdata) == ["s2", "s6"] and grey.marker.color == NAN_GREY
+    coloured = next(t for t in fig.data if t.name == "si")
+    finite = v[np.isfinite(v)]
+    # brute force mid-rank quantile: (#{<x} + (#{=x} − 1)/2) / (n − 1)
+    expected = [((finite < x).sum() + ((finite == x).sum() - 1) / 2) / (len(finite) - 1) for x in finite]
+    assert np.allclose(coloured.marker.color, expected)
+    assert np.allclose(quantile_ranks(finite), expected)
+    assert coloured.marker.cmin == 0 and coloured.marker.cmax == 1  # the outlier 5.0 does not squash the rest
+
+
+def test_caption_percentile_matches_definition() -> None:
+    from dashboard.components.images import percentile_in
+
+    v = np.array([3.0, 1.0, 2.0, 2.0, np.inf, 7.0])
+    s = np.sort(v[np.isfinite(v)])
+    for x in (0.5, 1.0, 2.0, 2.5, 7.0, 9.0):
+        assert percentile_in(s, x) == pytest.approx(percentile_of(v, x))

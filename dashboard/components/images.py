@@ -64,10 +64,31 @@ def thumbnail_by_id(rv: RunView, sample_id: str, size: int = THUMB) -> tuple[np.
     return thumbnail(rv, str(p) if p is not None else None, size)
 
 
-def default_caption(row: pd.Series, score: str | None = None) -> str:
+@st.cache_data(show_spinner=False, max_entries=32)
+def sorted_values(key: str, _rv: RunView, column: str) -> np.ndarray:
+    """The finite values of a column, sorted (for percentiles of the values shown in captions)."""
+    v = _rv.sql(f'SELECT "{column}" AS v FROM samples WHERE isfinite("{column}")')["v"].to_numpy(dtype=np.float64)
+    return np.sort(v)
+
+
+def percentile_in(sorted_vals: np.ndarray, x: float) -> float:
+    """Mid-rank percentile of ``x`` among ``sorted_vals``: 100·(#{v < x} + ½·#{v = x}) / n."""
+    if sorted_vals.size == 0 or not np.isfinite(x):
+        return float("nan")
+    lo = np.searchsorted(sorted_vals, x, side="left")
+    hi = np.searchsorted(sorted_vals, x, side="right")
+    return float(100.0 * (lo + 0.5 * (hi - lo)) / sorted_vals.size)
+
+
+def default_caption(row: pd.Series, score: str | None = None, sorted_vals: np.ndarray | None = None) -> str:
+    """``label · p97 · decision``: the score as its percentile in the run (raw values such as 1e-6 say little;
+    the detail view shows them), or as a value when no percentile table is given."""
     text = str(row.get("label_name", ""))
     if score and score in row and pd.notna(row[score]):
-        text += f" · {float(row[score]):.3g}"
+        if sorted_vals is not None and sorted_vals.size:
+            text += f" · p{percentile_in(sorted_vals, float(row[score])):.0f}"
+        else:
+            text += f" · {float(row[score]):.3g}"
     dec = row.get("decision")
     if isinstance(dec, str) and dec:
         text += f" · {dec}"
@@ -97,6 +118,7 @@ def image_grid(rv: RunView, rows: pd.DataFrame, ncols: int = 8, score: str | Non
         st.info("No images to show.", icon=":material/image:")
         return 0
     key = key or _grid_key()
+    ref = sorted_values(rv.static_key, rv, score) if score and score in rv.columns and caption is None else None
     n_missing = 0
     records = rows.reset_index(drop=True)
     ids = [str(s) for s in records["sample_id"]] if "sample_id" in records else []
@@ -105,7 +127,7 @@ def image_grid(rv: RunView, rows: pd.DataFrame, ncols: int = 8, score: str | Non
         for j, (_, row) in enumerate(records.iloc[start:start + ncols].iterrows()):
             arr, found = thumbnail(rv, row.get("image_path"), size)
             n_missing += not found
-            cap = caption(row) if caption else default_caption(row, score)
+            cap = caption(row) if caption else default_caption(row, score, ref)
             if not found:
                 cap = f"{cap} · image file missing"
             with cols[j]:
