@@ -245,7 +245,7 @@ def test_explore_bulk_decision_and_export_load_back(make_app, run_copy, tmp_path
     assert f"**{n5:,}** image(s) match" in texts(at)
     # export the selection as CSV and load it back
     out = tmp_path / "exp"
-    next(t for t in at.text_input if str(t.key).startswith("ex_export_dir_")).set_value(str(out))
+    at.text_input(key="ex_export_dir").set_value(str(out))
     at.radio(key="ex_export_fmt").set_value("csv")
     at.button(key="ex_export_go").click().run()
     assert_clean(at)

@@ -226,10 +226,17 @@ def test_export_files_load_back(page, server, browser_run, tmp_path) -> None:
         data = Path(dl.value.path()).read_bytes()
         names = zipfile.ZipFile(io.BytesIO(data)).namelist()
         if fmt == "csv":
-            assert names == ["selection.csv"]
+            # the zip holds the CSV and its images, the CSV's paths relative to the zip
+            assert "selection.csv" in names and sum(n.startswith("images/") for n in names) == browser_run.n
             table = pd.read_csv(out / "selection.csv")
             assert len(table) == browser_run.n
             raw = load_one(parse_spec(f"back=csv:{out / 'selection.csv'}"), out, skip_bad=False)
+            unzipped = tmp_path / "unzipped"
+            zipfile.ZipFile(io.BytesIO(data)).extractall(unzipped)
+            rel = pd.read_csv(unzipped / "selection.csv")["path"]
+            assert not rel.str.startswith("/").any()
+            assert len(load_one(parse_spec(f"z=csv:{unzipped / 'selection.csv'}"), unzipped, skip_bad=False)) == \
+                browser_run.n
         else:
             assert "index.csv" in names and sum(n.endswith(".png") for n in names) == browser_run.n
             raw = load_one(parse_spec(f"back=folder:{out}"), out, skip_bad=False)

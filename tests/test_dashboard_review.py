@@ -575,3 +575,22 @@ def test_caption_percentile_matches_definition() -> None:
     s = np.sort(v[np.isfinite(v)])
     for x in (0.5, 1.0, 2.0, 2.5, 7.0, 9.0):
         assert percentile_in(s, x) == pytest.approx(percentile_of(v, x))
+
+
+# ---- continuity: the export folder -----------------------------------------------------------------------
+def test_export_folder_keeps_its_value_and_never_writes_elsewhere(make_app, run, tmp_path) -> None:
+    out = tmp_path / "my-export"
+    at = make_app(run, "explore")
+    at.sidebar.multiselect(key="ex_classes").set_value(["4"]).run()  # (one class-3 image file is missing)
+    at.text_input(key="ex_export_dir").input(str(out)).run()
+    at.button(key="ex_export_go").click().run()
+    clean(at)
+    assert (out / "selection.csv").exists(), [e.value for e in at.error] + [s.value for s in at.success]
+    assert at.text_input(key="ex_export_dir").value == str(out)  # not reset to a fresh default
+    at.button(key="ex_export_go").click().run()  # the same, now non-empty, folder: refused, said, nothing else
+    assert any("is not empty" in e.value for e in at.error)
+    assert sorted(p.name for p in out.iterdir()) == ["selection.csv"]
+    assert not (run.path / "exports").exists()  # no silent write into a default folder
+    at.switch_page("pages/classes.py").run()
+    at.switch_page("pages/explore.py").run()
+    assert at.text_input(key="ex_export_dir").value == str(out)  # and it survives a change of page

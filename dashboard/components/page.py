@@ -64,6 +64,9 @@ def start() -> state.RunView:
     if rv is None:
         st.stop()
     decisions.undo_panel(rv)
+    decisions.remember_log(rv)
+    with st.sidebar:
+        decisions.watch_log(rv)
     decisions.show_flash()
     detail.render_if_open(rv)
     return rv
