@@ -27,6 +27,7 @@ PAGES = [
     st.Page("pages/confusion.py", title="Confusion", icon=":material/grid_on:"),
     st.Page("pages/duplicates.py", title="Near-duplicates", icon=":material/content_copy:"),
     st.Page("pages/similar.py", title="More like this", icon=":material/image_search:"),
+    st.Page("pages/score.py", title="Score a dataset", icon=":material/play_circle:"),
     st.Page("pages/explore.py", title="Explore & export", icon=":material/grid_view:"),
 ]
 

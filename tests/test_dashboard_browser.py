@@ -208,7 +208,7 @@ def test_export_files_load_back(page, server, browser_run, tmp_path) -> None:
         page.get_by_text(re.compile(fmt_label)).first.click()
         time.sleep(0.5)
         settle(page, TITLES["explore"])
-        box = page.get_by_label("Export folder (must be empty or new)")
+        box = page.get_by_role("textbox", name="Export folder (must be empty or new)")
         box.fill(str(out))
         box.press("Enter")
         time.sleep(1.0)  # let the rerun start before waiting for it to end
