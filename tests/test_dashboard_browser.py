@@ -349,3 +349,12 @@ def test_detail_opens_from_each_page_without_overflow_at_1440(page, server) -> N
         page.get_by_role("dialog").get_by_text(re.compile(r"\d+ of \d+ in this list")).wait_for(timeout=30_000)
         page.keyboard.press("Escape")
         page.get_by_role("dialog").wait_for(state="detached", timeout=30_000)
+
+
+def test_clicking_a_thumbnail_opens_it(page, server) -> None:
+    open_page(page, server, "explore")
+    first = grid_ids(page)[0]
+    page.locator('[data-testid="stMain"] [data-testid="stImage"] img').first.click()
+    dialog = page.get_by_role("dialog")
+    dialog.get_by_text("1 of 24 in this list").wait_for(timeout=30_000)
+    assert dialog.get_by_text(first).count() >= 1

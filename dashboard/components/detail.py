@@ -31,6 +31,32 @@ LARGE = 336
 KEYS = {"keep": "K", "remove": "X", "relabel": "L", "tag": "T", "undo": "U", "prev": "Left", "next": "Right"}
 
 
+#: A click on a thumbnail presses the *Details* button in the same column (static script, no user content; the
+#: image's own fullscreen button keeps working). Installed once per page by ``page.start``.
+CLICK_TO_OPEN = """<script>
+(() => {
+  const d = document;
+  if (window.__infoscopeThumbClick) return;
+  window.__infoscopeThumbClick = true;
+  d.addEventListener("click", (e) => {
+    if (e.target.closest("button")) return;
+    const img = e.target.closest('[data-testid="stImage"]');
+    if (!img) return;
+    const col = img.closest('[data-testid="stColumn"]');
+    const btn = col && col.querySelector('[class*="_open_"] button');
+    if (btn) { e.preventDefault(); btn.click(); }
+  }, true);
+  const s = d.createElement("style");
+  s.textContent = '[data-testid="stColumn"]:has([class*="_open_"]) [data-testid="stImage"] img { cursor: zoom-in; }';
+  d.head.appendChild(s);
+})();
+</script>"""
+
+
+def install_click_to_open() -> None:
+    st.html(CLICK_TO_OPEN, unsafe_allow_javascript=True)
+
+
 # ---- opening and closing -------------------------------------------------------------------------------
 def open_detail(sample_id: str, ids: Sequence[str] | None = None) -> None:
     """Open ``sample_id``; ``ids`` is the list previous / next walk through (default: keep the current one)."""

@@ -68,5 +68,6 @@ def start() -> state.RunView:
     with st.sidebar:
         decisions.watch_log(rv)
     decisions.show_flash()
+    detail.install_click_to_open()
     detail.render_if_open(rv)
     return rv
