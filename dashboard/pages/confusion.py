@@ -68,22 +68,9 @@ with left:
                                text=mat.values, texttemplate="%{text}", colorscale="Blues", showscale=False,
                                hovertemplate="given %{y} · " + kind + " %{x}: %{text}<extra></extra>"))
     fig.update_yaxes(autorange="reversed", type="category")
-    fig.update_xaxes(type="category", side="top")
+    fig.update_xaxes(type="category")
     st.plotly_chart(charts.style(fig, f"Given label (rows) vs. {AGAINST[kind]} (columns)", kind, "given label",
                                  height=140 + 34 * len(classes)), width="stretch", key=f"cm_fig_{kind}")
-    grid_df = mat.copy()
-    grid_df.index = [f"given {c}" for c in classes]
-    event = st.dataframe(grid_df, width="stretch", key=f"cm_table_{kind}", on_select="rerun",
-                         selection_mode="single-cell")
-    st.caption("Click a cell of the table to open its images.")
-    cells = (event or {}).get("selection", {}).get("cells", []) if event else []
-    if cells:
-        ri, col = cells[0][0], str(cells[0][1])
-        if 0 <= int(ri) < len(classes) and col in mat.columns.astype(str):
-            choice = (kind, classes[int(ri)], col)
-            if st.session_state.get(f"cm_last_{kind}") != choice:
-                st.session_state[f"cm_last_{kind}"] = choice
-                set_cell(*choice)
 with right:
     st.markdown("**Largest confusions**")
     pairs = [(int(mat.iloc[i, j]), classes[i], classes[j]) for i in range(len(classes)) for j in range(len(classes))
@@ -94,6 +81,22 @@ with right:
     for n, g, o in pairs[:10]:
         st.button(f"given {g} → {kind} {o}: {n}", key=f"cm_btn_{kind}_{g}_{o}", on_click=set_cell,
                   args=(kind, g, o), width="stretch")
+
+st.markdown(f"**The matrix as a table** — click a cell to open its images (rows: given label, columns: "
+            f"{AGAINST[kind]})")
+grid_df = mat.copy()
+grid_df.index = [f"given {c}" for c in classes]
+event = st.dataframe(grid_df, width="stretch", key=f"cm_table_{kind}", on_select="rerun",
+                     selection_mode="single-cell",
+                     column_config={str(c): st.column_config.NumberColumn(str(c), width="small") for c in classes})
+cells = (event or {}).get("selection", {}).get("cells", []) if event else []
+if cells:
+    ri, col = cells[0][0], str(cells[0][1])
+    if 0 <= int(ri) < len(classes) and col in mat.columns.astype(str):
+        choice = (kind, classes[int(ri)], col)
+        if st.session_state.get(f"cm_last_{kind}") != choice:
+            st.session_state[f"cm_last_{kind}"] = choice
+            set_cell(*choice)
 
 cell = st.session_state.get(CELL)
 if cell:

@@ -68,13 +68,14 @@ if view.empty:
 
 per_page = 10
 n_pages = max(1, (len(view) + per_page - 1) // per_page)
-pg = st.number_input(f"Page (of {n_pages})", min_value=1, max_value=n_pages, value=1, key="dup_page")
+pg = st.columns([1, 4])[0].number_input(f"Page (of {n_pages})", min_value=1, max_value=n_pages, value=1,
+                                         key="dup_page")
 shown = view.iloc[(pg - 1) * per_page: pg * per_page]
 order = [s for a, b in zip(shown["sample_id_a"], shown["sample_id_b"], strict=True) for s in (str(a), str(b))]
 
 for i, r in shown.iterrows():
     with st.container(border=True):
-        ca, cb, cc = st.columns([1, 1, 2.2])
+        ca, cb, cc = st.columns([0.7, 0.7, 3])
         for col, side in ((ca, "a"), (cb, "b")):
             sid = str(r[f"sample_id_{side}"])
             arr, found = images.thumbnail(rv, r[f"image_path_{side}"], 112)
@@ -88,9 +89,11 @@ for i, r in shown.iterrows():
                     + (" · across sources" if r["cross_source"] else ""))
         cc.caption(f"`{r['sample_id_a']}` and `{r['sample_id_b']}`")
         k1, k2, k3 = cc.columns(3)
-        if k1.button("Remove the second", key=f"dup_rm_b_{i}", icon=":material/delete:", width="stretch"):
+        if k1.button("Remove 2nd", key=f"dup_rm_b_{i}", icon=":material/delete:", width="stretch",
+                     help="Remove the second image of the pair"):
             decisions.apply(rv, [str(r["sample_id_b"])], "remove")
-        if k2.button("Remove the first", key=f"dup_rm_a_{i}", icon=":material/delete:", width="stretch"):
+        if k2.button("Remove 1st", key=f"dup_rm_a_{i}", icon=":material/delete:", width="stretch",
+                     help="Remove the first image of the pair"):
             decisions.apply(rv, [str(r["sample_id_a"])], "remove")
         if k3.button("Keep both", key=f"dup_keep_{i}", icon=":material/check:", width="stretch"):
             decisions.apply(rv, [str(r["sample_id_a"]), str(r["sample_id_b"])], "keep")

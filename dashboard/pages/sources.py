@@ -82,7 +82,7 @@ def map_points(key: str, _rv: state.RunView) -> tuple[pd.DataFrame, bool]:
 if avail:
     score = scores.pick(rv, "Score", avail, key="src_score")
     qs = quantiles(rv.static_key, rv, score)
-    left, right = st.columns(2)
+    left, right = st.columns([1, 1.5])  # the KS table needs the wider half (no clipped columns at 1440 px)
     with left:
         st.plotly_chart(charts.ecdf_from_quantiles(qs, PROBS, f"{scores.label(score)} by source (ECDF)",
                                                    scores.label(score)), width="stretch")
@@ -98,8 +98,15 @@ if avail:
                 headline_slot.info(headline(rv, a, b, score, kt), icon=":material/compare_arrows:")
                 st.markdown(f"**Two-sample Kolmogorov–Smirnov test**, {a} vs. {b}")
                 st.dataframe(kt, hide_index=True, width="stretch", column_config={
-                    "KS D": st.column_config.ProgressColumn("KS D", format="%.3f", min_value=0.0, max_value=1.0),
-                    "p-value": st.column_config.NumberColumn(format="%.2g")})
+                    "score": st.column_config.TextColumn(width="small"),
+                    "KS D": st.column_config.ProgressColumn("KS D", format="%.2f", min_value=0.0, max_value=1.0,
+                                                            width="small"),
+                    "p-value": st.column_config.NumberColumn(format="%.2g", width="small"),
+                    f"median {a}": st.column_config.NumberColumn("median A", format="%.3g", width="small",
+                                                                 help=f"median in {a} (source A)"),
+                    f"median {b}": st.column_config.NumberColumn("median B", format="%.3g", width="small",
+                                                                 help=f"median in {b} (source B)"),
+                    "reading": st.column_config.TextColumn(width="medium")})
                 st.caption("D is the largest gap between the two cumulative distributions (0 = same, 1 = "
                            "disjoint); p < 0.01 with D ≥ 0.1 reads as different.")
 else:
