@@ -271,7 +271,7 @@ def test_review_ten_flagged_images_with_the_keyboard(page, server, browser_run) 
     from core.store import open_run
 
     open_page(page, server, "flagged")
-    page.get_by_role("button", name="Details").first.click()
+    page.keyboard.press("Shift+Enter")  # "Review with the keyboard": no mouse from here on
     dialog = page.get_by_role("dialog")
     total = int(re.search(r"1 of (\d+) in this list", dialog.get_by_text(re.compile(r"1 of \d+ in this list"))
                           .inner_text(timeout=30_000)).group(1))

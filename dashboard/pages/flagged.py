@@ -109,7 +109,7 @@ review_order = rv.select(where, flagged_params, columns=["sample_id"], order_by=
 undecided = rv.select(where + " AND decision IS NULL", flagged_params, columns=["sample_id"], order_by=order,
                       descending=True, limit=1)["sample_id"].astype(str).tolist()
 pc2.button("Review with the keyboard", key="flag_keyboard", icon=":material/keyboard:", on_click=detail.open_detail,
-           args=((undecided or review_order)[0], review_order),
+           args=((undecided or review_order)[0], review_order), shortcut="Shift+Enter",
            help="Opens the first undecided image large: K keep · X remove · L relabel to the suggestion · "
                 "T tag · U undo · ← → previous / next")
 bulk_relabel.panel(rv, where, flagged_params, key=f"flag_bulk_{kind}")
