@@ -78,7 +78,7 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="bench-review-"))
     run = Path(a.run) if a.run else build_run(tmp, a.per_class)
     port = _free_port()
-    cmd = [sys.executable, "-m", "streamlit", "run", str(ROOT / "dashboard" / "app.py"), "--server.address",
+    cmd = [sys.executable, "-m", "dashboard.serve", "run", str(ROOT / "dashboard" / "app.py"), "--server.address",
            "127.0.0.1", "--server.port", str(port), "--server.headless", "true", "--browser.gatherUsageStats",
            "false", "--server.fileWatcherType", "none", "--", "--run", str(run), "--runs-dir", str(run.parent)]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,

@@ -30,7 +30,7 @@ def theme_flags(config: Path = CONFIG) -> list[str]:
 
 def build_command(run: str | None, runs_dir: str, port: int, open_browser: bool) -> list[str]:
     """The ``streamlit run`` command line (paths made absolute: the server may run from another cwd)."""
-    cmd = [sys.executable, "-m", "streamlit", "run", str(APP), "--server.address", "127.0.0.1",
+    cmd = [sys.executable, "-m", "dashboard.serve", "run", str(APP), "--server.address", "127.0.0.1",
            "--server.port", str(int(port)), "--server.headless", str(not open_browser).lower(),
            "--server.showEmailPrompt", "false",
            "--global.disableWidgetStateDuplicationWarning", "true", "--browser.gatherUsageStats", "false",

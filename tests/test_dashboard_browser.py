@@ -58,38 +58,48 @@ def browser_run(tmp_path_factory, mnist_arrays) -> TinyRun:
     return write_tiny_run(tmp_path_factory.mktemp("browser_runs"), x, y, per_class=24, missing_image=False)
 
 
-@pytest.fixture(scope="module")
-def server(browser_run) -> Iterator[str]:
-    """``streamlit run dashboard/app.py`` on a free 127.0.0.1 port; killed after the module."""
+def start_server(run: TinyRun) -> tuple[subprocess.Popen, str, object]:
+    """``python -m dashboard.serve run dashboard/app.py`` (what ``infoscope app`` runs) on a free 127.0.0.1 port."""
     _need_chromium()
     port = _free_port()
-    cmd = [sys.executable, "-m", "streamlit", "run", str(ROOT / "dashboard" / "app.py"),
+    cmd = [sys.executable, "-m", "dashboard.serve", "run", str(ROOT / "dashboard" / "app.py"),
            "--server.address", "127.0.0.1", "--server.port", str(port), "--server.headless", "true",
            "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none",
            "--client.toolbarMode", "minimal",
-           "--", "--run", str(browser_run.path), "--runs-dir", str(browser_run.path.parent)]
-    log = open(browser_run.path.parent / "streamlit.log", "wb")  # noqa: SIM115 - closed below
+           "--", "--run", str(run.path), "--runs-dir", str(run.path.parent)]
+    log = open(run.path.parent / f"streamlit-{port}.log", "wb")  # noqa: SIM115 - closed by stop_server
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 60
+    while True:
+        try:
+            if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).read() == b"ok":
+                return proc, url, log
+        except OSError:
+            pass
+        if proc.poll() is not None or time.time() > deadline:
+            stop_server(proc, log)
+            raise RuntimeError(f"streamlit did not start: {(run.path.parent / f'streamlit-{port}.log').read_text()}")
+        time.sleep(0.3)
+
+
+def stop_server(proc: subprocess.Popen, log) -> None:
+    os.killpg(proc.pid, signal.SIGTERM)
     try:
-        deadline = time.time() + 60
-        while True:
-            try:
-                if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).read() == b"ok":
-                    break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.time() > deadline:
-                raise RuntimeError(f"streamlit did not start: {(browser_run.path.parent / 'streamlit.log').read_text()}")
-            time.sleep(0.3)
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+    log.close()
+
+
+@pytest.fixture(scope="module")
+def server(browser_run) -> Iterator[str]:
+    """The dashboard on the module's run; killed after the module."""
+    proc, url, log = start_server(browser_run)
+    try:
         yield url
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-        log.close()
+        stop_server(proc, log)
 
 
 @pytest.fixture(scope="module")
@@ -358,3 +368,21 @@ def test_clicking_a_thumbnail_opens_it(page, server) -> None:
     dialog = page.get_by_role("dialog")
     dialog.get_by_text("1 of 24 in this list").wait_for(timeout=30_000)
     assert dialog.get_by_text(first).count() >= 1
+
+
+def test_a_deep_link_first_on_a_fresh_server_keeps_the_navigation(browser, browser_run) -> None:
+    """A saved or shared view opened as the very first request of a new server: the app's own navigation, the
+    view's grid (Streamlit would otherwise fall back to its pages-folder mode for the whole server)."""
+    proc, url, log = start_server(browser_run)
+    ctx = browser.new_context(viewport={"width": 1440, "height": 1800})
+    try:
+        pg = ctx.new_page()
+        pg.goto(f"{url}/explore?ex_classes=%5B%227%22%5D")
+        settle(pg, TITLES["explore"])
+        nav = pg.locator('[data-testid="stSidebarNav"]')
+        assert nav.get_by_text("Explore & export").count() == 1 and nav.get_by_text("app", exact=True).count() == 0
+        assert re.search(r"\d+ image\(s\) match: class ∈ \{7\}", pg.get_by_text(re.compile(r"image\(s\) match"))
+                         .first.inner_text())
+    finally:
+        ctx.close()
+        stop_server(proc, log)
