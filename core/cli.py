@@ -7,6 +7,8 @@ and exit with status 2; anything else is a bug and shows its traceback.
 from __future__ import annotations
 
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -51,6 +53,35 @@ class _Reporter:
         self.p.update(task, description=desc, completed=frac if frac is not None else None)
 
 
+class LineReporter:
+    """Progress as plain lines, for a stderr that is not a terminal (a log file, a pipe, CI): a line when a step
+    starts, when it finishes (with its wall time), and when its message changes or its fraction passes the next
+    ``every`` (default 10 %) — never carriage returns or a redrawn bar."""
+
+    def __init__(self, write: Callable[[str], None], every: float = 0.1,
+                 clock: Callable[[], float] = time.perf_counter):
+        self.write, self.every, self.clock = write, every, clock
+        self.started: dict[str, float] = {}
+        self.last: dict[str, tuple[str, float]] = {}
+
+    def __call__(self, step: str, msg: str, frac: float | None) -> None:
+        if step not in self.started:
+            self.started[step] = self.clock()
+            self.last[step] = ("", -1.0)
+            self.write(f"[{step}] started")
+            if not msg:
+                return
+        if msg == "done":
+            self.write(f"[{step}] done in {self.clock() - self.started[step]:.1f} s")
+            return
+        last_msg, last_frac = self.last[step]
+        f = -1.0 if frac is None else float(frac)
+        if msg != last_msg or (f >= 0 and f >= last_frac + self.every):
+            self.last[step] = (msg, f if f >= 0 else last_frac)
+            pct = f" {f:.0%}" if f >= 0 else ""
+            self.write(f"[{step}]{pct} {msg}".rstrip())
+
+
 def _progress() -> Progress:
     return Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(),
                     console=console, transient=False)
@@ -59,6 +90,8 @@ def _progress() -> Progress:
 def _run_pipeline(cfg) -> Path:
     from core.pipeline import score_run
 
+    if not console.is_terminal:  # a log file or a pipe: one line per event, no redrawn bar
+        return score_run(cfg, LineReporter(lambda line: print(line, file=sys.stderr, flush=True)))
     with _progress() as p:
         path = score_run(cfg, _Reporter(p))
     _warn_quality(path)

@@ -165,3 +165,39 @@ def zip_folder(path: str | Path) -> bytes:
                 if f.is_file() and not f.is_symlink() and root in f.resolve().parents:
                     zf.write(f, str(f.relative_to(path)))
     return buf.getvalue()
+
+
+def zip_export(path: str | Path) -> bytes:
+    """A zip of an export that works wherever it is unpacked. A CSV or Parquet export is zipped together with
+    copies of its images under ``images/``, its ``path`` column rewritten relative to the zip (the CSV then loads
+    back as a ``csv:`` source from the unpacked folder); a folder export (whose ``index.csv`` is already
+    relative) is zipped as it is."""
+    p = Path(path)
+    if not (p.is_file() and p.suffix in (".csv", ".parquet")):
+        return zip_folder(p)
+    table = pd.read_csv(p) if p.suffix == ".csv" else pd.read_parquet(p)
+    if "path" not in table.columns:
+        return zip_folder(p)
+    ids = table["sample_id"].astype(str) if "sample_id" in table.columns else pd.Series(range(len(table))).astype(str)
+    buf = io.BytesIO()
+    used: set[str] = set()
+    rel = []
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        for src, sid in zip(table["path"].astype(str), ids, strict=True):
+            f = Path(src)
+            if not f.is_file():
+                raise ExportError(f"image {src} of the export is missing; nothing zipped")
+            name = f"images/{_safe_name(sid)}{f.suffix.lower() or '.png'}"
+            while name in used:
+                name = f"images/{_safe_name(sid)}_{len(used)}{f.suffix.lower() or '.png'}"
+            used.add(name)
+            zf.write(f, name)
+            rel.append(name)
+        table = table.assign(path=rel)
+        data = io.BytesIO()
+        if p.suffix == ".csv":
+            table.to_csv(data, index=False)
+        else:
+            table.to_parquet(data, index=False)
+        zf.writestr(p.name, data.getvalue())
+    return buf.getvalue()

@@ -349,7 +349,24 @@ def score_run(cfg: RunConfig, report: Callable[[str, str, float | None], None] |
     with steps.step("load"):
         data, corruptions = _load(cfg)
     with RunWriter(runs_dir, cfg.name or "run") as writer:
-        return _score_into(writer, cfg, data, corruptions, dev, steps)
+        path = _score_into(writer, cfg, data, corruptions, dev, steps)
+    _carry_decisions(path, steps)
+    return path
+
+
+def _carry_decisions(path: Path, steps: Steps) -> None:
+    """Copy the previous run's decisions (same dataset) into the new run by sample id (``core.store.carry``);
+    a failure here never costs the finished run."""
+    from core.store.carry import carry_over
+
+    try:
+        rep = carry_over(path)
+    except Exception as e:  # noqa: BLE001 - the run is complete; say why nothing was carried
+        steps.report("carry over decisions", f"skipped: {type(e).__name__}: {e}", 1.0)
+        return
+    if rep.carried:
+        steps.report("carry over decisions", f"{rep.carried} decided sample(s) from run {rep.source_run} "
+                     f"(undo in the dashboard)", 1.0)
 
 
 def _score_into(writer: RunWriter, cfg: RunConfig, data: Samples, corruptions: list[dict],

@@ -32,6 +32,11 @@ PAGES = [
     st.Page("pages/classes.py", title="Classes", icon=":material/category:"),
     st.Page("pages/sources.py", title="Sources", icon=":material/compare_arrows:"),
     st.Page("pages/flagged.py", title="Flagged", icon=":material/flag:"),
+    st.Page("pages/health.py", title="Dataset health", icon=":material/health_and_safety:"),
+    st.Page("pages/confusion.py", title="Confusion", icon=":material/grid_on:"),
+    st.Page("pages/duplicates.py", title="Near-duplicates", icon=":material/content_copy:"),
+    st.Page("pages/similar.py", title="More like this", icon=":material/image_search:"),
+    st.Page("pages/score.py", title="Score a dataset", icon=":material/play_circle:"),
     st.Page("pages/explore.py", title="Explore & export", icon=":material/grid_view:"),
 ]
 

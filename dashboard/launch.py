@@ -44,9 +44,11 @@ def theme_flags(config: Path = CONFIG) -> list[str]:
 def build_command(run: str | None, runs_dir: str, port: int, open_browser: bool = False) -> list[str]:
     """The ``streamlit run`` command line (paths made absolute: the server may run from another cwd). Always
     headless: the browser is opened by :func:`launch`, so Streamlit's first-run e-mail prompt never shows."""
-    cmd = [sys.executable, "-m", "streamlit", "run", str(APP), "--server.address", "127.0.0.1",
+    cmd = [sys.executable, "-m", "dashboard.serve", "run", str(APP), "--server.address", "127.0.0.1",
            "--server.port", str(int(port)), "--server.headless", "true",
-           "--browser.gatherUsageStats", "false", "--client.toolbarMode", "minimal", *theme_flags(), "--",
+           "--server.showEmailPrompt", "false",
+           "--global.disableWidgetStateDuplicationWarning", "true", "--browser.gatherUsageStats", "false",
+           "--client.toolbarMode", "minimal", *theme_flags(), "--",
            "--runs-dir", str(Path(runs_dir).expanduser().resolve())]
     if run:
         cmd += ["--run", str(Path(run).expanduser().resolve())]
@@ -93,10 +95,21 @@ def _open_browser_when_ready(port: int, proc: subprocess.Popen, timeout_s: float
             time.sleep(0.3)
 
 
+def quiet_env(base: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment for the server: Streamlit's first-run e-mail prompt and usage statistics switched off
+    through its ``STREAMLIT_*`` variables as well as the flags (a fresh machine has no
+    ``~/.streamlit/credentials.toml``, and without these Streamlit would stop and ask for an e-mail address)."""
+    env = dict(os.environ if base is None else base)
+    env["STREAMLIT_SERVER_SHOW_EMAIL_PROMPT"] = "false"
+    env["STREAMLIT_BROWSER_GATHER_USAGE_STATS"] = "false"
+    return env
+
+
 def launch(run: str | None, runs_dir: str, port: int, open_browser: bool) -> int:
     """Run the dashboard in the foreground until it exits or this process is told to stop (SIGTERM, SIGINT,
     SIGHUP are forwarded to the server's process group); returns streamlit's exit code, 0 when stopped."""
-    proc = subprocess.Popen(build_command(run, runs_dir, port), start_new_session=True)
+    proc = subprocess.Popen(build_command(run, runs_dir, port), start_new_session=True, env=quiet_env(),
+                            stdin=subprocess.DEVNULL)
     stopped: list[int] = []
 
     def kill_if_alive() -> None:

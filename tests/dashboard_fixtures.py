@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from core.embedding import near_duplicates
 from core.store import RunWriter
 
 CLASS_NAMES = [str(i) for i in range(10)]
@@ -121,6 +122,10 @@ def write_tiny_run(runs_dir: Path, x: np.ndarray, y: np.ndarray, per_class: int 
         w.write_samples(df)
         w.write_embeddings(emb)
         w.write_neighbors(nbr)
+        # near-duplicate pairs by cosine similarity of the pixels, as the pipeline computes them (the threshold is
+        # lowered from the pipeline's 0.995 so that a 200-image run has a dozen pairs to show)
+        w.write_table("duplicates.parquet", near_duplicates(imgs, df["sample_id"].to_numpy(), threshold=0.85,
+                                                            device="cpu"))
         specs = {s: {"params": {}, "wall_time_s": 0.01} for s in
                  ("loss", "margin", "confidence", "uniqueness", "si_function", "si_weights", "cg_score")}
         # the dataset-level CG quantities the engine records (real: the CG paper's kernel on these images)

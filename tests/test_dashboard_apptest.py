@@ -76,7 +76,7 @@ def _find(node, kind: str, out: list) -> list:
 def cap_value(caption: str) -> float:
     """The score part of a grid caption: ``label · score pNN`` (percentile within the run) -> NN."""
     part = caption.split(" · ")[1]
-    return float(part.rsplit(" p", 1)[1]) if " p" in part else float(part)
+    return float(part.rsplit("p", 1)[1]) if part.startswith("p") or " p" in part else float(part)
 
 
 def run_percentile(values: pd.Series, v: float) -> float:
@@ -217,8 +217,8 @@ def test_classes_ranks_undersampled_first(make_app, dash_runs) -> None:
     at.selectbox(key="cls_pick").set_value("4").run()
     caps = captions_of_images(at)
     assert len(caps) == 16 and all(c.startswith("4") for c in caps)
-    most = [cap_value(c) for c in caps[:8]]
-    least = [cap_value(c) for c in caps[8:]]
+    most = [int(c.split(" · ")[1].removeprefix("p")) for c in caps[:8]]  # percentiles in the run
+    least = [int(c.split(" · ")[1].removeprefix("p")) for c in caps[8:]]
     assert most == sorted(most, reverse=True) and least == sorted(least) and min(most) >= max(least)
 
 
@@ -384,8 +384,10 @@ def test_explore_filters_placeholder_map_selection_and_empty(make_app, dash_runs
     assert any("image file missing" in c for c in caps)  # placeholder for the deleted file
     # sorted by the chosen score, highest first
     at.selectbox(key="ex_sort").set_value("cg_score").run()
-    vals = [cap_value(c) for c in captions_of_images(at) if c.count(" · ") >= 1 and " p" in c.split(" · ")[1]]
-    assert len(vals) >= 5 and vals == sorted(vals, reverse=True)
+    # captions give the score as its percentile in the run (p0–p100)
+    vals = [int(c.split(" · ")[1][1:]) for c in captions_of_images(at) if c.count(" · ") >= 1
+            and c.split(" · ")[1][:1] == "p"]
+    assert len(vals) >= 10 and vals == sorted(vals, reverse=True) and all(0 <= v <= 100 for v in vals)
     # a map selection restricts the grid
     ids = df.loc[df.label_name == "3", "sample_id"].tolist()[:5]
     at.session_state["explore_map_ids"] = ids
@@ -417,10 +419,10 @@ def test_explore_bulk_decision_and_export_load_back(make_app, run_copy, tmp_path
     assert f"**{n5:,}** image(s) match" in texts(at)
     # export the selection as CSV and load it back
     out = tmp_path / "exp"
-    next(t for t in at.text_input if str(t.key).startswith("ex_export_dir_")).set_value(str(out))
+    at.text_input(key="ex_export_dir").set_value(str(out))
     at.radio(key="ex_export_fmt").set_value("csv").run()
     assert at.button(key="ex_export_go").disabled  # outside the runs folder: not written until confirmed
-    next(c for c in at.checkbox if str(c.key).startswith("ex_export_outside_")).check().run()
+    at.checkbox(key="ex_export_outside").check().run()
     at.button(key="ex_export_go").click().run()
     assert_clean(at)
     assert not at.error, [e.value for e in at.error]

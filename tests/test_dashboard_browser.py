@@ -34,7 +34,9 @@ ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-f
         "--enable-unsafe-swiftshader"]  # software WebGL for the Scattergl map
 PAGES = {"overview": "", "classes": "classes", "sources": "sources", "flagged": "flagged", "explore": "explore"}
 TITLES = {"overview": "Overview", "classes": "Classes", "sources": "Sources", "flagged": "Flagged images",
-          "explore": "Explore & export"}
+          "explore": "Explore & export", "confusion": "Confusion", "duplicates": "Near-duplicates",
+          "health": "Dataset health", "similar": "More like this"}
+REVIEW_PAGES = {"confusion": "confusion", "duplicates": "duplicates", "health": "health", "similar": "similar"}
 
 
 def _need_chromium() -> None:
@@ -56,38 +58,48 @@ def browser_run(tmp_path_factory, mnist_arrays) -> TinyRun:
     return write_tiny_run(tmp_path_factory.mktemp("browser_runs"), x, y, per_class=24, missing_image=False)
 
 
-@pytest.fixture(scope="module")
-def server(browser_run) -> Iterator[str]:
-    """``streamlit run dashboard/app.py`` on a free 127.0.0.1 port; killed after the module."""
+def start_server(run: TinyRun) -> tuple[subprocess.Popen, str, object]:
+    """``python -m dashboard.serve run dashboard/app.py`` (what ``infoscope app`` runs) on a free 127.0.0.1 port."""
     _need_chromium()
     port = _free_port()
-    cmd = [sys.executable, "-m", "streamlit", "run", str(ROOT / "dashboard" / "app.py"),
+    cmd = [sys.executable, "-m", "dashboard.serve", "run", str(ROOT / "dashboard" / "app.py"),
            "--server.address", "127.0.0.1", "--server.port", str(port), "--server.headless", "true",
            "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none",
            "--client.toolbarMode", "minimal",
-           "--", "--run", str(browser_run.path), "--runs-dir", str(browser_run.path.parent)]
-    log = open(browser_run.path.parent / "streamlit.log", "wb")  # noqa: SIM115 - closed below
+           "--", "--run", str(run.path), "--runs-dir", str(run.path.parent)]
+    log = open(run.path.parent / f"streamlit-{port}.log", "wb")  # noqa: SIM115 - closed by stop_server
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 60
+    while True:
+        try:
+            if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).read() == b"ok":
+                return proc, url, log
+        except OSError:
+            pass
+        if proc.poll() is not None or time.time() > deadline:
+            stop_server(proc, log)
+            raise RuntimeError(f"streamlit did not start: {(run.path.parent / f'streamlit-{port}.log').read_text()}")
+        time.sleep(0.3)
+
+
+def stop_server(proc: subprocess.Popen, log) -> None:
+    os.killpg(proc.pid, signal.SIGTERM)
     try:
-        deadline = time.time() + 60
-        while True:
-            try:
-                if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).read() == b"ok":
-                    break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.time() > deadline:
-                raise RuntimeError(f"streamlit did not start: {(browser_run.path.parent / 'streamlit.log').read_text()}")
-            time.sleep(0.3)
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+    log.close()
+
+
+@pytest.fixture(scope="module")
+def server(browser_run) -> Iterator[str]:
+    """The dashboard on the module's run; killed after the module."""
+    proc, url, log = start_server(browser_run)
+    try:
         yield url
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-        log.close()
+        stop_server(proc, log)
 
 
 @pytest.fixture(scope="module")
@@ -127,7 +139,7 @@ def settle(pg, title: str, timeout: float = 45) -> None:
 
 
 def open_page(pg, server: str, name: str) -> None:
-    pg.goto(f"{server}/{PAGES[name]}")
+    pg.goto(f"{server}/{PAGES.get(name, REVIEW_PAGES.get(name))}")
     settle(pg, TITLES[name])
 
 
@@ -206,7 +218,7 @@ def test_export_files_load_back(page, server, browser_run, tmp_path) -> None:
         page.get_by_text(re.compile(fmt_label)).first.click()
         time.sleep(0.5)
         settle(page, TITLES["explore"])
-        box = page.get_by_label("Export folder (must be empty or new)")
+        box = page.get_by_role("textbox", name="Export folder (must be empty or new)")
         box.fill(str(out))
         box.press("Enter")
         time.sleep(1.0)  # let the rerun start before waiting for it to end
@@ -229,11 +241,153 @@ def test_export_files_load_back(page, server, browser_run, tmp_path) -> None:
         data = Path(dl.value.path()).read_bytes()
         names = zipfile.ZipFile(io.BytesIO(data)).namelist()
         if fmt == "csv":
-            assert names == ["selection.csv"]
+            # the zip holds the CSV and its images, the CSV's paths relative to the zip
+            assert "selection.csv" in names and sum(n.startswith("images/") for n in names) == browser_run.n
             table = pd.read_csv(out / "selection.csv")
             assert len(table) == browser_run.n
             raw = load_one(parse_spec(f"back=csv:{out / 'selection.csv'}"), out, skip_bad=False)
+            unzipped = tmp_path / "unzipped"
+            zipfile.ZipFile(io.BytesIO(data)).extractall(unzipped)
+            rel = pd.read_csv(unzipped / "selection.csv")["path"]
+            assert not rel.str.startswith("/").any()
+            assert len(load_one(parse_spec(f"z=csv:{unzipped / 'selection.csv'}"), unzipped, skip_bad=False)) == \
+                browser_run.n
         else:
             assert "index.csv" in names and sum(n.endswith(".png") for n in names) == browser_run.n
             raw = load_one(parse_spec(f"back=folder:{out}"), out, skip_bad=False)
         assert len(raw) == browser_run.n
+
+
+# ---- the review workflow (issue 13) ---------------------------------------------------------------------
+def grid_ids(pg) -> list[str]:
+    """Sample ids of the grid thumbnails (each image carries its sample id as alt text)."""
+    return [a for a in pg.locator('[data-testid="stMain"] [data-testid="stImage"] img').evaluate_all(
+        "els => els.map(e => e.alt)") if a]
+
+
+def test_detail_view_keys_and_more_like_this(page, server) -> None:
+    open_page(page, server, "explore")
+    first = grid_ids(page)[:2]
+    page.get_by_role("button", name="Details").first.click()
+    dialog = page.get_by_role("dialog")
+    dialog.get_by_text("1 of 24 in this list").wait_for(timeout=30_000)
+    assert dialog.get_by_text(first[0]).count() >= 1
+    assert dialog.get_by_text("percentile in class").count() + dialog.locator('[data-testid="stDataFrame"]').count() >= 1
+    page.keyboard.press("ArrowRight")  # the Next button's shortcut
+    dialog.get_by_text("2 of 24 in this list").wait_for(timeout=30_000)
+    assert dialog.get_by_text(first[1]).count() >= 1
+    dialog.get_by_role("button", name="More like this").click()
+    settle(page, TITLES["similar"])
+    no_exception(page)
+    assert len(grid_ids(page)) == 1 + 48  # the query image and its 48 most similar images
+
+
+def test_review_ten_flagged_images_with_the_keyboard(page, server, browser_run) -> None:
+    from core.store import open_run
+
+    open_page(page, server, "flagged")
+    page.keyboard.press("Shift+Enter")  # "Review with the keyboard": no mouse from here on
+    dialog = page.get_by_role("dialog")
+    total = int(re.search(r"1 of (\d+) in this list", dialog.get_by_text(re.compile(r"1 of \d+ in this list"))
+                          .inner_text(timeout=30_000)).group(1))
+    assert total >= 10
+    times = []
+    for i in range(1, 11):
+        t0 = time.time()
+        page.keyboard.press("k")  # keep, and move on to the next image
+        dialog.get_by_text(f"{min(i + 1, total)} of {total} in this list").wait_for(timeout=30_000)
+        times.append(time.time() - t0)
+    latest = open_run(browser_run.path).decisions.latest()
+    assert (latest["decision"] == "keep").sum() == 10
+    page.keyboard.press("u")  # undo the last one
+    dialog.get_by_text("Undid batch").wait_for(timeout=30_000)
+    assert (open_run(browser_run.path).decisions.latest()["decision"] == "keep").sum() == 9
+    print(f"keyboard decision -> next image shown: median {sorted(times)[5]:.2f} s")
+
+
+def test_confusion_cell_opens_its_images(page, server) -> None:
+    open_page(page, server, "confusion")
+    no_exception(page)
+    button = page.get_by_role("button", name=re.compile(r"^given \S+ → predicted \S+: \d+$")).first
+    n = int(button.inner_text().rsplit(":", 1)[1])
+    button.click()
+    page.get_by_role("heading", name=re.compile(r"^Given .*image\(s\)")).wait_for(timeout=30_000)
+    settle(page, TITLES["confusion"])
+    assert len(grid_ids(page)) == min(n, 24)
+
+
+def test_duplicates_view_opens(page, server) -> None:
+    open_page(page, server, "duplicates")
+    no_exception(page)
+    assert page.get_by_text("Pairs", exact=True).count() == 1
+    assert page.get_by_text(re.compile(r"^cosine 0\.\d{4}")).count() >= 1
+
+
+def test_view_survives_reload_and_saved_view_loads(page, server) -> None:
+    open_page(page, server, "explore")
+    before = grid_ids(page)
+    page.get_by_text("Highest first").click()  # lowest first: another grid
+    page.wait_for_url(re.compile(r"ex_desc=false"), timeout=30_000)
+    settle(page, TITLES["explore"])
+    low = grid_ids(page)
+    assert low and low != before
+    page.reload()
+    settle(page, TITLES["explore"])
+    assert grid_ids(page) == low  # the URL holds the view
+    sidebar = page.locator('[data-testid="stSidebar"]')
+    sidebar.get_by_text("Saved views", exact=True).click()
+    sidebar.get_by_label("Name").fill("lowest first")
+    sidebar.get_by_label("Name").press("Enter")
+    settle(page, TITLES["explore"])
+    sidebar.get_by_role("button", name="Save this view").click()
+    sidebar.get_by_text("Saved the view").wait_for(timeout=30_000)
+    page.get_by_text("Highest first").click()
+    page.wait_for_url(re.compile(r"ex_desc=true"), timeout=30_000)
+    settle(page, TITLES["explore"])
+    assert grid_ids(page) == before
+    sidebar.get_by_role("button", name="Load").click()
+    sidebar.get_by_text("Loaded the view").wait_for(timeout=30_000)
+    settle(page, TITLES["explore"])
+    assert grid_ids(page) == low
+
+
+def test_detail_opens_from_each_page_without_overflow_at_1440(page, server) -> None:
+    """A thumbnail of every page with images opens the detail view; no page is wider than the 1440 px window."""
+    for name in ("overview", "classes", "sources", "flagged", "health", "confusion", "duplicates"):
+        open_page(page, server, name)
+        no_exception(page)
+        width = page.evaluate("document.documentElement.scrollWidth")
+        assert width <= 1440, (name, width)
+        if name in ("health", "confusion"):
+            continue  # their grids open from a count / a cell (tested above)
+        page.get_by_role("button", name="Details").first.click()
+        page.get_by_role("dialog").get_by_text(re.compile(r"\d+ of \d+ in this list")).wait_for(timeout=30_000)
+        page.keyboard.press("Escape")
+        page.get_by_role("dialog").wait_for(state="detached", timeout=30_000)
+
+
+def test_clicking_a_thumbnail_opens_it(page, server) -> None:
+    open_page(page, server, "explore")
+    first = grid_ids(page)[0]
+    page.locator('[data-testid="stMain"] [data-testid="stImage"] img').first.click()
+    dialog = page.get_by_role("dialog")
+    dialog.get_by_text("1 of 24 in this list").wait_for(timeout=30_000)
+    assert dialog.get_by_text(first).count() >= 1
+
+
+def test_a_deep_link_first_on_a_fresh_server_keeps_the_navigation(browser, browser_run) -> None:
+    """A saved or shared view opened as the very first request of a new server: the app's own navigation, the
+    view's grid (Streamlit would otherwise fall back to its pages-folder mode for the whole server)."""
+    proc, url, log = start_server(browser_run)
+    ctx = browser.new_context(viewport={"width": 1440, "height": 1800})
+    try:
+        pg = ctx.new_page()
+        pg.goto(f"{url}/explore?ex_classes=%5B%227%22%5D")
+        settle(pg, TITLES["explore"])
+        nav = pg.locator('[data-testid="stSidebarNav"]')
+        assert nav.get_by_text("Explore & export").count() == 1 and nav.get_by_text("app", exact=True).count() == 0
+        assert re.search(r"\d+ image\(s\) match: class ∈ \{7\}", pg.get_by_text(re.compile(r"image\(s\) match"))
+                         .first.inner_text())
+    finally:
+        ctx.close()
+        stop_server(proc, log)

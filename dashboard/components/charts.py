@@ -9,9 +9,13 @@ import pandas as pd
 import plotly.graph_objects as go
 
 PRIMARY = "#3B5BDB"
-#: ten clearly distinct colours (one per MNIST-like class), the project blue first
-PALETTE = ["#3B5BDB", "#F08C00", "#2B8A3E", "#C92A2A", "#862E9C", "#0B7285", "#E64980", "#5C940D",
-           "#495057", "#FAB005", "#74C0FC", "#A61E4D"]
+#: twenty colours no two of which look alike (every pair ≥ 29 apart in CIELAB ΔE*76; none lighter than L* = 85,
+#: so all show on white), chosen greedily (max–min distance) from the Kelly, Tableau and Trubetskoy sets starting
+#: at the project blue: the first k are as distinct as possible for any k ≤ 20 classes.
+PALETTE = ["#3B5BDB", "#DCD300", "#BE0032", "#469990", "#F032E6", "#FABED4", "#2CA02C", "#FF7F0E", "#654522",
+           "#1F77B4", "#C2B280", "#808000", "#875692", "#F99379", "#000075", "#A1CAF1", "#495057", "#B3446C",
+           "#FAB005", "#862E9C"]
+NAN_GREY = "#CED4DA"
 MAX_POINTS = 50_000
 
 
@@ -57,11 +61,22 @@ def scatter_map(df: pd.DataFrame, color: str, title: str, highlight: Sequence[st
         return style(fig, title, "UMAP 1", "UMAP 2", height, legend_title="")
     is_num = numeric if numeric is not None else pd.api.types.is_float_dtype(df[color])
     if is_num:
+        v = pd.to_numeric(df[color], errors="coerce").astype(float)
+        ok = np.isfinite(v.to_numpy())
+        none = df[~ok]
+        if len(none):
+            fig.add_trace(go.Scattergl(x=none["umap_x"], y=none["umap_y"], mode="markers", name="no value",
+                                       customdata=none["sample_id"], text=["n/a"] * len(none), hovertemplate=hover,
+                                       marker={"size": 4, "color": NAN_GREY}))
+        part, q = df[ok], quantile_ranks(v[ok].to_numpy())
+        ticks = [0.0, 0.25, 0.5, 0.75, 1.0]
+        labels = [f"{x:.3g}" for x in np.quantile(v[ok].to_numpy(), ticks)] if ok.any() else []
         fig.add_trace(go.Scattergl(
-            x=df["umap_x"], y=df["umap_y"], mode="markers", customdata=df["sample_id"], name=color,
-            text=df[color].map(lambda v: f"{v:.3g}" if pd.notna(v) else "n/a"), hovertemplate=hover,
-            marker={"size": 5, "color": df[color], "colorscale": "Viridis", "showscale": True,
-                    "colorbar": {"title": {"text": color}}}))
+            x=part["umap_x"], y=part["umap_y"], mode="markers", customdata=part["sample_id"], name=color,
+            text=[f"{x:.3g} (p{100 * r:.0f})" for x, r in zip(v[ok], q, strict=True)], hovertemplate=hover,
+            marker={"size": 5, "color": q, "colorscale": "Viridis", "cmin": 0.0, "cmax": 1.0, "showscale": True,
+                    "colorbar": {"title": {"text": f"{color} (quantile)"}, "tickvals": ticks if labels else [],
+                                 "ticktext": labels}}))
     else:
         for i, (name, part) in enumerate(df.groupby(df[color].astype(str), sort=True)):
             fig.add_trace(go.Scattergl(x=part["umap_x"], y=part["umap_y"], mode="markers", name=str(name),
@@ -69,6 +84,17 @@ def scatter_map(df: pd.DataFrame, color: str, title: str, highlight: Sequence[st
                                        customdata=part["sample_id"], text=part[color].astype(str),
                                        hovertemplate=hover))
     return style(fig, title, "UMAP 1", "UMAP 2", height, legend_title=color)
+
+
+def quantile_ranks(values: np.ndarray) -> np.ndarray:
+    """Mid-rank quantile of each value among all of them, in [0, 1] (ties share their mean rank): a colour scale
+    on which a few extreme scores do not squash every other point into one colour."""
+    v = np.asarray(values, dtype=np.float64)
+    if v.size == 0:
+        return v
+    if v.size == 1:
+        return np.array([0.5])
+    return (pd.Series(v).rank(method="average").to_numpy() - 1.0) / (v.size - 1.0)
 
 
 def box_from_stats(stats: pd.DataFrame, group: str, title: str, y: str) -> go.Figure:

@@ -35,15 +35,19 @@ def export_panel(rv: RunView, key: str, what: str, table_fn: Callable[[], pd.Dat
     """Format + folder + Export button; ``table_fn`` None means the curated dataset (``export_curated``)."""
     c1, c2 = st.columns([1, 2])
     fmt = c1.radio("Format", list(FORMAT_LABELS), format_func=FORMAT_LABELS.get, key=f"{key}_fmt")
-    nonce = st.session_state.get(f"{key}_nonce", 0)
-    out_dir = c2.text_input("Export folder (must be empty or new)", value=st.session_state.setdefault(f"{key}_default_{nonce}", default_dir(rv, what)),
-                            key=f"{key}_dir_{nonce}")
+    dir_key, keep_key = f"{key}_dir", f"{key}_dir_keep"
+    if not st.session_state.get(dir_key):  # a default once; after that the field keeps what the user typed
+        st.session_state[dir_key] = st.session_state.get(keep_key) or default_dir(rv, what)
+    out_dir = c2.text_input("Export folder (must be empty or new)", key=dir_key,
+                            help="Everything is written inside this folder, and only there; a folder that is not "
+                                 "empty is refused (nothing is written elsewhere instead).")
+    st.session_state[keep_key] = out_dir  # survives a change of page (widget state does not)
     c2.caption(f"{n:,} sample(s) will be exported.")
     roots = [state.runs_dir(), rv.path]
     confirmed = True
     if out_dir.strip() and not is_inside(out_dir, roots):  # the server can write anywhere: ask first
         c2.warning(f"`{out_dir}` is outside the runs folder `{roots[0]}`.", icon=":material/folder_off:")
-        confirmed = c2.checkbox("Yes, write the export outside the runs folder", key=f"{key}_outside_{nonce}")
+        confirmed = c2.checkbox("Yes, write the export outside the runs folder", key=f"{key}_outside")
     clicked = c2.button(f"Export {what}", key=f"{key}_go", type="primary", disabled=n == 0 or not confirmed)
     if clicked and confirmed:
         try:
@@ -53,7 +57,6 @@ def export_panel(rv: RunView, key: str, what: str, table_fn: Callable[[], pd.Dat
                 else:
                     path = core_export.export_table(rv.run, table_fn(), fmt, Path(out_dir), name=what)
             st.session_state[f"{key}_done"] = str(path)
-            st.session_state[f"{key}_nonce"] = nonce + 1  # the next export gets a fresh folder
         except ExportError as e:
             st.error(f"Export failed: {e}", icon=":material/warning:")
         except OSError as e:
@@ -67,4 +70,4 @@ def export_panel(rv: RunView, key: str, what: str, table_fn: Callable[[], pd.Dat
 
 @st.cache_data(show_spinner=False, max_entries=4)
 def _zip(path: str, mtime_ns: int) -> bytes:
-    return core_export.zip_folder(path)
+    return core_export.zip_export(path)

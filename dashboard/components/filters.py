@@ -5,11 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import pandas as pd
+import plotly.graph_objects as go
 import streamlit as st
 
 from core.store import build_filter
-from dashboard.components import scores
+from dashboard.components import charts, scores
 from dashboard.state import RunView
 
 FLAG_COLUMNS = ("flag_mislabeled", "flag_adversarial")
@@ -54,6 +56,34 @@ def value_range(key: str, _rv: RunView, column: str) -> tuple[float, float] | No
     return float(lo), float(hi)
 
 
+HIST_BINS = 30
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def histogram(key: str, _rv: RunView, column: str, lo: float, hi: float, bins: int = HIST_BINS) -> pd.DataFrame:
+    """Counts of the finite values of ``column`` in ``bins`` equal-width bins over [lo, hi] (the last bin closed):
+    columns ``left, right, n``."""
+    width = (hi - lo) / bins
+    df = _rv.sql(f'SELECT least(CAST(floor(("{column}" - ?) / ?) AS BIGINT), {bins - 1}) AS b, count(*) AS n '
+                 f'FROM samples WHERE isfinite("{column}") GROUP BY b', [lo, width])
+    n = np.zeros(bins, dtype=np.int64)
+    for b, c in zip(df["b"], df["n"], strict=True):
+        if 0 <= int(b) < bins:
+            n[int(b)] += int(c)
+    edges = lo + width * np.arange(bins + 1)
+    return pd.DataFrame({"left": edges[:-1], "right": edges[1:], "n": n})
+
+
+def histogram_figure(h: pd.DataFrame, selected: tuple[float, float]) -> go.Figure:
+    """A small bar chart of a score's distribution, the bins inside the selected range in the project colour."""
+    inside = (h["right"] >= selected[0]) & (h["left"] <= selected[1])
+    fig = go.Figure(go.Bar(x=(h["left"] + h["right"]) / 2, y=h["n"], width=h["right"] - h["left"],
+                           marker_color=np.where(inside, charts.PRIMARY, "#CED4DA")))
+    fig.update_layout(height=70, margin={"l": 0, "r": 0, "t": 0, "b": 0}, showlegend=False, bargap=0.05,
+                      template="plotly_white", xaxis={"visible": False}, yaxis={"visible": False})
+    return fig
+
+
 def class_options(rv: RunView) -> list[str]:
     names = list(rv.run.class_names)
     return names or distinct(rv.static_key, rv, "label_name")
@@ -83,6 +113,9 @@ def sidebar_filters(rv: RunView, key: str = "f") -> Filter:
         if r is None or r[0] == r[1]:
             sb.caption(f"{scores.label(col)}: a single value, nothing to filter")
             continue
+        cur = st.session_state.get(f"{key}_range_{col}", r)
+        sb.plotly_chart(histogram_figure(histogram(rv.static_key, rv, col, r[0], r[1]), cur),
+                        width="stretch", key=f"{key}_hist_{col}", config={"displayModeBar": False, "staticPlot": True})
         lo, hi = sb.slider(scores.label(col), min_value=r[0], max_value=r[1], value=r,
                            key=f"{key}_range_{col}", help=scores.spec_text(col, rv) or None)
         if (lo, hi) != r:

@@ -64,57 +64,76 @@ def thumbnail_by_id(rv: RunView, sample_id: str, size: int = THUMB) -> tuple[np.
     return thumbnail(rv, str(p) if p is not None else None, size)
 
 
-@st.cache_data(show_spinner=False, max_entries=64)
-def _sorted_column(key: str, score: str, _rv: RunView) -> np.ndarray:
-    """The run's non-null values of ``score``, sorted (for percentiles)."""
-    if score not in _rv.columns:
-        return np.zeros(0)
-    vals = _rv.sql(f'SELECT "{score}" AS v FROM samples WHERE "{score}" IS NOT NULL AND NOT isnan("{score}")')["v"]
-    return np.sort(vals.to_numpy(dtype=np.float64))
+@st.cache_data(show_spinner=False, max_entries=32)
+def sorted_values(key: str, _rv: RunView, column: str) -> np.ndarray:
+    """The finite values of a column, sorted (for percentiles of the values shown in captions)."""
+    v = _rv.sql(f'SELECT "{column}" AS v FROM samples WHERE isfinite("{column}")')["v"].to_numpy(dtype=np.float64)
+    return np.sort(v)
 
 
-def percentile_in_run(rv: RunView, score: str, value: float) -> float | None:
-    """Share of the run's rows (with a value) at or below ``value``, in percent."""
-    col = _sorted_column(rv.static_key, score, rv)
-    if not len(col) or not np.isfinite(value):
-        return None
-    return 100.0 * np.searchsorted(col, value, side="right") / len(col)
+def percentile_in(sorted_vals: np.ndarray, x: float) -> float:
+    """Mid-rank percentile of ``x`` among ``sorted_vals``: 100·(#{v < x} + ½·#{v = x}) / n."""
+    if sorted_vals.size == 0 or not np.isfinite(x):
+        return float("nan")
+    lo = np.searchsorted(sorted_vals, x, side="left")
+    hi = np.searchsorted(sorted_vals, x, side="right")
+    return float(100.0 * (lo + 0.5 * (hi - lo)) / sorted_vals.size)
 
 
-def default_caption(row: pd.Series, score: str | None = None, pct: float | None = None) -> str:
-    """Label, the score as a percentile within the run (raw values like 9.6e-06 mean nothing on their own)."""
+def default_caption(row: pd.Series, score: str | None = None, sorted_vals: np.ndarray | None = None) -> str:
+    """``label · p97 · decision``: the score as its percentile in the run (raw values such as 1e-6 say little;
+    the detail view shows them), or as a value when no percentile table is given."""
     text = str(row.get("label_name", ""))
     if score and score in row and pd.notna(row[score]):
-        text += f" · {score} p{pct:.0f}" if pct is not None else f" · {float(row[score]):.3g}"
+        if sorted_vals is not None and sorted_vals.size:
+            text += f" · p{percentile_in(sorted_vals, float(row[score])):.0f}"
+        else:
+            text += f" · {float(row[score]):.3g}"
     dec = row.get("decision")
     if isinstance(dec, str) and dec:
         text += f" · {dec}"
     return text
 
 
+GRID_SEQ = "_grid_seq"
+
+
+def _grid_key() -> str:
+    """A key unique to each grid of one script run (``page.start`` resets the counter)."""
+    n = st.session_state.get(GRID_SEQ, 0) + 1
+    st.session_state[GRID_SEQ] = n
+    return f"grid{n}"
+
+
 def image_grid(rv: RunView, rows: pd.DataFrame, ncols: int = 8, score: str | None = None,
-               caption: Callable[[pd.Series], str] | None = None, size: int = THUMB) -> int:
-    """Show ``rows`` (need ``image_path``) as a grid; returns how many image files were missing."""
+               caption: Callable[[pd.Series], str] | None = None, size: int = THUMB, key: str | None = None,
+               detail: bool = True) -> int:
+    """Show ``rows`` (need ``image_path``) as a grid; returns how many image files were missing.
+
+    With ``detail`` each thumbnail has a *Details* button that opens it in the detail view, with previous /
+    next walking through ``rows`` in order."""
+    from dashboard.components.detail import open_button
+
     if rows.empty:
         st.info("No images to show.", icon=":material/image:")
         return 0
+    key = key or _grid_key()
+    ref = sorted_values(rv.static_key, rv, score) if score and score in rv.columns and caption is None else None
     n_missing = 0
     records = rows.reset_index(drop=True)
+    ids = [str(s) for s in records["sample_id"]] if "sample_id" in records else []
     for start in range(0, len(records), ncols):
         cols = st.columns(ncols)
         for j, (_, row) in enumerate(records.iloc[start:start + ncols].iterrows()):
             arr, found = thumbnail(rv, row.get("image_path"), size)
             n_missing += not found
-            if caption:
-                cap = caption(row)
-            else:
-                pct = (percentile_in_run(rv, score, float(row[score]))
-                       if score and score in row and pd.notna(row[score]) else None)
-                cap = default_caption(row, score, pct)
+            cap = caption(row) if caption else default_caption(row, score, ref)
             if not found:
                 cap = f"{cap} · image file missing"
             with cols[j]:
-                st.image(arr, caption=cap, width="stretch")
+                st.image(arr, caption=cap, width="stretch", alt=str(row.get("sample_id", "")))
+                if detail and ids:
+                    open_button(str(row["sample_id"]), ids, key=f"{key}_open_{row['sample_id']}")
     if n_missing:
         st.caption(f"{n_missing} image file(s) could not be found; a placeholder is shown instead.")
     return n_missing

@@ -8,7 +8,7 @@ import streamlit as st
 
 from core.store import list_runs
 from dashboard import state
-from dashboard.components import decisions
+from dashboard.components import decisions, detail, images
 
 PICKER_KEY = "run_picker"
 
@@ -59,9 +59,15 @@ def run_picker() -> None:
 def start() -> state.RunView:
     """Render the common sidebar and return the open run (the page stops with a message if there is none)."""
     run_picker()
+    st.session_state[images.GRID_SEQ] = 0
     rv = state.current()
     if rv is None:
         st.stop()
     decisions.undo_panel(rv)
+    decisions.remember_log(rv)
+    with st.sidebar:
+        decisions.watch_log(rv)
     decisions.show_flash()
+    detail.install_click_to_open()
+    detail.render_if_open(rv)
     return rv

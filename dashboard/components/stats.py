@@ -26,3 +26,20 @@ def ks_2samp(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
     k = np.arange(1, 101)
     p = 2.0 * np.sum((-1.0) ** (k - 1) * np.exp(-2.0 * (k * lam) ** 2))
     return d, float(np.clip(p, 0.0, 1.0))
+
+
+def points_in_polygon(x: np.ndarray, y: np.ndarray, px: np.ndarray, py: np.ndarray) -> np.ndarray:
+    """Whether each point (x, y) lies inside the polygon with vertices (px, py) (even–odd ray casting: a
+    horizontal ray from the point crosses the boundary an odd number of times)."""
+    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    px, py = np.asarray(px, dtype=np.float64), np.asarray(py, dtype=np.float64)
+    inside = np.zeros(x.shape, dtype=bool)
+    if len(px) < 3:
+        return inside
+    for i in range(len(px)):
+        x1, y1, x2, y2 = px[i - 1], py[i - 1], px[i], py[i]
+        crosses = (y1 > y) != (y2 > y)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            xc = x1 + (y - y1) * (x2 - x1) / (y2 - y1)
+        inside ^= crosses & (x < xc)
+    return inside

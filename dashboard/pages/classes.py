@@ -8,9 +8,11 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from dashboard import state
-from dashboard.components import charts, complexity, images, page, scores, si
+from dashboard.components import charts, complexity, images, page, scores, si, views
 
 rv = page.start()
+views.sync("classes", {"cls_score": views.one_of(scores.available(rv)),
+                       "cls_pick": views.one_of(list(rv.run.class_names))})  # survives reloads and page changes
 st.title("Classes")
 st.caption("Which classes are under-sampled? A class with few samples whose samples are highly informative "
            "is a class the model has not seen enough of: collect more of it.")

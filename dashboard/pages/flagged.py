@@ -5,9 +5,11 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from dashboard.components import decisions, images, page, quality, scores
+from dashboard.components import bulk_relabel, decisions, detail, images, page, quality, scores, views
 
 rv = page.start()
+views.sync("flagged", {"flag_kind": views.one_of(["mislabeled", "adversarial"]), "flag_hide": views.boolean,
+                       "flag_thr_*": views.number_in(0.0, 1.0)})  # survives reloads and page changes
 st.title("Flagged images")
 flags_trusted = quality.banner(rv.run.manifest)
 st.caption("Images the engine suspects are mislabeled or adversarial, most suspicious first. Decide on each: "
@@ -74,9 +76,11 @@ if n == 0:
         st.success("Nothing to review: no image is flagged" + (" (or all are decided)." if hide else "."),
                    icon=":material/task_alt:")
     st.stop()
-per_page = 8
+pc0, pc1, pc2 = st.columns([1, 1, 3])
+per_page = pc0.selectbox("Per page", [8, 16, 24, 48], key="flag_per_page")
 pages = (n + per_page - 1) // per_page
-pc1, pc2 = st.columns([1, 4])
+if st.session_state.get(f"flag_page_{kind}", 1) > pages:
+    st.session_state[f"flag_page_{kind}"] = pages
 page = pc1.number_input(f"Page (of {pages})", min_value=1, max_value=pages, value=1, key=f"flag_page_{kind}")
 pc2.caption(f"{n:,} image(s): " + ("the engine's flags plus every row with suspicion ≥ "
                                      f"{thr:.2f}" if widen else "exactly the engine's flags") +
@@ -98,12 +102,33 @@ if all_n:
     labels_of = dict(zip(nl["sample_id"], zip(nl["label_name"], nl["image_path"], strict=True), strict=True))
 
 
+# previous / next in the detail view walk through every flagged image in this order, not only this page
+review_order = rv.select(where, flagged_params, columns=["sample_id"], order_by=order, descending=True)[
+    "sample_id"].astype(str).tolist()
+
+
+undecided = rv.select(where + " AND decision IS NULL", flagged_params, columns=["sample_id"], order_by=order,
+                      descending=True, limit=1)["sample_id"].astype(str).tolist()
+pc2.button("Review with the keyboard", key="flag_keyboard", icon=":material/keyboard:", on_click=detail.open_detail,
+           args=((undecided or review_order)[0], review_order), shortcut="Shift+Enter",
+           help="Opens the first undecided image large: K keep · X remove · L relabel to the suggestion · "
+                "T tag · U undo · ← → previous / next")
+bulk_relabel.panel(rv, where, flagged_params, key=f"flag_bulk_{kind}")
+
+
+@st.fragment
 def card(row: pd.Series) -> None:
+    """One flagged image; its buttons rerun only this card (a fragment), not the page."""
+    fresh = rv.select('"sample_id" = ?', [str(row["sample_id"])])  # decisions made since the page ran
+    row = fresh.iloc[0] if len(fresh) else row
     sid = str(row["sample_id"])
+    decisions.show_flash()
     with st.container(border=True):
         a, b, c = st.columns([1, 2.4, 2.6])
         arr, found = images.thumbnail(rv, row.get("image_path"), 128)
         a.image(arr, caption=sid if found else f"{sid} · image file missing", width="stretch")
+        with a:
+            detail.open_button(sid, review_order, key=f"fl_open_{sid}")
         pred = row.get("pred_name", row.get("pred", "—"))
         prob = row.get("pred_prob")
         b.markdown(f"**Given label:** `{row['label_name']}`  \n**Predicted:** `{pred}`"

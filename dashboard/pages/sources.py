@@ -8,7 +8,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from dashboard import state
-from dashboard.components import charts, complexity, images, page, scores, si
+from dashboard.components import charts, complexity, images, page, scores, si, views
 from dashboard.components.filters import distinct
 from dashboard.components.stats import ks_2samp
 
@@ -17,10 +17,13 @@ st.title("Sources")
 st.caption("How do the data sources differ? Compare their score distributions, where they sit on the map, "
            "and what their most informative images look like.")
 sources = distinct(rv.static_key, rv, "source")
+views.sync("sources", {"src_score": views.one_of(scores.available(rv)), "src_a": views.one_of(sources),
+                       "src_b": views.one_of(sources)})
 if len(sources) < 2:
     st.info(f"This run has a single source (**{sources[0] if sources else '—'}**); comparing sources needs two. "
             "Score several sources together, e.g. `infoscope score --source mnist5k --source folder:…`.",
             icon=":material/info:")
+headline_slot = st.empty()
 avail = scores.available(rv)
 scores.missing_note(rv)
 PROBS = np.linspace(0, 1, 101)
@@ -50,6 +53,25 @@ def ks_table(key: str, _rv: state.RunView, a: str, b: str, cols: tuple[str, ...]
     return pd.DataFrame(rows)
 
 
+def headline(rv: state.RunView, a: str, b: str, score: str, kt: pd.DataFrame) -> str:
+    """One sentence comparing two sources on a score: ratio of the mean per-image score (larger first) and the KS
+    statistic, e.g. "Per image, mnist carries 1.9× the SI (function) of digits (mean … vs …); KS D = 0.26"."""
+    m = rv.sql(f'SELECT source, avg("{score}") FILTER (WHERE isfinite("{score}")) AS m FROM samples '
+               f"WHERE source IN (?, ?) GROUP BY source", [a, b]).set_index("source")["m"]
+    ma, mb = float(m.get(a, np.nan)), float(m.get(b, np.nan))
+    row = kt.set_index("score").loc[score] if score in set(kt["score"]) else None
+    ks = "" if row is None or pd.isna(row["KS D"]) else (f"; KS D = **{float(row['KS D']):.2f}** "
+                                                         f"(p = {float(row['p-value']):.2g}: {row['reading']})")
+    name = scores.label(score)
+    if np.isnan(ma) or np.isnan(mb):
+        return f"{name} has no values in one of the two sources{ks}."
+    if ma < mb:
+        a, b, ma, mb = b, a, mb, ma
+    if mb > 0:
+        return f"Per image, **{a}** carries **{ma / mb:.1f}×** the {name} of **{b}** (mean {ma:.3g} vs. {mb:.3g}){ks}."
+    return f"Mean {name}: **{a}** {ma:.3g} vs. **{b}** {mb:.3g}{ks}."
+
+
 @st.cache_data(show_spinner=False, max_entries=4)
 def map_points(key: str, _rv: state.RunView) -> tuple[pd.DataFrame, bool]:
     pts = _rv.select("umap_x IS NOT NULL AND umap_y IS NOT NULL", columns=["sample_id", "umap_x", "umap_y", "source"],
@@ -60,7 +82,7 @@ def map_points(key: str, _rv: state.RunView) -> tuple[pd.DataFrame, bool]:
 if avail:
     score = scores.pick(rv, "Score", avail, key="src_score")
     qs = quantiles(rv.static_key, rv, score)
-    left, right = st.columns(2)
+    left, right = st.columns([1, 1.5])  # the KS table needs the wider half (no clipped columns at 1440 px)
     with left:
         st.plotly_chart(charts.ecdf_from_quantiles(qs, PROBS, f"{scores.label(score)} by source (ECDF)",
                                                    scores.label(score)), width="stretch")
@@ -73,10 +95,18 @@ if avail:
                 st.warning("Pick two different sources.")
             else:
                 kt = ks_table(rv.static_key, rv, a, b, tuple(avail))
+                headline_slot.info(headline(rv, a, b, score, kt), icon=":material/compare_arrows:")
                 st.markdown(f"**Two-sample Kolmogorov–Smirnov test**, {a} vs. {b}")
                 st.dataframe(kt, hide_index=True, width="stretch", column_config={
-                    "KS D": st.column_config.ProgressColumn("KS D", format="%.3f", min_value=0.0, max_value=1.0),
-                    "p-value": st.column_config.NumberColumn(format="%.2g")})
+                    "score": st.column_config.TextColumn(width="small"),
+                    "KS D": st.column_config.ProgressColumn("KS D", format="%.2f", min_value=0.0, max_value=1.0,
+                                                            width="small"),
+                    "p-value": st.column_config.NumberColumn(format="%.2g", width="small"),
+                    f"median {a}": st.column_config.NumberColumn("median A", format="%.3g", width="small",
+                                                                 help=f"median in {a} (source A)"),
+                    f"median {b}": st.column_config.NumberColumn("median B", format="%.3g", width="small",
+                                                                 help=f"median in {b} (source B)"),
+                    "reading": st.column_config.TextColumn(width="medium")})
                 st.caption("D is the largest gap between the two cumulative distributions (0 = same, 1 = "
                            "disjoint); p < 0.01 with D ≥ 0.1 reads as different.")
 else:
@@ -117,8 +147,4 @@ if avail:
                         limit=8)
         with col:
             st.markdown(f"**{src}**")
-            thumbs = [images.thumbnail(rv, p)[0] for p in top["image_path"]]
-            caps = [images.default_caption(r, score, images.percentile_in_run(rv, score, float(r[score]))
-                                           if pd.notna(r[score]) else None) for _, r in top.iterrows()]
-            if thumbs:
-                st.image(thumbs, caption=caps, width=84)
+            images.image_grid(rv, top, ncols=4, score=score, key=f"src_top_{src}")
