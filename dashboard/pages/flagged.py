@@ -149,7 +149,10 @@ def card(row: pd.Series) -> None:
             if text and not agrees:
                 b.caption(text)
         if shown_scores:
-            b.caption(" · ".join(f"{scores.label(s)} {float(row[s]):.3g}" for s in shown_scores if pd.notna(row[s])))
+            # percentiles within the run: raw values such as 9.6e-06 mean nothing on their own
+            b.caption(" · ".join(
+                f"{scores.label(s)} p{images.percentile_in(images.sorted_values(rv.static_key, rv, s), float(row[s])):.0f}"
+                for s in shown_scores if pd.notna(row[s])))
         dec = row.get("decision")
         if isinstance(dec, str) and dec:
             b.markdown(f"Decision: **{dec}**" + (f" → `{row['relabel_to']}`" if dec == "relabel" else ""))
