@@ -160,18 +160,19 @@ def pixel_neighbour_shares(images: np.ndarray, labels: np.ndarray, pred: np.ndar
     return (nl == np.asarray(labels)[:, None]).mean(1), (nl == np.asarray(pred)[:, None]).mean(1)
 
 
-def adversarial_evidence(model: nn.Module, images: np.ndarray, labels: np.ndarray, pred: np.ndarray, *,
+def adversarial_evidence(model: nn.Module | None, images: np.ndarray, labels: np.ndarray, pred: np.ndarray, *,
                          k: int = 10, step: float = DEFAULT_STEP, steps: int = DEFAULT_STEPS,
                          sigma: float = DEFAULT_SIGMA, draws: int = DEFAULT_DRAWS, seed: int = 0,
                          device: str | torch.device = "cpu") -> pd.DataFrame:
     """All measurements for every row: ``reverse_eps``, ``noise_flip``, ``noise_to_label`` (rows where
-    ``pred ≠ labels``; NaN elsewhere), ``px_label_share`` and ``px_pred_share`` (every row)."""
+    ``pred ≠ labels``; NaN elsewhere, and everywhere when there is no network, e.g. ``--pred-probs``),
+    ``px_label_share`` and ``px_pred_share`` (every row)."""
     labels = np.asarray(labels, dtype=np.int64)
     pred = np.asarray(pred, dtype=np.int64)
     n = len(labels)
     rev, flip, to_label = np.full(n, np.nan), np.full(n, np.nan), np.full(n, np.nan)
     dis = np.flatnonzero(pred != labels)
-    if len(dis):
+    if len(dis) and model is not None:
         rev[dis] = reverse_eps(model, images[dis], labels[dis], step=step, steps=steps, device=device)
         flip[dis], to_label[dis] = noise_response(model, images[dis], pred[dis], labels[dis], sigma=sigma,
                                                   draws=draws, seed=seed, device=device)

@@ -91,9 +91,10 @@ def _run_pipeline(cfg) -> Path:
     from core.pipeline import score_run
 
     if not console.is_terminal:  # a log file or a pipe: one line per event, no redrawn bar
-        return score_run(cfg, LineReporter(lambda line: print(line, file=sys.stderr, flush=True)))
-    with _progress() as p:
-        path = score_run(cfg, _Reporter(p))
+        path = score_run(cfg, LineReporter(lambda line: print(line, file=sys.stderr, flush=True)))
+    else:
+        with _progress() as p:
+            path = score_run(cfg, _Reporter(p))
     _warn_quality(path)
     return path
 

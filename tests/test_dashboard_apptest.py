@@ -80,8 +80,10 @@ def cap_value(caption: str) -> float:
 
 
 def run_percentile(values: pd.Series, v: float) -> float:
+    """Mid-rank percentile of ``v`` in the run (as the grid captions give it)."""
     col = np.sort(values.dropna().to_numpy(dtype=float))
-    return 100.0 * np.searchsorted(col, v, side="right") / len(col)
+    lo, hi = np.searchsorted(col, v, side="left"), np.searchsorted(col, v, side="right")
+    return 100.0 * (lo + 0.5 * (hi - lo)) / len(col)
 
 
 def captions_of_images(at: AppTest) -> list[str]:

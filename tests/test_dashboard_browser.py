@@ -214,7 +214,8 @@ def test_export_files_load_back(page, server, browser_run, tmp_path) -> None:
     from core.data.sources import load_one, parse_spec
 
     open_page(page, server, "explore")
-    for fmt_label, fmt, out in (("CSV", "csv", tmp_path / "csv"), ("Image folders", "folder", tmp_path / "folder")):
+    for i, (fmt_label, fmt, out) in enumerate((("CSV", "csv", tmp_path / "csv"),
+                                               ("Image folders", "folder", tmp_path / "folder"))):
         page.get_by_text(re.compile(fmt_label)).first.click()
         time.sleep(0.5)
         settle(page, TITLES["explore"])
@@ -223,11 +224,12 @@ def test_export_files_load_back(page, server, browser_run, tmp_path) -> None:
         box.press("Enter")
         time.sleep(1.0)  # let the rerun start before waiting for it to end
         settle(page, TITLES["explore"])
-        # tmp_path lies outside the runs folder: the export waits for an explicit confirmation
-        assert page.get_by_role("button", name="Export selection").is_disabled()
-        page.get_by_text("Yes, write the export outside the runs folder").click()
-        time.sleep(0.5)
-        settle(page, TITLES["explore"])
+        # tmp_path lies outside the runs folder: the export waits for an explicit confirmation (asked once)
+        if i == 0:
+            assert page.get_by_role("button", name="Export selection").is_disabled()
+            page.get_by_text("Yes, write the export outside the runs folder").click()
+            time.sleep(0.5)
+            settle(page, TITLES["explore"])
         page.get_by_role("button", name="Export selection").click()
         try:
             page.locator('[data-testid="stAlert"]').filter(has_text=f"Exported to {out}").wait_for(timeout=90_000)
