@@ -174,7 +174,7 @@ def score_in_process(data, split: np.ndarray, names: Sequence[str], *, epochs: i
     ``eval_x`` is given, ``eval_acc`` of the trained network on it (rows never seen by training or scoring).
     """
     from core.device import resolve_device
-    from core.embedding import neighbors
+    from core.embedding import near_duplicates, neighbors
     from core.models.training import TrainConfig, embed, predict_logits, train_model
     from core.scores.registry import SCORE_SPECS, ScoreContext
 
@@ -191,11 +191,22 @@ def score_in_process(data, split: np.ndarray, names: Sequence[str], *, epochs: i
     train_s = t()
     emb = embed(result.model, data.images, dev)
     nb_dist, nb_idx = neighbors(emb, 10, str(dev))
+
+    def train_subset(rows: np.ndarray, s: int):
+        """The recipe trained on ``rows`` only: the default SI's cross-fitted features (as the pipeline does)."""
+        return train_model(data.images, data.labels, np.asarray(rows), data.n_classes, tcfg, seed=s,
+                           device=dev).model
+
+    # near-duplicate pairs (the pipeline's default threshold): the default SI keeps them inside one fold
+    dups = near_duplicates(data.images, data.sample_id, threshold=0.995, device=str(dev))
+    row_of = {sid: i for i, sid in enumerate(data.sample_id.astype(str))}
+    dup_pairs = np.array([(row_of[a], row_of[b]) for a, b in zip(dups["sample_id_a"], dups["sample_id_b"],
+                                                                strict=True)], dtype=int).reshape(-1, 2)
     ctx_base = dict(data=data, split=split, model=result.model, init_state=result.init_state,
                     logits=result.epoch_logits[-1], epoch_logits=result.epoch_logits, embeddings=emb, device=dev,
                     seed=seed, train_model=lambda s: train(s).model, progress=lambda m, f=None: None,
-                    extra={"train_run": train, "neighbor_dist": nb_dist, "neighbor_idx": nb_idx,
-                           "train_config": asdict(tcfg)})
+                    extra={"train_run": train, "train_subset": train_subset, "neighbor_dist": nb_dist,
+                           "neighbor_idx": nb_idx, "train_config": asdict(tcfg), "duplicate_pairs": dup_pairs})
     groups: dict[str, list[str]] = {}
     for n in names:
         groups.setdefault(SCORE_SPECS[n].adapter, []).append(n)

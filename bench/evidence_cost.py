@@ -4,7 +4,8 @@ Protocol. For each n, a dataset of n MNIST digits: a class-balanced seeded subse
 above that, MNIST-5k plus copies shifted by 1–2 pixels (a seeded random non-zero shift in each of x and y,
 zero fill, originals used in turn), written as an ``npz:`` source. Each dataset is scored by
 ``core.pipeline.score_run`` with every score and the pipeline's defaults (SmallCNN, 8 epochs, 20% held out; SI
-with CountSketch features d = 1024; CG on pixels, 5 repeats, classes chunked at 2000; prediction depth with 1
+the default head on cross-fitted features: 2 extra trainings on half the training rows each, exact leave-one-out
+per problem of at most 5,000 rows; CG on pixels, 5 repeats, classes chunked above 5,000; prediction depth with 1
 network; EL2N with 1 network; PCA map). The table gives the wall time the manifest records for each step and
 each score adapter; the growth exponent b fits t ∝ n^b between consecutive sizes. Results are written after
 each n, so a partial table lands even when the largest size does not finish.
