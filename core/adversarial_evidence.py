@@ -40,6 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from core.attacks import EvalFrozen
 from core.device import resolve_device
 
 DEFAULT_STEP = 0.02
@@ -48,24 +49,7 @@ DEFAULT_SIGMA = 0.1
 DEFAULT_DRAWS = 8
 
 
-class _Frozen:
-    """Context: eval mode with parameters not requiring grad; restores both on exit."""
-
-    def __init__(self, model: nn.Module):
-        self.model = model
-
-    def __enter__(self) -> nn.Module:
-        self.training = self.model.training
-        self.flags = [p.requires_grad for p in self.model.parameters()]
-        self.model.eval()
-        for p in self.model.parameters():
-            p.requires_grad_(False)
-        return self.model
-
-    def __exit__(self, *exc: object) -> None:
-        for p, f in zip(self.model.parameters(), self.flags, strict=True):
-            p.requires_grad_(f)
-        self.model.train(self.training)
+_Frozen = EvalFrozen  # eval mode, parameters frozen, both restored on exit (shared with the attacks)
 
 
 def reverse_eps(model: nn.Module, x: np.ndarray, target: np.ndarray, *, step: float = DEFAULT_STEP,

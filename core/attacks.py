@@ -47,7 +47,7 @@ def _run_batched(fn, x: torch.Tensor, y: torch.Tensor, batch: int) -> torch.Tens
     return torch.cat([fn(x[s : s + batch], y[s : s + batch], s) for s in range(0, len(x), batch)])
 
 
-class _EvalMode:
+class EvalFrozen:
     """Context: model in eval mode with frozen parameters; restores both on exit."""
 
     def __init__(self, model: nn.Module):
@@ -77,7 +77,7 @@ def fgsm(model: nn.Module, x: np.ndarray | torch.Tensor, y: np.ndarray | torch.T
     def step(xb: torch.Tensor, yb: torch.Tensor, _start: int) -> torch.Tensor:
         return (xb + eps * _input_grad_sign(model, xb, yb)).clamp_(0.0, 1.0).detach()
 
-    with _EvalMode(model), torch.enable_grad():
+    with EvalFrozen(model), torch.enable_grad():
         return _run_batched(step, xt, yt, batch).cpu()
 
 
@@ -100,7 +100,7 @@ def pgd(model: nn.Module, x: np.ndarray | torch.Tensor, y: np.ndarray | torch.Te
             adv = torch.maximum(torch.minimum(adv, hi), lo).detach()
         return adv
 
-    with _EvalMode(model), torch.enable_grad():
+    with EvalFrozen(model), torch.enable_grad():
         return _run_batched(attack, xt, yt, batch).cpu()
 
 
@@ -109,7 +109,7 @@ def predict(model: nn.Module, x: np.ndarray | torch.Tensor, device: str | torch.
             batch: int = 1024) -> np.ndarray:
     """argmax of the model's logits (eval mode), as int64 numpy."""
     dev = resolve_device(device)
-    with _EvalMode(model):
+    with EvalFrozen(model):
         model.to(dev)
         xt = torch.as_tensor(np.asarray(x), dtype=torch.float32)
         return torch.cat([model(xt[s : s + batch].to(dev)).argmax(1).cpu() for s in range(0, len(xt), batch)]).numpy()
