@@ -24,7 +24,7 @@ import torch
 from scipy import stats
 
 from core.errors import InfoscopeError
-from core.scores.si_head import flow_filter, prepare_features, relu_ntk
+from core.scores.si_head import head_kernels, solve_alpha
 from core.store.atomic import atomic_write_json
 from core.store.layout import SI_MODEL
 from core.store.layout import SI_VERIFICATION as VERIFICATION
@@ -43,25 +43,18 @@ def _problem_arrays(z: Any, j: int) -> dict[str, np.ndarray]:
     return {k: z[f"p{j}_{k}"] for k in ("rows", "x", "val_rows", "xv", "eta_t")}
 
 
-def _solve(kern: torch.Tensor, y: torch.Tensor, lam: float, eta_t: float | None) -> torch.Tensor:
-    ev, vec = torch.linalg.eigh(kern)
-    g = torch.as_tensor(flow_filter((ev.clamp_min(0) + lam).numpy(), eta_t), dtype=torch.float64)
-    return vec @ (g[:, None] * (vec.T @ y))  # α = −g(A) r, r = −Y
-
-
 def retrain_without(x: np.ndarray, xv: np.ndarray, labels: np.ndarray, n_classes: int, drop: list[int], *,
                     lam: float, eta_t: float | None, sigma: float) -> list[tuple[float, float]]:
     """For each position in ``drop``: (‖Δw‖²/2σ², mean‖Δf‖²/2σ²) from training with and without that row."""
-    xt, xvt = prepare_features(np.concatenate([x, xv]), x, xv)[1:]
-    kern, kern_val = relu_ntk(xt, xt), relu_ntk(xvt, xt)
+    kern, kern_val = head_kernels(x, xv)
     y = torch.nn.functional.one_hot(torch.as_tensor(labels), n_classes).double()
-    alpha = _solve(kern, y, lam, eta_t)
+    alpha = solve_alpha(kern, y, lam=lam, eta_t=eta_t)
     out = []
     n = len(x)
     for i in drop:
         keep = np.r_[0:i, i + 1:n]
         alpha_i = torch.zeros_like(alpha)
-        alpha_i[keep] = _solve(kern[keep][:, keep], y[keep], lam, eta_t)
+        alpha_i[keep] = solve_alpha(kern[keep][:, keep], y[keep], lam=lam, eta_t=eta_t)
         da = alpha - alpha_i
         dw2 = float((da * (kern @ da)).sum())
         df2 = float((kern_val @ da).pow(2).sum(1).mean())
@@ -155,13 +148,3 @@ def fidelity_line(res: dict[str, Any]) -> str:
     return (f"si fidelity: pearson_weights={res['pearson_weights']:.4f} pearson_function={res['pearson_function']:.4f} "
             f"spearman_weights={res['spearman_weights']:.4f} spearman_function={res['spearman_function']:.4f} "
             f"n={res['n']}")
-
-
-def read_verification(run_path: str | Path) -> dict[str, Any] | None:
-    """The stored verification of a run, or None (never raises on a damaged file)."""
-    p = Path(run_path) / VERIFICATION
-    try:
-        obj = json.loads(p.read_text())
-        return obj if isinstance(obj, dict) and "pearson_weights" in obj else None
-    except (OSError, ValueError):
-        return None

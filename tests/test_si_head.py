@@ -13,15 +13,14 @@ import torch
 
 from core.errors import InfoscopeError, ScoreError
 from core.scores.si_crossfit import assign_folds, duplicate_groups, split_problem
-from core.scores.si_head import choose_time, flow_filter, flow_poles, head_loo, prepare_features, relu_ntk
+from core.scores.si_head import choose_time, flow_filter, flow_poles, head_kernels, head_loo, relu_ntk
 
 
 def _problem(n=24, m=6, d=5, k=3, seed=0):
     rng = np.random.default_rng(seed)
     x, xv = rng.normal(size=(n, d)), rng.normal(size=(m, d))
     y = np.eye(k)[rng.integers(0, k, n)]
-    xt, xvt = prepare_features(np.concatenate([x, xv]), x, xv)[1:]
-    return relu_ntk(xt, xt), relu_ntk(xvt, xt), torch.as_tensor(y)
+    return (*head_kernels(x, xv), torch.as_tensor(y))
 
 
 def _solve(kern: np.ndarray, y: np.ndarray, lam: float, eta_t):
@@ -105,21 +104,17 @@ def test_duplicate_rows_carry_little_unique_information():
     x = rng.normal(size=(n, d))
     y = np.eye(k)[rng.integers(0, k, n)]
     xv = rng.normal(size=(15, d))
-    single = head_loo(*_kern(x, xv), torch.as_tensor(y), lam=1e-3, eta_t=50.0)
+    single = head_loo(*head_kernels(x, xv), torch.as_tensor(y), lam=1e-3, eta_t=50.0)
     x2, y2 = np.concatenate([x, x[:10]]), np.concatenate([y, y[:10]])
-    dup = head_loo(*_kern(x2, xv), torch.as_tensor(y2), lam=1e-3, eta_t=50.0)
+    dup = head_loo(*head_kernels(x2, xv), torch.as_tensor(y2), lam=1e-3, eta_t=50.0)
     ratio = dup.df2[:10] / single.df2[:10]
     assert np.median(ratio) < 0.5
     assert np.median(dup.df2[10:n] / single.df2[10:n]) > 0.5  # the other rows barely change
 
 
-def _kern(x, xv):
-    xt, xvt = prepare_features(np.concatenate([x, xv]), x, xv)[1:]
-    return relu_ntk(xt, xt), relu_ntk(xvt, xt)
-
-
 def test_run_si_is_the_head_and_verify_si_confirms_it(tiny_run):
-    from core.verify_si import fidelity_line, read_verification, verify_si
+    from core.store import open_run
+    from core.verify_si import fidelity_line, verify_si
 
     m = json.loads((tiny_run / "manifest.json").read_text())
     p = m["scores"]["si_function"]["params"]
@@ -139,7 +134,7 @@ def test_run_si_is_the_head_and_verify_si_confirms_it(tiny_run):
     line = fidelity_line(res)
     assert re.fullmatch(r"si fidelity: pearson_weights=\S+ pearson_function=\S+ spearman_weights=\S+ "
                         r"spearman_function=\S+ n=8", line)
-    stored = read_verification(tiny_run)
+    stored = open_run(tiny_run).si_verification()
     assert stored is not None and stored["rows"] == res["rows"]
 
 
@@ -198,7 +193,7 @@ def test_a_duplicated_pair_carries_more_information_than_its_two_scores():
     x = np.concatenate([x, x[:1]])  # row 40 duplicates row 0
     y = np.eye(3)[rng.integers(0, 3, 40)]
     y = np.concatenate([y, y[:1]])
-    kern, kern_val = _kern(x, rng.normal(size=(10, 5)))
+    kern, kern_val = head_kernels(x, rng.normal(size=(10, 5)))
     yt = torch.as_tensor(y)
     single = head_loo(kern, kern_val, yt, lam=1e-3, eta_t=100.0)
     (pair_w, pair_f), = head_set_loo(kern, kern_val, yt, [np.array([0, 40])], lam=1e-3, eta_t=100.0)

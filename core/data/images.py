@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -77,7 +77,8 @@ def read_image(path: str | Path, max_pixels: int | None = None) -> np.ndarray:
     """
     path = Path(path)
     limit = max_pixels_limit(max_pixels)
-    try:
+
+    def decode() -> np.ndarray:
         with warnings.catch_warnings():  # Pillow only warns between its two limits; ours is stricter
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             im = Image.open(path)
@@ -88,16 +89,9 @@ def read_image(path: str | Path, max_pixels: int | None = None) -> np.ndarray:
                                            f"{limit / 1e6:.1f} Mpx (raise max_image_pixels in the config, or "
                                            "$INFOSCOPE_MAX_PIXELS, to accept it)")
             im.load()
-            arr = _pil_to_array(im)
-    except FileNotFoundError as exc:
-        raise ImageReadError(path, "file not found") from exc
-    except UnidentifiedImageError as exc:
-        raise ImageReadError(path, "not a readable image (unknown or damaged format)") from exc
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
-        raise ImageReadError(path, f"corrupt or unreadable image ({exc})") from exc
-    if arr.shape[1] == 0 or arr.shape[2] == 0:
-        raise ImageReadError(path, "image has zero width or height")
-    return arr
+            return _pil_to_array(im)
+
+    return _decoded(path, decode)
 
 
 def read_image_bytes(data: bytes, where: str) -> np.ndarray:
@@ -107,10 +101,21 @@ def read_image_bytes(data: bytes, where: str) -> np.ndarray:
 
     if not isinstance(data, bytes | bytearray | memoryview) or len(data) == 0:
         raise ImageReadError(where, "empty or missing image bytes")
-    try:
+
+    def decode() -> np.ndarray:
         with Image.open(io.BytesIO(bytes(data))) as im:
             im.load()
-            arr = _pil_to_array(im)
+            return _pil_to_array(im)
+
+    return _decoded(where, decode)
+
+
+def _decoded(where: str | Path, decode: Callable[[], np.ndarray]) -> np.ndarray:
+    """Run ``decode`` and turn every way decoding fails into one :class:`ImageReadError` naming ``where``."""
+    try:
+        arr = decode()
+    except FileNotFoundError as exc:
+        raise ImageReadError(where, "file not found") from exc
     except UnidentifiedImageError as exc:
         raise ImageReadError(where, "not a readable image (unknown or damaged format)") from exc
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:

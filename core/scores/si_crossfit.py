@@ -39,7 +39,7 @@ import torch
 
 from core.errors import ScoreError
 from core.scores.registry import ScoreContext, ScoreResult
-from core.scores.si_head import choose_time, head_loo, head_set_loo, prepare_features, relu_ntk
+from core.scores.si_head import choose_time, head_kernels, head_loo, head_set_loo
 
 HEAD_DEFAULTS: dict[str, Any] = {
     "method": "head",
@@ -130,9 +130,9 @@ def split_problem(rows: np.ndarray, groups: np.ndarray, max_rows: int, seed: int
 def solve_problem(prob: HeadProblem, labels: np.ndarray, n_classes: int, *, lam: float, t: Any,
                   sigma: float, sets: dict[str, np.ndarray] | None = None) -> dict[str, Any]:
     """SI of every row of one problem (nats) and the problem's parameters."""
-    x, xv = prepare_features(np.concatenate([prob.x, prob.xv]), prob.x, prob.xv)[1:]
-    kern = relu_ntk(x, x)
-    kern_val = relu_ntk(xv, x) if len(xv) else None
+    kern, kern_val = head_kernels(prob.x, prob.xv)
+    if not len(prob.xv):
+        kern_val = None
     y = torch.nn.functional.one_hot(torch.as_tensor(labels[prob.rows]), n_classes).double()
     eig = torch.linalg.eigh(kern)
     path: list[tuple[float, float]] = []

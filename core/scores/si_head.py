@@ -100,6 +100,21 @@ def relu_ntk(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return dot * k0 + na[:, None] * nb[None, :] * k1
 
 
+def head_kernels(x: np.ndarray, xv: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """θ(X, X) and θ(X_val, X) of the head, with features standardised over the problem's rows and held-out
+    rows together (fixed preprocessing, so leaving a row out of training does not change the features)."""
+    xt, xvt = prepare_features(np.concatenate([x, xv]), x, xv)[1:]
+    return relu_ntk(xt, xt), relu_ntk(xvt, xt)
+
+
+def solve_alpha(kernel: torch.Tensor, targets: torch.Tensor, *, lam: float, eta_t: float | None,
+                eig: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+    """The trained head's α = −g_t(Θ + λI) r with r = −Y (f₀ = 0): (n, k), by eigendecomposition."""
+    ev, vec = eig if eig is not None else torch.linalg.eigh(kernel.double())
+    g = torch.as_tensor(flow_filter((ev.clamp_min(0.0) + lam).numpy(), eta_t), dtype=torch.float64)
+    return vec @ (g[:, None] * (vec.T @ targets.double()))
+
+
 # --------------------------------------------------------------------------------------------------------
 # g_t as a sum of resolvents
 # --------------------------------------------------------------------------------------------------------
@@ -184,8 +199,7 @@ def head_loo(kernel: torch.Tensor, kernel_val: torch.Tensor | None, targets: tor
     b_ii = v2 @ d.T  # (n, P): (B_p)ᵢᵢ
     r = -targets.double()
     vt_r = vec.T @ r  # (n, k)
-    g = torch.as_tensor(flow_filter(a.numpy(), eta_t), dtype=torch.float64)
-    alpha = -(vec @ (g[:, None] * vt_r))  # (n, k)
+    alpha = solve_alpha(theta, targets, lam=lam, eta_t=eta_t, eig=(ev, vec))
     resid = r + theta @ alpha
     dw2 = torch.zeros(n, dtype=torch.float64)
     df2 = torch.zeros(n, dtype=torch.float64)
@@ -205,16 +219,6 @@ def head_loo(kernel: torch.Tensor, kernel_val: torch.Tensor | None, targets: tor
     return HeadLOO(dw2=dw2.clamp_min(0).numpy(),
                    df2=df2.clamp_min(0).numpy() if val_proj is not None else np.full(n, np.nan),
                    resid=resid.numpy(), loo_resid=loo_resid.numpy(), val_pred=val_pred)
-
-
-def head_fit(kernel: torch.Tensor, kernel_val: torch.Tensor, targets: torch.Tensor, *, lam: float,
-             eta_t: float | None) -> tuple[np.ndarray, np.ndarray]:
-    """Train the head once (no leave-one-out): (α (n, k), held-out predictions (m, k)), by eigendecomposition."""
-    ev, vec = torch.linalg.eigh(kernel.double())
-    a = ev.clamp_min(0.0) + lam
-    g = torch.as_tensor(flow_filter(a.numpy(), eta_t), dtype=torch.float64)
-    alpha = vec @ (g[:, None] * (vec.T @ targets.double()))  # −g(A)r with r = −Y
-    return alpha.numpy(), (kernel_val.double() @ alpha).numpy()
 
 
 def choose_time(kernel: torch.Tensor, kernel_val: torch.Tensor, targets: torch.Tensor, val_targets: torch.Tensor,
@@ -264,42 +268,34 @@ def head_set_loo(kernel: torch.Tensor, kernel_val: torch.Tensor | None, targets:
     r = (-targets.double()).to(torch.complex128)
     vt_r = vec_c.T @ r  # (n, k)
     val_proj = kernel_val.double() @ vec if kernel_val is not None else None
+    alpha = solve_alpha(theta, targets, lam=lam, eta_t=eta_t, eig=(ev, vec))
+
+    def change(e: torch.Tensor) -> tuple[float, float]:
+        """(‖Δw‖², mean held-out ‖Δf‖²) from e = Vᵀ Δα_S."""
+        dw2 = float((e * e * ev[:, None]).sum())
+        df2 = float((val_proj @ e).pow(2).sum(1).mean()) if val_proj is not None else float("nan")
+        return max(dw2, 0.0), max(df2, 0.0)
+
     out = []
     for s in sets:
         s = torch.as_tensor(np.asarray(s, dtype=np.int64))
-        if len(s) == 0:
-            out.append((0.0, 0.0))
-            continue
-        if len(s) == n:  # everything left out: w₋S = w₀, f₋S = f₀
-            g = torch.as_tensor(flow_filter(a.numpy(), eta_t), dtype=torch.float64)
-            e = g[:, None] * (vec.T @ targets.double())  # Vᵀα
-            dw2 = float((e * e * ev[:, None]).sum())
-            df2 = float((val_proj @ e).pow(2).sum(1).mean()) if val_proj is not None else float("nan")
-            out.append((dw2, df2))
-            continue
         m_s = len(s)
-        if 10.0 * (n - m_s) ** 3 < 4.0 * len(shifts) * m_s * m_s * n:  # cheaper: re-solve the rows that stay
+        if m_s == 0:
+            out.append((0.0, 0.0))
+        elif m_s == n:  # everything left out: w₋S = w₀, f₋S = f₀
+            out.append(change(vec.T @ alpha))
+        elif 10.0 * (n - m_s) ** 3 < 4.0 * len(shifts) * m_s * m_s * n:  # cheaper: re-solve the rows that stay
             keep = torch.as_tensor(np.setdiff1d(np.arange(n), s.numpy()))
-            ev_k, vec_k = torch.linalg.eigh(theta[keep][:, keep])
-            g_k = torch.as_tensor(flow_filter((ev_k.clamp_min(0) + lam).numpy(), eta_t), dtype=torch.float64)
-            g = torch.as_tensor(flow_filter(a.numpy(), eta_t), dtype=torch.float64)
-            alpha = vec @ (g[:, None] * (vec.T @ targets.double()))
             alpha_s = torch.zeros_like(alpha)
-            alpha_s[keep] = vec_k @ (g_k[:, None] * (vec_k.T @ targets.double()[keep]))
-            e = vec.T @ (alpha - alpha_s)
-            dw2 = float((e * e * ev[:, None]).sum())
-            df2 = float((val_proj @ e).pow(2).sum(1).mean()) if val_proj is not None else float("nan")
-            out.append((max(dw2, 0.0), max(df2, 0.0)))
-            continue
-        vs = vec_c[s]  # (|S|, n)
-        e = torch.zeros(n, k, dtype=torch.complex128)  # Vᵀ Δα_S
-        for q in range(len(shifts)):
-            b_ss = (vs * d[q][None, :]) @ vs.T  # (B_p)_SS
-            br_s = vs @ (d[q][:, None] * vt_r)  # (B_p r)_S, (|S|, k)
-            c = torch.linalg.solve(b_ss, br_s)
-            e -= beta[q] * weight[q] * (d[q][:, None] * (vs.T @ c))  # Vᵀ B_p[:, S] c = D_p V_Sᵀ c
-        e = torch.real(e)
-        dw2 = float((e * e * ev[:, None]).sum())
-        df2 = float((val_proj @ e).pow(2).sum(1).mean()) if val_proj is not None else float("nan")
-        out.append((max(dw2, 0.0), max(df2, 0.0)))
+            alpha_s[keep] = solve_alpha(theta[keep][:, keep], targets[keep], lam=lam, eta_t=eta_t)
+            out.append(change(vec.T @ (alpha - alpha_s)))
+        else:
+            vs = vec_c[s]  # (|S|, n)
+            e = torch.zeros(n, k, dtype=torch.complex128)  # Vᵀ Δα_S
+            for q in range(len(shifts)):
+                b_ss = (vs * d[q][None, :]) @ vs.T  # (B_p)_SS
+                br_s = vs @ (d[q][:, None] * vt_r)  # (B_p r)_S, (|S|, k)
+                c = torch.linalg.solve(b_ss, br_s)
+                e -= beta[q] * weight[q] * (d[q][:, None] * (vs.T @ c))  # Vᵀ B_p[:, S] c = D_p V_Sᵀ c
+            out.append(change(torch.real(e)))
     return out

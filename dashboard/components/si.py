@@ -8,6 +8,8 @@ import streamlit as st
 
 from dashboard.state import RunView
 
+_ONE = {"classes": "class", "sources": "source"}
+
 
 def set_information(rv: RunView, kind: str) -> pd.DataFrame | None:
     """Unique information of each class / source left out as a whole (nats), from the manifest; None if absent."""
@@ -15,7 +17,7 @@ def set_information(rv: RunView, kind: str) -> pd.DataFrame | None:
     sets = ((meta.get("info") or {}).get("set_information") or {}).get(kind) or {}
     if not sets:
         return None
-    one = {"classes": "class", "sources": "source"}.get(kind, kind)
+    one = _ONE.get(kind, kind)
     rows = [{one: k, "SI weights (nats)": v.get("si_weights"), "SI predictions (nats)": v.get("si_function")}
             for k, v in sets.items()]
     return pd.DataFrame(rows)
@@ -26,7 +28,7 @@ def set_information_table(rv: RunView, kind: str) -> None:
     t = set_information(rv, kind)
     if t is None:
         return
-    one = {"classes": "class", "sources": "source"}.get(kind, kind)
+    one = _ONE.get(kind, kind)
     st.markdown(f"**Unique information of each {one}** (the whole {one} left out at once, in nats; "
                 "not a sum of its images' scores: redundant images each score low but together carry a lot)")
     st.dataframe(t, hide_index=True, width="stretch")
