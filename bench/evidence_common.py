@@ -30,7 +30,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -163,23 +163,38 @@ def pipeline_run(**cfg: Any):
     return run.df, run.manifest
 
 
-def score_in_process(data, split: np.ndarray, names: Sequence[str], *, epochs: int = 8, seed: int = 0,
+def score_in_process(data, split: np.ndarray, names: Sequence[str], *, epochs: int | None = None, seed: int = 0,
                      device: str = "auto", params: dict[str, dict] | None = None, batch_size: int = 128,
                      lr: float = 2e-3, eval_x: np.ndarray | None = None, eval_y: np.ndarray | None = None):
     """Train the pipeline's recipe on ``split == "train"`` and run the registry adapters of ``names``.
 
     Mirrors ``core.pipeline._score_into`` (same TrainConfig fields, same ScoreContext, same adapters, each adapter
-    once) without writing a run, so that the caller keeps the trained network. Returns a dict with ``scores``
-    (column -> (n,) array), ``times`` (adapter label -> s), ``train_s``, ``result`` (TrainResult) and, when
+    once) without writing a run, so that the caller keeps the trained network. ``epochs=None`` is the pipeline's
+    default recipe (epochs from the dataset size, early stopping on held-out loss; the retrains for SI and the
+    other scores then reproduce the kept epochs, as ``core.pipeline`` does). Returns a dict with ``scores``
+    (column -> (n,) array), ``times`` (adapter label -> s), ``train_s``, ``epochs`` (the epochs kept),
+    ``result`` (TrainResult) and, when
     ``eval_x`` is given, ``eval_acc`` of the trained network on it (rows never seen by training or scoring).
     """
     from core.device import resolve_device
     from core.embedding import near_duplicates, neighbors
-    from core.models.training import TrainConfig, embed, predict_logits, train_model
+    from core.models.training import (
+        AUTO_PATIENCE,
+        TrainConfig,
+        auto_epochs,
+        embed,
+        predict_logits,
+        train_model,
+    )
     from core.scores.registry import SCORE_SPECS, ScoreContext
 
     dev = resolve_device(device)
-    tcfg = TrainConfig(model="cnn", epochs=epochs, batch_size=batch_size, lr=lr)
+    if epochs is None:
+        budget = auto_epochs(int((split == "train").sum()), batch_size)
+        tcfg = TrainConfig(model="cnn", epochs=budget, batch_size=batch_size, lr=lr,
+                           patience=max(AUTO_PATIENCE, -(-budget // 4)))
+    else:
+        tcfg = TrainConfig(model="cnn", epochs=epochs, batch_size=batch_size, lr=lr)
     params = params or {}
 
     def train(s: int):
@@ -189,6 +204,8 @@ def score_in_process(data, split: np.ndarray, names: Sequence[str], *, epochs: i
     t = Timer()
     result = train(seed)
     train_s = t()
+    if tcfg.patience:  # as core.pipeline: retrains reproduce the kept epochs exactly, without early stopping
+        tcfg = replace(tcfg, epochs=int(result.epoch_logits.shape[0]), patience=0)
     emb = embed(result.model, data.images, dev)
     nb_dist, nb_idx = neighbors(emb, 10, str(dev))
 
@@ -221,7 +238,7 @@ def score_in_process(data, split: np.ndarray, names: Sequence[str], *, epochs: i
         res = spec.load()(ScoreContext(params=prm, **ctx_base))
         times["+".join(grp)] = t()
         scores.update({k: np.asarray(v, dtype=np.float64) for k, v in res.columns.items()})
-    out = {"scores": scores, "times": times, "train_s": train_s, "result": result}
+    out = {"scores": scores, "times": times, "train_s": train_s, "result": result, "epochs": tcfg.epochs}
     if eval_x is not None:
         pred = predict_logits(result.model, eval_x, dev).argmax(1)
         out["eval_acc"] = float((pred == eval_y).mean())
@@ -405,9 +422,10 @@ def save_plot(fig, name: str) -> str:
     return f"assets/evidence_{name}.png"
 
 
-def common_args(parser, *, epochs: int = 8) -> None:
+def common_args(parser, *, epochs: int | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--epochs", type=int, default=epochs, help="training epochs (pipeline default 8)")
+    parser.add_argument("--epochs", type=int, default=epochs,
+                        help="training epochs (default: the pipeline's: from the dataset size, early stopping)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     parser.add_argument("--runs-dir", default=None, help="scratch folder for the runs (default: system temp)")

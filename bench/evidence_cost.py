@@ -3,7 +3,7 @@
 Protocol. For each n, a dataset of n MNIST digits: a class-balanced seeded subset of MNIST-5k for n ≤ 5000;
 above that, MNIST-5k plus copies shifted by 1–2 pixels (a seeded random non-zero shift in each of x and y,
 zero fill, originals used in turn), written as an ``npz:`` source. Each dataset is scored by
-``core.pipeline.score_run`` with every score and the pipeline's defaults (SmallCNN, 8 epochs, 20% held out; SI
+``core.pipeline.score_run`` with every score and the pipeline's defaults (SmallCNN, epochs from the dataset size with early stopping, 20% held out; SI
 the default head on cross-fitted features: 2 extra trainings on half the training rows each, exact leave-one-out
 per problem of at most 5,000 rows; CG on pixels, 5 repeats, classes chunked above 5,000; prediction depth with 1
 network; EL2N with 1 network; PCA map). The table gives the wall time the manifest records for each step and
@@ -80,7 +80,7 @@ def main() -> None:
                                   device=a.device)
         total = t()
         steps = dict(man["steps"])
-        row = {f"train (SmallCNN, {epochs} epochs; feeds loss/margin/EL2N/forgetting/Data Maps)": steps.get("train")}
+        row = {"train (SmallCNN, the default recipe's epochs; feeds loss/margin/EL2N/forgetting/Data Maps)": steps.get("train")}
         for k, v in steps.items():
             if k.startswith("score "):
                 row[k[len("score "):]] = v
@@ -140,7 +140,7 @@ def write(times: dict[int, dict[str, float]], a, epochs: int) -> None:
     ax.set_title("Cost of each score (one run)", fontsize=10)
     ax.legend(fontsize=7)
     plot = ec.save_plot(fig, "cost")
-    full = sizes == [1000, 5000, 20000] and epochs == 8 and not a.quick
+    full = sizes == [1000, 5000, 20000] and epochs is None and not a.quick
     ec.write_results("cost", title="Cost of each score", conclusion=conclusion, tables=tables,
                      scale="quick" if a.quick else ("full" if full else "reduced"),
                      protocol=__doc__.split("\n\n")[1].replace("\n", " "), plots=[plot],

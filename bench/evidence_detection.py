@@ -1,6 +1,6 @@
 """Evidence 5 — finding mislabeled and adversarial images: every score, the flag rule and cleanlab.
 
-Protocol. MNIST-5k, four seeded runs of ``core.pipeline.score_run`` (every score, SmallCNN, 8 epochs, 20% held
+Protocol. MNIST-5k, four seeded runs of ``core.pipeline.score_run`` (every score, SmallCNN, epochs from the dataset size with early stopping, 20% held
 out), each with one label-noise setting and one attack, injected by the pipeline itself:
 
 - symmetric noise 10% (``--label-noise 0.1``) + FGSM ε = 0.1;
@@ -114,7 +114,7 @@ def main() -> None:
             imgs[: len(data)] = data.images  # source rows come first, in load order (checked below)
             assert (df["sample_id"].to_numpy()[: len(data)] == data.sample_id).all()
             t = ec.Timer()
-            cl = cleanlab_scores(df, imgs, folds, epochs, a.seed, a.device)
+            cl = cleanlab_scores(df, imgs, folds, epochs or int(man["model"]["epochs"]), a.seed, a.device)
             cl_s = t()
             cols = {s: ec.SIGN_MISLABELED[s] * df[s].to_numpy(float) for s in ec.SCORES if s in df}
             cols["flag rule (suspicion_mislabeled)"] = df["suspicion_mislabeled"].to_numpy(float)
@@ -222,7 +222,7 @@ def main() -> None:
                      f"{r[best]['auroc_heldout']:.3f}; −cg_score {r.get('cg_score', {}).get('auroc_heldout', float('nan')):.3f}")
     conclusion = "; ".join(parts) + "."
     ec.write_results("detection", title="Mislabeled and adversarial images", conclusion=conclusion, tables=tables,
-                     scale="quick" if a.quick else ("full" if len(settings) == len(SETTINGS) and a.epochs == 8 else "reduced"),
+                     scale="quick" if a.quick else ("full" if len(settings) == len(SETTINGS) and a.epochs is None else "reduced"),
                      protocol=" ".join(p.replace("\n", " ") for p in __doc__.split("\n\n")[1:5]), plots=plots,
                      extra=extra,
                      notes=["SI, EL2N, forgetting and Data Maps are not defined on held-out rows, so on the "

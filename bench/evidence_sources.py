@@ -2,7 +2,7 @@
 
 Protocol. Both sources go into one ``core.pipeline.score_run`` (``--source mnist=mnist5k --source
 digits=digits``: labels joined by class name, images resized to 28×28 as the loader does), every score, the
-pipeline's recipe (SmallCNN, 8 epochs, 20% held out, seeded). For each score and source: the mean over the rows
+pipeline's recipe (SmallCNN, epochs from the dataset size with early stopping, 20% held out, seeded). For each score and source: the mean over the rows
 where the score is defined with a 95% bootstrap confidence interval (1000 resamples, seeded), the ratio of the
 means (digits ÷ MNIST), the two-sample Kolmogorov–Smirnov statistic (what the Sources page shows) with its p-value,
 and the share of each source among the top 10% of rows by the score (a source holding more than its share of
@@ -117,7 +117,7 @@ def main() -> None:
                   f"the more informative (harder, more unique) source is {verdict}. Test accuracy of the run's network: "
                   f"digits {acc['digits']:.1%}, MNIST-5k {acc['mnist']:.1%} (held-out rows).")
     ec.write_results("sources", title="Comparing data sources", conclusion=conclusion, tables=tables,
-                     scale="quick" if a.quick else ("full" if a.epochs == 8 else "reduced"), protocol=__doc__.split("\n\n")[1].replace("\n", " "),
+                     scale="quick" if a.quick else ("full" if a.epochs is None else "reduced"), protocol=__doc__.split("\n\n")[1].replace("\n", " "),
                      plots=[plot], extra=extra,
                      notes=["Scores of different sources come from one run (one network, one kernel), so they "
                             "are comparable; a score's level is not comparable across runs.",

@@ -4,7 +4,7 @@ class carry more unique information than the common half?
 Protocol. A binary task built from MNIST-5k: the positive class mixes a *rare* digit (40 images) and a *common*
 digit (400 images); the negative class is a third digit (400 images). The SI paper's "200 + 2000 vs 2000" is
 scaled down 5× because MNIST-5k holds only 500 images per digit. The task is written as an ``npz:`` source with
-labels "pos"/"neg" and scored by ``core.pipeline.score_run`` with every score (SmallCNN, 8 epochs, 20% held
+labels "pos"/"neg" and scored by ``core.pipeline.score_run`` with every score (SmallCNN, epochs from the dataset size with early stopping, 20% held
 out, seeded). Per score: the ratio of the mean over the rare sub-class to the mean over the common sub-class
 (rows of the positive class where the score is defined), and the AUROC of the score for "row belongs to the rare
 sub-class", among the positive class and among all rows. Several digit triples are run so that no single pair
@@ -123,7 +123,7 @@ def main() -> None:
                   f"{n_common}, the paper's 200 + 2000 vs 2000 scaled down {2000 / n_common:g}×). The score that best separates the rare "
                   f"sub-class is {best[0]} (mean AUROC {best[-1]:.2f}).")
     ec.write_results("subclass", title="Under-sampled sub-class", conclusion=conclusion, tables=tables,
-                     scale="quick" if a.quick else ("full" if a.epochs == 8 and a.rare == 40 and a.common == 400 else "reduced"), protocol=__doc__.split("\n\n")[1].replace("\n", " "),
+                     scale="quick" if a.quick else ("full" if a.epochs is None and a.rare == 40 and a.common == 400 else "reduced"), protocol=__doc__.split("\n\n")[1].replace("\n", " "),
                      plots=[plot], extra=extra)
 
 

@@ -97,6 +97,7 @@ def main() -> None:
     sc = ec.score_in_process(pool, split, ["si_function", "cg_score", "el2n"], epochs=epochs, seed=a.seed,
                              device=a.device, eval_x=eval_x, eval_y=eval_y)
     score_s = t()
+    epochs = sc["epochs"]  # the epochs the default recipe kept (early stopping): the retrainings' step budget
     scores = {k: v[tr] for k, v in sc["scores"].items()}
     ec.log(f"scored in {score_s:.0f}s (train {sc['train_s']:.0f}s, {sc['times']}); eval acc {sc['eval_acc']:.4f}")
 
@@ -233,7 +234,7 @@ def write(curves: dict, st: dict, final: bool = False) -> None:
                   f"more than 1 point lost — " + "; ".join(parts) + "." + verdict)
     if not final:
         conclusion += " (Partial: the script was still running when this was written.)"
-    a_full = (a.fractions == "0,0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9" and st["epochs"] == 8
+    a_full = (a.fractions == "0,0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9" and st["a"].epochs is None
               and not a.fixed_epochs and not a.per_class
               and ("si_iter" not in a.orders or a.iter_max_p >= 0.9)
               and ("random" not in a.orders or st["seeds"] == 5))

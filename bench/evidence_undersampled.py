@@ -3,7 +3,7 @@ the Classes page's "few samples and high informativeness" ranking put it first?
 
 Protocol. MNIST-5k (500 images per class). For each fraction f in 5%, 10%, 20%, 50%, one class (default "3") is
 under-sampled to f (and f = 100%, the control: how the class scores when it is not under-sampled) with the pipeline's own corruption (``--undersample 3:f``) and the whole dataset is scored by
-``core.pipeline.score_run`` with every score (the pipeline's recipe: SmallCNN, 8 epochs, 20% held out). For
+``core.pipeline.score_run`` with every score (the pipeline's recipe: SmallCNN, epochs from the dataset size with early stopping, 20% held out). For
 each score: the mean over the under-sampled class divided by the mean over the other classes (rows where the
 score is defined; SI and training-dynamics scores are defined on the training rows), and the position of the
 class in the Classes page ranking (z(mean score) − z(log class size), recomputed from the page's formula; 1 =
@@ -141,7 +141,7 @@ def main() -> None:
                       for s in ("si_function", "cg_score") if s in results[control[0]]["ratio"]) + "."
                      if control else ""))
     ec.write_results("undersampled", title="Under-sampled classes", conclusion=conclusion, tables=tables,
-                     scale="quick" if a.quick else ("full" if a.epochs == 8 and a.fractions == "0.05,0.1,0.2,0.5,1.0" else "reduced"), protocol=__doc__.split("\n\n")[1].replace("\n", " "),
+                     scale="quick" if a.quick else ("full" if a.epochs is None and a.fractions == "0.05,0.1,0.2,0.5,1.0" else "reduced"), protocol=__doc__.split("\n\n")[1].replace("\n", " "),
                      plots=[plot], extra=extra,
                      notes=["Ratios of signed scores (margin) and of low-is-informative scores (margin, confidence) "
                             "read the other way: below 1 means the class is harder.",

@@ -174,6 +174,11 @@ class RunConfig:
             w = Path(self.weights).expanduser()
             if not w.is_file():
                 raise InfoscopeError(f"--weights {w}: {'is a folder' if w.is_dir() else 'file not found'}")
+        si_params = {**self.score_params.get("si_weights", {}), **self.score_params.get("si_function", {})}
+        if str(si_params.get("method", "head")) == "head":
+            from core.scores.si_crossfit import check_params
+
+            check_params({k: v for k, v in si_params.items() if k != "method"} | {"method": "head"})
         if self.undersample:
             parse_undersample(self.undersample)
         if self.label_noise_pairs:

@@ -217,3 +217,84 @@ def test_repeats_average_over_cross_fitting_and_verify_follows(tiny_sources, tmp
     assert m["scores"]["si_function"]["params"]["repeats"] == 2
     res = verify_si(run, samples=5, seed=0)
     assert res["max_rel_error_weights"] < 1e-5 and res["max_rel_error_function"] < 1e-5
+
+
+def _noisy_repeats(rng, signal, noise, r):
+    return signal[None, :] + noise * rng.normal(size=(r, len(signal)))
+
+
+@pytest.mark.parametrize(("r", "kind", "tol"), [(2, "normal", 0.02), (4, "normal", 0.02), (6, "normal", 0.02),
+                                               (2, "lognormal", 0.06), (6, "lognormal", 0.06)])
+def test_reproducibility_predicts_the_spearman_of_independent_runs(r, kind, tol):
+    """The Spearman–Brown estimate from one set of R repeats matches the Spearman actually measured between
+    the means of two independent sets of R repeats (simulated: a row signal plus per-repeat noise). Exact for
+    a Gaussian signal; for a skewed one (like SI) it is optimistic by up to ~0.05 (documented)."""
+    from scipy import stats
+
+    from core.scores.si_crossfit import reproducibility
+
+    rng = np.random.default_rng(r)
+    signal = rng.normal(size=4000) if kind == "normal" else rng.lognormal(size=4000)
+    ests, real = [], []
+    for _ in range(6):
+        a, b = _noisy_repeats(rng, signal, 1.2, r), _noisy_repeats(rng, signal, 1.2, r)
+        ests.append(reproducibility(a))
+        real.append(stats.spearmanr(a.mean(0), b.mean(0))[0])
+    assert abs(np.mean(ests) - np.mean(real)) < tol
+    # and it is not the single-repeat figure: more repeats, higher reproducibility
+    single = np.mean([stats.spearmanr(*_noisy_repeats(rng, signal, 1.2, 2))[0] for _ in range(3)])
+    assert np.mean(real) > single + 0.05
+
+
+def test_reproducibility_edge_cases():
+    from core.scores.si_crossfit import reproducibility
+
+    x = np.random.default_rng(0).normal(size=(1, 50))
+    assert reproducibility(x) is None  # one repeat: nothing to compare
+    assert reproducibility(np.repeat(x, 4, axis=0)) == pytest.approx(1.0)
+    y = np.vstack([x, x + 1e-3])
+    y[:, :48] = np.nan
+    assert reproducibility(y) is None  # fewer than 3 rows scored in every repeat
+
+
+@pytest.mark.parametrize("bad", [{"repeats": 0}, {"repeats": "many"}, {"repeats": 2.5},
+                                 {"min_repeats": 4, "max_repeats": 3}, {"target_reproducibility": 1.5},
+                                 {"lam": -1}, {"t": "soon"}, {"folds": 1}, {"no_such_thing": 1}])
+def test_bad_si_parameters_are_refused_before_any_work(bad, tiny_sources, tmp_path):
+    from core.pipeline import RunConfig
+
+    cfg = RunConfig(sources=tiny_sources, runs_dir=str(tmp_path / "runs"),
+                    score_params={"si_function": bad})
+    with pytest.raises(ScoreError) as e:
+        cfg.validate()
+    assert "\n" not in str(e.value)
+    assert not (tmp_path / "runs").exists()
+
+
+def test_auto_repeats_stop_at_the_target_or_the_cap(tiny_sources, tmp_path):
+    """repeats = "auto": cross-fittings are added until the estimated reproducibility reaches the target, or
+    max_repeats; the stored per-repeat SI gives back both the column (its mean) and the reported estimate."""
+    from core.pipeline import score_run
+    from core.scores.si_crossfit import reproducibility
+    from tests.conftest import tiny_config
+
+    out = {}
+    for name, prm in [("cap", {"target_reproducibility": 1.0, "max_repeats": 3}),
+                      ("target", {"target_reproducibility": 0.05, "min_repeats": 2, "max_repeats": 5})]:
+        cfg = tiny_config(tiny_sources, tmp_path, scores=["si_weights", "si_function"], adversarial=0.0,
+                          name=name, score_params={"si_function": prm})
+        run = score_run(cfg)
+        m = json.loads((run / "manifest.json").read_text())["scores"]["si_function"]
+        z = np.load(run / "si_model.npz")
+        per = {c: z[f"per_repeat_{c}"] for c in ("si_weights", "si_function")}
+        df = pd.read_parquet(run / "samples.parquet")
+        for c in per:
+            seen = np.isfinite(per[c]).any(0)
+            np.testing.assert_allclose(df[c].to_numpy()[seen], np.nanmean(per[c][:, seen], axis=0), rtol=1e-6)
+            assert df[c].isna().to_numpy()[~seen].all() and seen.sum() == (df.split == "train").sum()
+            assert m["info"]["reproducibility"][c] == pytest.approx(reproducibility(per[c]))
+        out[name] = (m["params"]["repeats"], m["info"]["reproducibility"])
+    reps, rep = out["cap"]
+    assert reps == 3 and "max_repeats" in rep["stopped"] and rep["si_function"] < 1.0
+    reps, rep = out["target"]
+    assert reps == 2 and "target" in rep["stopped"] and min(rep["si_weights"], rep["si_function"]) >= 0.05

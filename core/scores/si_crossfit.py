@@ -8,13 +8,22 @@ Where the features come from (``features`` parameter):
   stratified by class, with near-duplicate groups kept inside one fold (a copy in another fold would leak the
   row into its own features). For fold j, a network of the run's recipe is trained on the other folds'
   rows; it gives the features of fold j's rows and of the held-out rows. Each fold is its own head problem.
-  With ``repeats`` = R > 1 the cross-fitting is done R times with other seeds (other folds, other networks)
-  and each row's SI is the mean over the R problems it was in: the expectation over the algorithm's
-  randomness, which makes the ranking less dependent on it (``bench/results/si_default.md`` measures how much).
+  The cross-fitting is done R times with other seeds (other folds, other networks) and each row's SI is the
+  mean over the R problems it was in: an estimate of its expectation over the algorithm's randomness. With
+  ``repeats = "auto"`` (default) R grows until the ranking's estimated reproducibility (below) reaches
+  ``target_reproducibility`` or R reaches ``max_repeats``; an integer fixes R.
 - ``"frozen"`` (default when the run has frozen features: a frozen pretrained backbone, or the user's
   ``--features``): those features as they are (they were not trained on this data's labels; for
   ``--features`` that is the user's responsibility, stated in the manifest).
 - ``"trained"``: the run's trained network (it saw every row: leaky, kept for comparison only).
+
+**Reproducibility.** How much of the ranking is the data and how much the cross-fitting's randomness is
+measured in the run: the R per-repeat SI vectors are split into even and odd repeats, the Spearman
+correlation ρ_h of the two halves' means is stepped up to the reliability of the mean of all R with the
+Spearman–Brown formula (ρ₁ = ρ_h / (h − (h−1)ρ_h) for halves of h = R/2 repeats, ρ_R = Rρ₁ / (1 + (R−1)ρ₁);
+Spearman 1910, Brown 1910): the expected Spearman between this run's ranking and that of an independent run
+with other seeds. Fixed features (pretrained, frozen, trained) have no such randomness (1.0).
+``bench/bench_si_repeats.py`` checks the estimate against real pairs of runs.
 
 A problem larger than ``max_problem`` rows is split into seeded random parts of at most that size (near
 duplicates kept together): SI is then the unique information of a row among the rows of its part, which the
@@ -31,6 +40,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -51,7 +61,10 @@ HEAD_DEFAULTS: dict[str, Any] = {
     "max_val": 300,
     "max_problem": 5000,
     "crossfit_seed": None,
-    "repeats": 1,
+    "repeats": "auto",
+    "target_reproducibility": 0.9,
+    "min_repeats": 2,
+    "max_repeats": 6,
     "set_information": True,
 }
 
@@ -170,8 +183,29 @@ def _embed_with(ctx: ScoreContext, model: Any, rows: np.ndarray) -> np.ndarray:
     return embed(model, ctx.data.images[rows], ctx.device).astype(np.float64)
 
 
-def build_problems(ctx: ScoreContext, prm: dict[str, Any]) -> tuple[list[HeadProblem], dict[str, Any]]:
-    """The head problems of a run and how their features were made."""
+def _repeat_plan(prm: dict[str, Any]) -> tuple[int, int, float | None]:
+    """(minimum, maximum, target) number of cross-fittings from ``repeats`` (an int, or "auto")."""
+    reps = prm["repeats"]
+    if reps == "auto":
+        lo, hi, target = int(prm["min_repeats"]), int(prm["max_repeats"]), float(prm["target_reproducibility"])
+        if not 1 <= lo <= hi:
+            raise ScoreError(f"SI needs 1 ≤ min_repeats ≤ max_repeats, got {lo} and {hi}")
+        if not 0 < target <= 1:
+            raise ScoreError(f"target_reproducibility must be in (0, 1], got {target}")
+        return lo, hi, target
+    try:
+        r = int(reps)
+    except (TypeError, ValueError):
+        raise ScoreError(f"repeats must be 'auto' or an integer ≥ 1, got {reps!r}") from None
+    if isinstance(reps, bool) or r < 1 or (isinstance(reps, float) and reps != r):
+        raise ScoreError(f"repeats must be 'auto' or an integer ≥ 1, got {reps!r}")
+    return r, r, None
+
+
+def iter_problems(ctx: ScoreContext, prm: dict[str, Any], meta: dict[str, Any]) -> Iterator[list[HeadProblem]]:
+    """The head problems of a run, one list per repeat (cross-fitting); ``meta`` records how the features
+    were made. Fixed features (pretrained, frozen, trained) give one repeat: they have no randomness to
+    average."""
     tr = ctx.train_idx
     val = _val_rows(ctx, int(prm["max_val"]))
     if len(val) < 2:
@@ -181,67 +215,93 @@ def build_problems(ctx: ScoreContext, prm: dict[str, Any]) -> tuple[list[HeadPro
     frozen = ctx.extra.get("frozen_features")
     if feats == "auto":
         feats = "frozen" if frozen is not None else "pretrained" if weights else "crossfit"
+    if feats not in ("crossfit", "pretrained", "trained", "frozen"):
+        raise ScoreError(f"unknown SI features {feats!r}: auto, crossfit, pretrained, frozen or trained")
     n = len(ctx.data.labels)
     groups = duplicate_groups(n, ctx.extra.get("duplicate_pairs"))
     seed = ctx.seed if prm.get("crossfit_seed") is None else int(prm["crossfit_seed"])
-    problems: list[HeadProblem] = []
-    meta: dict[str, Any] = {"features": feats}
+    meta["features"] = feats
     if feats == "crossfit":
         train_subset = ctx.extra.get("train_subset")
         if train_subset is None:
             raise ScoreError("cross-fitted SI needs the run's training recipe (train_subset)")
         k = int(prm["folds"])
-        reps = int(prm["repeats"])
-        if reps < 1:
-            raise ScoreError(f"repeats must be at least 1, got {reps}")
+        _, max_reps, _ = _repeat_plan(prm)
         from core.models.training import predict_logits
 
-        accs = []
         meta["folds"] = k
         meta["fold_sizes"] = []
-        for rep in range(reps):
+        meta["fold_network_acc_on_unseen_fold"] = []
+        meta["crossfit_train_s"] = []
+        for rep in range(max_reps):
             seed_r = seed + 7919 * rep
             fold = assign_folds(np.asarray(ctx.data.labels)[tr], groups[tr], k, seed_r)
             meta["fold_sizes"].append([int((fold == f).sum()) for f in range(k)])
+            problems: list[HeadProblem] = []
             for f in range(k):
-                ctx.progress(f"SI: cross-fitting, network {rep * k + f + 1}/{reps * k}", (rep * k + f) / (reps * k + 1))
+                ctx.progress(f"SI: cross-fitting {rep + 1}, network {f + 1}/{k}", None)
                 t0 = time.perf_counter()
                 net = train_subset(tr[fold != f], seed_r + 1000 + f)
-                meta.setdefault("crossfit_train_s", []).append(round(time.perf_counter() - t0, 2))
+                meta["crossfit_train_s"].append(round(time.perf_counter() - t0, 2))
                 rows_f = tr[fold == f]
                 pred = predict_logits(net, ctx.data.images[rows_f], ctx.device).argmax(1)
-                accs.append(round(float((pred == ctx.data.labels[rows_f]).mean()), 4))
+                meta["fold_network_acc_on_unseen_fold"].append(
+                    round(float((pred == ctx.data.labels[rows_f]).mean()), 4))
                 xf = _embed_with(ctx, net, rows_f)
                 xv = _embed_with(ctx, net, val)
                 for part in split_problem(np.arange(len(rows_f)), groups[rows_f], int(prm["max_problem"]),
                                           seed_r + f):
                     problems.append(HeadProblem(rows_f[part], xf[part], val, xv, source=f"repeat {rep} fold {f}",
                                                 repeat=rep))
-        meta["fold_network_acc_on_unseen_fold"] = accs
-    elif feats in ("pretrained", "trained", "frozen"):
-        from core.models.training import clone_at
+            yield problems
+        return
+    from core.models.training import clone_at
 
-        if feats == "frozen":
-            if frozen is None:
-                raise ScoreError("features = 'frozen' needs a frozen backbone or --features")
-            arr = np.asarray(frozen, dtype=np.float64)
-            x_all, xv = arr[tr], arr[val]
-        else:
-            if feats == "pretrained":
-                if not weights:
-                    raise ScoreError("features = 'pretrained' needs --weights (a pretrained network)")
-                model = clone_at(ctx.model, ctx.init_state)
-            else:
-                model = ctx.model
-            x_all = _embed_with(ctx, model, tr)
-            xv = _embed_with(ctx, model, val)
-        for j, part in enumerate(split_problem(np.arange(len(tr)), groups[tr], int(prm["max_problem"]), seed)):
-            problems.append(HeadProblem(tr[part], x_all[part], val, xv, source=f"part {j}"))
+    if feats == "frozen":
+        if frozen is None:
+            raise ScoreError("features = 'frozen' needs a frozen backbone or --features")
+        arr = np.asarray(frozen, dtype=np.float64)
+        x_all, xv = arr[tr], arr[val]
     else:
-        raise ScoreError(f"unknown SI features {feats!r}: auto, crossfit, pretrained, frozen or trained")
-    meta["n_problems"] = len(problems)
-    meta["problem_sizes"] = [len(p.rows) for p in problems]
-    return problems, meta
+        if feats == "pretrained":
+            if not weights:
+                raise ScoreError("features = 'pretrained' needs --weights (a pretrained network)")
+            model = clone_at(ctx.model, ctx.init_state)
+        else:
+            model = ctx.model
+        x_all = _embed_with(ctx, model, tr)
+        xv = _embed_with(ctx, model, val)
+    yield [HeadProblem(tr[part], x_all[part], val, xv, source=f"part {j}")
+           for j, part in enumerate(split_problem(np.arange(len(tr)), groups[tr], int(prm["max_problem"]), seed))]
+
+
+def reproducibility(per_repeat: np.ndarray) -> float | None:
+    """Estimated Spearman between the mean of these R repeats' scores and the mean of R independent others.
+
+    ``per_repeat`` is (R, n) with NaN where a row has no score. The even and odd repeats' means are
+    rank-correlated (ρ_h, halves of h = R/2 repeats); the single-repeat reliability ρ₁ = ρ_h / (h − (h−1)ρ_h)
+    is stepped up to R repeats with the Spearman–Brown formula ρ_R = Rρ₁ / (1 + (R−1)ρ₁) (Spearman 1910;
+    Brown 1910). The step-up is exact for Pearson correlations of signal + independent noise; on ranks of a
+    skewed signal it is optimistic by up to ~0.05 (``tests/test_si_head.py`` simulates both). None with fewer
+    than 2 repeats or 3 rows scored in every repeat.
+    """
+    from scipy import stats
+
+    per_repeat = np.asarray(per_repeat, dtype=np.float64)
+    r = per_repeat.shape[0]
+    if r < 2:
+        return None
+    ok = np.isfinite(per_repeat).all(0)
+    if ok.sum() < 3:
+        return None
+    even, odd = per_repeat[0::2, ok].mean(0), per_repeat[1::2, ok].mean(0)
+    rho_h = float(stats.spearmanr(even, odd)[0])
+    if not np.isfinite(rho_h):
+        return None
+    rho_h = max(rho_h, 0.0)
+    h = r / 2
+    rho_1 = rho_h / (h - (h - 1) * rho_h) if rho_h < 1 else 1.0
+    return float(r * rho_1 / (1 + (r - 1) * rho_1))
 
 
 def _sets_of(ctx: ScoreContext, rows: np.ndarray) -> dict[str, np.ndarray]:
@@ -267,67 +327,127 @@ def _set_table(totals: dict[str, list[float]], sigma: float) -> dict[str, Any]:
     allv = totals.get("all", [float("nan")] * 2)
     return {"unit": "nats", "sigma": sigma,
             "definition": "½‖w − w₋S‖²/σ² and ½·mean‖f − f₋S‖²/σ² with the whole set S left out of each head "
-                          "problem at once (Harutyunyan et al. 2021), summed over the independent fold heads; "
+                          "problem at once (Harutyunyan et al. 2021), summed over the independent fold heads of a cross-fitting and averaged over the cross-fittings; "
                           "not a sum of per-sample scores",
             "all": {"si_weights": round(allv[0], 6), "si_function": round(allv[1], 6)},
             "classes": pick("class:"), "sources": pick("source:")}
 
 
-def head_adapter(ctx: ScoreContext, params: dict[str, Any]) -> ScoreResult:
-    """``si_weights`` / ``si_function`` (nats) of the training rows from the head on frozen features."""
+def check_params(params: dict[str, Any]) -> dict[str, Any]:
+    """The head SI's parameters merged with ``HEAD_DEFAULTS``, each checked (one-line ``ScoreError``); called
+    by ``RunConfig.validate`` before any work starts and again by the adapter."""
+    unknown = sorted(set(params) - set(HEAD_DEFAULTS))
+    if unknown:
+        raise ScoreError(f"unknown SI parameter(s) {unknown} for method 'head'; known: {', '.join(HEAD_DEFAULTS)}")
     prm = {**HEAD_DEFAULTS, **params}
-    lam, sigma = float(prm["lam"]), float(prm["sigma"])
+    try:
+        lam, sigma = float(prm["lam"]), float(prm["sigma"])
+        folds, max_problem, max_val = int(prm["folds"]), int(prm["max_problem"]), int(prm["max_val"])
+    except (TypeError, ValueError) as e:
+        raise ScoreError(f"SI parameters lam, sigma, folds, max_problem and max_val must be numbers: {e}") from None
     if not (lam >= 0 and np.isfinite(lam)):
         raise ScoreError(f"lam must be ≥ 0, got {lam}")
     if not (sigma > 0 and np.isfinite(sigma)):
         raise ScoreError(f"sigma must be > 0, got {sigma}")
+    if folds < 2 or max_problem < 2 or max_val < 0:
+        raise ScoreError(f"SI needs folds ≥ 2, max_problem ≥ 2 and max_val ≥ 0, got {folds}, {max_problem}, {max_val}")
     t = prm["t"]
     if t not in ("auto", None, "inf"):
-        t = float(t)
+        try:
+            t = float(t)
+        except (TypeError, ValueError):
+            raise ScoreError(f"t must be 'auto', 'inf' or > 0, got {prm['t']!r}") from None
         if not t > 0:
             raise ScoreError(f"t must be 'auto', 'inf' or > 0, got {t}")
+    prm["t"] = t
+    _repeat_plan(prm)
+    return prm
+
+
+def head_adapter(ctx: ScoreContext, params: dict[str, Any]) -> ScoreResult:
+    """``si_weights`` / ``si_function`` (nats) of the training rows from the head on frozen features."""
+    prm = check_params(params)
+    lam, sigma, t = float(prm["lam"]), float(prm["sigma"]), prm["t"]
+    min_reps, max_reps, target = _repeat_plan(prm)
     labels = np.asarray(ctx.data.labels)
     n_classes = int(ctx.data.n_classes)
-    problems, meta = build_problems(ctx, prm)
     n_all = len(labels)
-    sums = {c: np.zeros(n_all) for c in ("si_weights", "si_function")}
-    count = np.zeros(n_all)
-    n_reps = max(p.repeat for p in problems) + 1
+    meta: dict[str, Any] = {}
     arrays: dict[str, np.ndarray] = {}
-    runs = []
-    set_totals: dict[str, list[float]] = {}
-    for j, prob in enumerate(problems):
-        ctx.progress(f"SI: head problem {j + 1}/{len(problems)} ({len(prob.rows)} rows)",
-                     0.5 + 0.5 * j / max(len(problems), 1))
-        t0 = time.perf_counter()
-        sets = _sets_of(ctx, prob.rows) if prm.get("set_information", True) else None
-        out = solve_problem(prob, labels, n_classes, lam=lam, t=t, sigma=sigma, sets=sets)
-        for key, (w, f) in out["sets"].items():
-            acc = set_totals.setdefault(key, [0.0, 0.0])
-            acc[0] += w / n_reps  # summed over a repeat's fold heads, averaged over repeats
-            acc[1] += f / n_reps
-        meta.setdefault("solve_s", []).append(round(time.perf_counter() - t0, 2))
-        sums["si_weights"][prob.rows] += out["si_weights"]
-        sums["si_function"][prob.rows] += out["si_function"]
-        count[prob.rows] += 1
-        runs.append({"source": prob.source, "n": int(len(prob.rows)), "eta_t": out["eta_t"],
-                     "head_val_acc": out["val_acc"]})
-        arrays.update({f"p{j}_rows": prob.rows, f"p{j}_x": prob.x.astype(np.float32),
-                       f"p{j}_val_rows": prob.val_rows, f"p{j}_xv": prob.xv.astype(np.float32),
-                       f"p{j}_eta_t": np.array(np.nan if out["eta_t"] is None else out["eta_t"]),
-                       f"p{j}_repeat": np.array(prob.repeat)})
-    with np.errstate(invalid="ignore", divide="ignore"):
-        cols = {c: np.where(count > 0, v / np.maximum(count, 1), np.nan) for c, v in sums.items()}
+    runs: list[dict[str, Any]] = []
+    set_sums: dict[str, list[float]] = {}
+    per_rep: dict[str, list[np.ndarray]] = {"si_weights": [], "si_function": []}
+    trace: list[dict[str, Any]] = []
+    j = 0
+    stop_reason = "fixed features: nothing to repeat"
+    for rep, problems in enumerate(iter_problems(ctx, prm, meta)):
+        sums = {c: np.zeros(n_all) for c in per_rep}
+        count = np.zeros(n_all)
+        for prob in problems:
+            ctx.progress(f"SI: head problem {j + 1} ({len(prob.rows)} rows, cross-fitting {rep + 1})", None)
+            t0 = time.perf_counter()
+            sets = _sets_of(ctx, prob.rows) if prm.get("set_information", True) else None
+            out = solve_problem(prob, labels, n_classes, lam=lam, t=t, sigma=sigma, sets=sets)
+            for key, (w, f) in out["sets"].items():  # summed over a repeat's disjoint problems
+                acc = set_sums.setdefault(key, [0.0, 0.0])
+                acc[0] += w
+                acc[1] += f
+            meta.setdefault("solve_s", []).append(round(time.perf_counter() - t0, 2))
+            sums["si_weights"][prob.rows] += out["si_weights"]
+            sums["si_function"][prob.rows] += out["si_function"]
+            count[prob.rows] += 1
+            runs.append({"source": prob.source, "n": int(len(prob.rows)), "eta_t": out["eta_t"],
+                         "head_val_acc": out["val_acc"]})
+            arrays.update({f"p{j}_rows": prob.rows, f"p{j}_x": prob.x.astype(np.float32),
+                           f"p{j}_val_rows": prob.val_rows, f"p{j}_xv": prob.xv.astype(np.float32),
+                           f"p{j}_eta_t": np.array(np.nan if out["eta_t"] is None else out["eta_t"]),
+                           f"p{j}_repeat": np.array(prob.repeat)})
+            j += 1
+        with np.errstate(invalid="ignore", divide="ignore"):
+            for c in per_rep:
+                per_rep[c].append(np.where(count > 0, sums[c] / np.maximum(count, 1), np.nan))
+        if meta["features"] != "crossfit":
+            break
+        est = [reproducibility(np.stack(per_rep[c])) for c in per_rep]
+        est_min = None if any(e is None for e in est) else min(est)
+        trace.append({"repeats": rep + 1, "si_weights": est[0], "si_function": est[1]})
+        if rep + 1 >= max_reps:
+            stop_reason = f"reached {'max_repeats' if target is not None else 'repeats'} = {max_reps}"
+            break
+        if target is not None and rep + 1 >= min_reps and est_min is not None and est_min >= target:
+            stop_reason = f"estimated reproducibility {est_min:.3f} ≥ target {target}"
+            break
+    n_reps = len(per_rep["si_function"])
+    cols = {}
+    for c, v in per_rep.items():  # mean over the repeats a row was scored in; NaN where none
+        stack = np.stack(v)
+        seen = np.isfinite(stack)
+        cols[c] = np.where(seen.any(0), np.where(seen, stack, 0.0).sum(0) / np.maximum(seen.sum(0), 1), np.nan)
+    if meta["features"] == "crossfit":
+        repro = {c: reproducibility(np.stack(v)) for c, v in per_rep.items()}
+        basis = (f"Spearman–Brown from the even vs odd halves of {n_reps} cross-fittings: expected Spearman "
+                 "with an independent run that differs only in its seeds")
+    else:
+        repro = {c: 1.0 for c in per_rep}
+        basis = f"{meta['features']} features: no randomness in the features or the head"
     effective = {"method": "head", "features": meta["features"], "lam": lam, "t": t, "sigma": sigma,
                  "sigma_unit": "one-hot output units (σ of the Gaussian smoothing of weights and outputs)",
                  "unit": "nats", "kernel": "NTK of an infinitely wide two-layer ReLU head (exact, no projection)",
                  "linearize_at": "w₀ of the head (random init; exact in the wide limit)",
                  "loss": "MSE to one-hot targets, f₀ = 0", "projection": None,
-                 "folds": meta.get("folds"), "crossfit_seed": prm.get("crossfit_seed"), "repeats": n_reps, "max_problem": int(prm["max_problem"]), "max_val": int(prm["max_val"]),
+                 "folds": meta.get("folds"), "crossfit_seed": prm.get("crossfit_seed"), "repeats": n_reps,
+                 "repeats_requested": prm["repeats"],
+                 "target_reproducibility": target, "max_repeats": max_reps if target is not None else None,
+                 "max_problem": int(prm["max_problem"]), "max_val": int(prm["max_val"]),
                  "eta_t_per_problem": [r["eta_t"] for r in runs]}
+    for c, v in per_rep.items():  # (R, n): what the reproducibility estimate was computed from
+        arrays[f"per_repeat_{c}"] = np.stack(v).astype(np.float64)
     arrays["params_json"] = np.array(json.dumps({"lam": lam, "sigma": sigma, "n_classes": n_classes,
-                                                 "n_problems": len(problems), "t": t}))
-    info = {**meta, "problems": runs}
-    if set_totals:
-        info["set_information"] = _set_table(set_totals, sigma)
+                                                 "n_problems": j, "t": t}))
+    info = {**meta, "problems": runs,
+            "reproducibility": {"si_weights": repro["si_weights"], "si_function": repro["si_function"],
+                                "basis": basis, "repeats": n_reps, "stopped": stop_reason, "trace": trace}}
+    if set_sums:
+        info["set_information"] = _set_table({k: [v[0] / n_reps, v[1] / n_reps] for k, v in set_sums.items()},
+                                             sigma)
     return ScoreResult(columns=cols, params=effective, info=info, arrays={"si_model": arrays})

@@ -458,11 +458,8 @@ def adapter(ctx: ScoreContext) -> ScoreResult:
     """
     method = str((ctx.params or {}).get("method", "head"))
     if method == "head":
-        from core.scores.si_crossfit import HEAD_DEFAULTS, head_adapter
+        from core.scores.si_crossfit import head_adapter
 
-        unknown = sorted(set(ctx.params or {}) - set(HEAD_DEFAULTS))
-        if unknown:
-            raise ScoreError(f"unknown SI parameter(s) {unknown} for method 'head'; known: {', '.join(HEAD_DEFAULTS)}")
         return head_adapter(ctx, dict(ctx.params or {}))
     if method != "network":
         raise ScoreError(f"unknown SI method {method!r}: 'head' (default) or 'network'")

@@ -34,6 +34,17 @@ def set_information_table(rv: RunView, kind: str) -> None:
     st.dataframe(t, hide_index=True, width="stretch")
 
 
+def reproducibility_text(rep: dict) -> str:
+    """One sentence: how far the SI ranking is the data's rather than the cross-fitting's randomness."""
+    w, f, n = rep.get("si_weights"), rep.get("si_function"), rep.get("repeats")
+    if f is not None and f >= 1.0 and (w is None or w >= 1.0):
+        return f"**Reproducible ranking**: {rep.get('basis', 'fixed features')}."
+    return (f"**Reproducibility of the ranking ≈ {f:.2f}** (predictions) / {w:.2f} (weights): the expected "
+            f"Spearman correlation with a run that differs only in its seeds, estimated from {n} cross-fittings "
+            f"({rep.get('stopped', '')}). Rows near each other in the ranking may swap places between runs; "
+            "the tails (flipped labels, duplicates) do not.")
+
+
 def si_block(rv: RunView) -> None:
     """Method, features, σ and unit of the run's SI, and the verify-si figures (or how to get them)."""
     meta = (rv.run.manifest.get("scores", {}) or {}).get("si_function") or {}
@@ -52,6 +63,9 @@ def si_block(rv: RunView) -> None:
         st.markdown(f"Method `{p.get('method', 'network')}`: the whole network linearized at "
                     f"`{p.get('linearize_at', '?')}`, projection d = {p.get('projection_dim')}: an approximation "
                     "(see bench/results/si_default.md). Values in nats with σ = " f"{p.get('sigma')}.")
+    rep = (meta.get("info") or {}).get("reproducibility") or {}
+    if rep.get("si_function") is not None:
+        st.markdown(reproducibility_text(rep))
     allv = (((meta.get("info") or {}).get("set_information") or {}).get("all") or {})
     if allv:
         st.markdown(f"Information of the whole training set in the heads: **{allv.get('si_function', 0):.4g} nats** "
