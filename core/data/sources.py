@@ -779,6 +779,8 @@ def load_parquet(spec: SourceSpec, base: Path, skip_bad: bool, size: tuple[int, 
     blobs = table.column(img_col).to_pylist() if img_col else None
     paths = None if img_col else table.column(cols["path"]).to_pylist()
     sources = table.column(cols["source"]).to_pylist() if "source" in cols else None
+    del table  # the Python lists hold what is needed; give the Arrow buffers back
+    release_freed_memory()
     return _table_source(spec, f"parquet {path}", labels, blobs, paths, sources, path.parent, skip_bad, size)
 
 
@@ -841,6 +843,21 @@ def _check_unique_ids(ids: np.ndarray, where: Sequence[str] | None = None) -> No
         raise DataError(
             f"{len(dups)} duplicate sample id(s), e.g. {str(ids[b])!r}{at}; each file may appear once per source"
         )
+
+
+def release_freed_memory() -> None:
+    """Hand memory already freed back to the system: Arrow's pool keeps freed table buffers, and glibc keeps
+    freed small blocks (the encoded images of a parquet/hf source) in its heap; both would otherwise stay in the
+    process's resident memory for the rest of the run. Best effort; a no-op where unavailable."""
+    import ctypes
+    import sys
+
+    if "pyarrow" in sys.modules:
+        sys.modules["pyarrow"].default_memory_pool().release_unused()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 def _shape_counts(raws: list[RawSource]) -> tuple[dict[tuple[int, int], int], dict[int, int]]:
@@ -975,5 +992,8 @@ def load_sources(
     if channels not in (None, 1, 3):
         raise DataError(f"channels must be 1 or 3, got {channels!r}")
     names = frozenset(p.name for p in parsed)
-    return merge_sources([load_one(p, base, skip_bad, names - {p.name}, size, max_pixels) for p in parsed], size,
-                         channels, cache_dir)
+    raws = [load_one(p, base, skip_bad, names - {p.name}, size, max_pixels) for p in parsed]
+    samples = merge_sources(raws, size, channels, cache_dir)
+    del raws  # file rows and encoded bytes: decoded into the store by now
+    release_freed_memory()
+    return samples
