@@ -253,3 +253,22 @@ def test_backbone_features_take_a_store():
     x = np.random.default_rng(0).random((9, 1, 2, 2)).astype(np.float32)
     np.testing.assert_array_equal(backbone_features(Net(), ImageStore.from_array(x), batch_size=4),
                                   backbone_features(Net(), x, batch_size=4))
+
+
+def test_decoding_with_worker_processes_gives_the_same_rows_and_errors(tmp_path, monkeypatch):
+    files = _mixed_folder(tmp_path / "d")
+    bad = tmp_path / "d" / "b" / "zz_cut.png"
+    _write(bad, np.random.default_rng(6).integers(0, 256, (32, 32), dtype=np.uint8))
+    bad.write_bytes(bad.read_bytes()[:200])
+    monkeypatch.setenv("INFOSCOPE_DECODE_WORKERS", "2")
+    s = load_sources([f"folder:{tmp_path / 'd'}"], skip_bad=True)
+    assert [w for w, _ in s.skipped] == [str(bad)]
+    want = _old_path(files, None, 3)
+    assert sorted(s.sample_id) == sorted(want)
+    for i, sid in enumerate(s.sample_id):
+        np.testing.assert_array_equal(s.images[i], want[sid])
+    with pytest.raises(DataError, match="zz_cut.png"):
+        load_sources([f"folder:{tmp_path / 'd'}"])
+    monkeypatch.setenv("INFOSCOPE_DECODE_WORKERS", "many")
+    with pytest.raises(DataError, match="INFOSCOPE_DECODE_WORKERS"):
+        load_sources([f"folder:{tmp_path / 'd'}"])

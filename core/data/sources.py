@@ -52,6 +52,7 @@ import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -291,7 +292,23 @@ class _FileRow:
     source: str
     sample_id: str
     where: str
-    data: bytes | None = None  # encoded image bytes (parquet / Hugging Face cell) instead of a file
+    data: bytes | _ArrowCell | None = None  # encoded image bytes (parquet / Hugging Face cell) instead of a file
+
+
+@dataclass(frozen=True)
+class _ArrowCell:
+    """Cell ``i`` of an Arrow column of encoded images, read when needed: the bytes stay in the Arrow table
+    (one copy) instead of a Python bytes object per row held for the whole load."""
+
+    column: object  # pyarrow.ChunkedArray
+    i: int
+
+    def get(self) -> bytes:
+        return _blob(self.column[self.i].as_py()) or b""
+
+
+def _row_bytes(row: _FileRow) -> bytes:
+    return row.data.get() if isinstance(row.data, _ArrowCell) else (row.data or b"")
 
 
 def _why(row: _FileRow, exc: ImageReadError) -> str:
@@ -304,7 +321,7 @@ def _why(row: _FileRow, exc: ImageReadError) -> str:
 def _read_row(row: _FileRow, max_pixels: int | None) -> np.ndarray:
     """Decode one row's image (file or bytes) into float32 ``(C, H, W)``; raises :class:`ImageReadError`."""
     if row.path is None:
-        return read_image_bytes(row.data or b"", row.where)
+        return read_image_bytes(_row_bytes(row), row.where)
     return read_image(row.path, max_pixels)
 
 
@@ -397,7 +414,7 @@ def _file_source(name: str, origin: str, rows: list[_FileRow], errors: _RowError
     shapes: list[tuple[int, int, int]] = []
     for row in rows:
         try:
-            shape = probe_image(row.data if row.path is None else row.path, row.where if row.path is None
+            shape = probe_image(_row_bytes(row) if row.path is None else row.path, row.where if row.path is None
                                 else row.path, max_pixels)
         except ImageReadError as exc:
             errors.report(row.where, _why(row, exc))
@@ -721,9 +738,10 @@ def _blob(cell: object) -> bytes | None:
     return bytes(cell) if isinstance(cell, bytes | bytearray | memoryview) and len(cell) else None
 
 
-def _table_source(spec: SourceSpec, origin: str, labels: list, blobs: list | None, paths: list | None,
+def _table_source(spec: SourceSpec, origin: str, labels: list, blobs: Any, paths: list | None,
                   sources: list | None, base: Path, skip_bad: bool, size: tuple[int, int] | None) -> RawSource:
-    """A :class:`RawSource` from table columns: encoded images (``blobs``) or file ``paths``, labels, sources."""
+    """A :class:`RawSource` from table columns: encoded images (``blobs``: a list, or an Arrow column whose
+    cells are then read when needed) or file ``paths``, labels, sources."""
     errors = _RowErrors(skip_bad)
     file_rows: list[_FileRow] = []
     for i, lab in enumerate(labels):
@@ -737,11 +755,12 @@ def _table_source(spec: SourceSpec, origin: str, labels: list, blobs: list | Non
             errors.report(where, f"invalid source name {src!r} in the 'source' column")
             continue
         if blobs is not None:
-            data = _blob(blobs[i])
+            data = _blob(blobs[i] if isinstance(blobs, list) else blobs[i].as_py())
             if data is None:
                 errors.report(where, "empty or missing image bytes")
                 continue
-            file_rows.append(_FileRow(None, label, src, f"{src}:{i}", where, data))
+            cell = _ArrowCell(blobs, i) if not isinstance(blobs, list) else data
+            file_rows.append(_FileRow(None, label, src, f"{src}:{i}", where, cell))
         else:
             text = "" if paths[i] is None else str(paths[i]).strip()
             if not text:
@@ -776,11 +795,11 @@ def load_parquet(spec: SourceSpec, base: Path, skip_bad: bool, size: tuple[int, 
         raise DataError(f"{path}: no image column; expected one of {', '.join(_IMAGE_COLUMNS)} (encoded bytes) "
                         f"or 'path' (columns: {', '.join(table.column_names)})")
     labels = table.column(cols["label"]).to_pylist()
-    blobs = table.column(img_col).to_pylist() if img_col else None
+    blobs = table.column(img_col) if img_col else None  # cells read one at a time (no Python copy of all)
     paths = None if img_col else table.column(cols["path"]).to_pylist()
     sources = table.column(cols["source"]).to_pylist() if "source" in cols else None
-    del table  # the Python lists hold what is needed; give the Arrow buffers back
-    release_freed_memory()
+    del table
+    release_freed_memory()  # Arrow's reader peaks at a few times the table and keeps the freed buffers
     return _table_source(spec, f"parquet {path}", labels, blobs, paths, sources, path.parent, skip_bad, size)
 
 
