@@ -272,3 +272,36 @@ def test_decoding_with_worker_processes_gives_the_same_rows_and_errors(tmp_path,
     monkeypatch.setenv("INFOSCOPE_DECODE_WORKERS", "many")
     with pytest.raises(DataError, match="INFOSCOPE_DECODE_WORKERS"):
         load_sources([f"folder:{tmp_path / 'd'}"])
+
+
+def test_a_run_on_a_folder_source_never_converts_the_store_to_one_array(tmp_path, monkeypatch):
+    """The pipeline end to end on an image store (label noise, adversarial copies appended to the store, every
+    score but prediction depth, CG on per-problem kernels): no step turns the store into one array
+    (``np.asarray``/``np.concatenate`` raise here). Row reads are not bounded by this test (at 80 rows every
+    batch covers all of them); the 20k-row test above bounds memory."""
+    from core.pipeline import RunConfig, score_run
+    from core.scores import cg
+
+    rng = np.random.default_rng(0)
+    for i in range(80):
+        cls = str(i % 2)
+        img = np.full((8, 8), 40 if cls == "0" else 200, np.uint8)
+        img = np.clip(img.astype(int) + rng.integers(-30, 30, (8, 8)), 0, 255).astype(np.uint8)
+        _write(tmp_path / "d" / cls / f"{i}.png", img)
+
+    def refuse(self, *a, **k):
+        raise AssertionError("the store was converted to one array")
+
+    monkeypatch.setattr(ImageStore, "__array__", refuse)
+    monkeypatch.setattr(cg, "GRAM_BUDGET_BYTES", 8)
+    scores = ["loss", "margin", "el2n", "forgetting", "confidence", "variability", "uniqueness", "si_weights",
+              "si_function", "cg_score"]
+    run = score_run(RunConfig(sources=[f"folder:{tmp_path / 'd'}"], runs_dir=str(tmp_path / "runs"), epochs=1,
+                              label_noise=0.1, adversarial=0.05, scores=scores, map_method="pca", device="cpu",
+                              score_params={"cg_score": {"repeats": 1}}))
+    import pandas as pd
+
+    table = pd.read_parquet(run / "samples.parquet")
+    assert len(table) == 84 and table["is_adversarial"].sum() == 4
+    assert table["cg_score"].notna().all() and table["si_weights"].notna().any()
+    assert (run / "images").is_dir()  # PNGs of the adversarial copies, read from the store in batches
