@@ -305,3 +305,17 @@ def test_a_run_on_a_folder_source_never_converts_the_store_to_one_array(tmp_path
     assert len(table) == 84 and table["is_adversarial"].sum() == 4
     assert table["cg_score"].notna().all() and table["si_weights"].notna().any()
     assert (run / "images").is_dir()  # PNGs of the adversarial copies, read from the store in batches
+
+
+def test_hf_cells_are_read_in_the_dataset_row_order(tmp_path):
+    datasets = pytest.importorskip("datasets")
+    pix = [np.full((5, 5, 3), 40 * i, np.uint8) for i in range(6)]
+    feats = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=["cat", "dog"])})
+    ds = datasets.Dataset.from_dict({"image": [Image.fromarray(p) for p in pix], "label": [1, 0, 1, 0, 1, 0]},
+                                    features=feats)
+    ds.shuffle(seed=0).select([5, 3, 1, 0]).save_to_disk(str(tmp_path / "ds"))
+    want = datasets.load_from_disk(str(tmp_path / "ds"))
+    s = load_sources([f"hf:{tmp_path / 'ds'}"])
+    assert isinstance(s.images, ImageStore)
+    np.testing.assert_array_equal(np.asarray(s.images)[:, 0, 0, 0] * 255, [np.asarray(im)[0, 0, 0] for im in want["image"]])
+    assert [s.class_names[v] for v in s.labels] == [["cat", "dog"][v] for v in want["label"]]

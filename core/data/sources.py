@@ -832,7 +832,10 @@ def load_hf(spec: SourceSpec, base: Path, skip_bad: bool, size: tuple[int, int] 
     if names:
         labels = [None if v is None or v < 0 else names[v] for v in labels]
     sources = ds["source"] if "source" in feats else None
-    return _table_source(spec, f"hf {path}", list(labels), list(ds[img_col]), None, sources, path, skip_bad, size)
+    # the image cells are read one at a time from the memory-mapped Arrow table (no Python copy of all of them)
+    # unless the dataset carries an indices mapping (rows selected or shuffled before saving)
+    blobs = ds.data.column(img_col) if getattr(ds, "_indices", None) is None else list(ds[img_col])
+    return _table_source(spec, f"hf {path}", list(labels), blobs, None, sources, path, skip_bad, size)
 
 
 # ----------------------------------------------------------------------------------------- merge
