@@ -112,12 +112,13 @@ def noise_response(model: nn.Module, x: np.ndarray, pred: np.ndarray, label: np.
 def pixel_vectors(images: np.ndarray, max_side: int = 14, batch: int = 4096) -> np.ndarray:
     """Images (n, C, H, W) → float32 (n, C·h·w): average-pooled to at most ``max_side`` per side, each vector
     mean-centred and scaled to unit L2 norm (constant images map to 0). Pooled ``batch`` rows at a time."""
-    images = np.asarray(images)
+    if not hasattr(images, "shape"):  # a list; arrays and image stores are read a batch at a time
+        images = np.asarray(images)
     if images.ndim == 3:
         images = images[:, None]
     out = []
     for s in range(0, len(images), batch):
-        x = torch.as_tensor(images[s:s + batch], dtype=torch.float32)
+        x = torch.as_tensor(np.asarray(images[s:s + batch]), dtype=torch.float32)
         h, w = x.shape[-2:]
         if max(h, w) > max_side:
             x = F.adaptive_avg_pool2d(x, (min(h, max_side), min(w, max_side)))
@@ -157,8 +158,11 @@ def adversarial_evidence(model: nn.Module | None, images: np.ndarray, labels: np
     rev, flip, to_label = np.full(n, np.nan), np.full(n, np.nan), np.full(n, np.nan)
     dis = np.flatnonzero(pred != labels)
     if len(dis) and model is not None:
-        rev[dis] = reverse_eps(model, images[dis], labels[dis], step=step, steps=steps, device=device)
-        flip[dis], to_label[dis] = noise_response(model, images[dis], pred[dis], labels[dis], sigma=sigma,
+        from core.data.image_store import take_rows
+
+        x_dis = take_rows(images, dis)  # a lazy view of an image store: read a batch at a time
+        rev[dis] = reverse_eps(model, x_dis, labels[dis], step=step, steps=steps, device=device)
+        flip[dis], to_label[dis] = noise_response(model, x_dis, pred[dis], labels[dis], sigma=sigma,
                                                   draws=draws, seed=seed, device=device)
     px_label, px_pred = pixel_neighbour_shares(images, labels, pred, k=k)
     return pd.DataFrame({"reverse_eps": rev, "noise_flip": flip, "noise_to_label": to_label,

@@ -111,8 +111,8 @@ def predict(model: nn.Module, x: np.ndarray | torch.Tensor, device: str | torch.
     dev = resolve_device(device)
     with EvalFrozen(model):
         model.to(dev)
-        xt = torch.as_tensor(np.asarray(x), dtype=torch.float32)
-        return torch.cat([model(xt[s : s + batch].to(dev)).argmax(1).cpu() for s in range(0, len(xt), batch)]).numpy()
+        return torch.cat([model(torch.as_tensor(np.asarray(x[s : s + batch]), dtype=torch.float32).to(dev))
+                          .argmax(1).cpu() for s in range(0, len(x), batch)]).numpy()
 
 
 def choose_rows(model: nn.Module, samples: Samples, fraction: float, seed: int = 0,

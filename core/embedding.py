@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from core.errors import ScoreError
 from core.knn import knn
 from core.scores.registry import ScoreContext, ScoreResult
 
@@ -56,14 +57,31 @@ def uniqueness_adapter(ctx: ScoreContext) -> ScoreResult:
 
 
 def near_duplicates(images: np.ndarray, sample_id: np.ndarray, *, threshold: float = 0.995, k: int = 5,
-                    device: str = "auto") -> pd.DataFrame:
-    """Pairs (a, b), a before b, with cosine similarity ≥ ``threshold`` between their pixel vectors."""
-    x = images.reshape(len(images), -1).astype(np.float32)
-    x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-    k = min(k, len(x) - 1)
+                    device: str = "auto", batch: int = 16384) -> pd.DataFrame:
+    """Pairs (a, b), a before b, with cosine similarity ≥ ``threshold`` between their pixel vectors, among each
+    row's ``k`` nearest rows. ``images`` (an array or an :class:`~core.data.image_store.ImageStore`) is read
+    ``batch`` rows at a time (unit vectors computed per row, exactly as for the whole array); the faiss index
+    holds the n unit pixel vectors, nothing else grows with n."""
+    from core.knn import knn_self_batches
+
+    n = len(images)
+    k = min(k, n - 1)
     if k < 1:
         return pd.DataFrame(columns=["sample_id_a", "sample_id_b", "cosine"])
-    d, idx = knn(x, x, k, exclude_self=True, device=device)
+    dim = int(np.prod(images.shape[1:]))
+
+    def unit(rows: np.ndarray) -> np.ndarray:
+        if len(rows) and rows[-1] - rows[0] == len(rows) - 1 and np.all(np.diff(rows) == 1):
+            x = images[int(rows[0]):int(rows[-1]) + 1]
+        else:
+            x = images[rows]
+        x = np.asarray(x).reshape(len(rows), -1).astype(np.float32)
+        x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+        if not np.isfinite(x).all():
+            raise ScoreError("kNN support contains NaN or infinite values")
+        return np.ascontiguousarray(x)
+
+    d, idx = knn_self_batches(unit, n, dim, k, device=device, batch=batch)
     cos = 1.0 - d.astype(np.float64) ** 2 / 2.0  # ‖a−b‖² = 2 − 2cos for unit vectors
     rows = []
     for i, j in zip(*np.nonzero(cos >= threshold), strict=True):

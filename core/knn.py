@@ -18,6 +18,7 @@ appears (not merely the first hit, which may be an exact duplicate of the point)
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Literal
 
 import numpy as np
@@ -176,6 +177,62 @@ def knn(
         dists[short], idx[short] = _search(_build_index(s, gpu, "flat"), q[short], idx.shape[1], batch)
     if drop:
         dists, idx = _drop_self(dists, idx, np.asarray(self_index, dtype=np.int64), k)
+    return np.sqrt(np.maximum(dists, 0.0)), idx
+
+
+def _index_from_batches(n: int, d: int, read: Callable[[np.ndarray], np.ndarray], gpu: bool, kind: str, k: int,
+                        batch: int):
+    """:func:`_build_index` over rows given by ``read(rows) -> float32 (len(rows), d)``, added ``batch`` rows at a
+    time: the index holds the vectors, the caller never does."""
+    import faiss
+
+    if kind == "hnsw":
+        index = faiss.IndexHNSWFlat(d, 32)
+        index.hnsw.efConstruction = 80
+        index.hnsw.efSearch = max(128, 2 * k)
+    elif kind == "ivf":
+        nlist = int(max(1, min(4 * np.sqrt(n), n // 39)))
+        index = faiss.IndexIVFFlat(faiss.IndexFlatL2(d), d, nlist)
+        sample = np.arange(n)
+        if n > 256 * nlist:
+            sample = np.sort(np.random.default_rng(0).choice(n, 256 * nlist, replace=False))
+        index.train(read(sample))
+        index.nprobe = min(nlist, 32)
+    else:
+        index = faiss.IndexFlatL2(d)
+    if gpu and kind != "hnsw":
+        res = faiss.StandardGpuResources()
+        index = faiss.index_cpu_to_gpu(res, 0, index)
+        index._infoscope_res = res
+    for s in range(0, n, batch):
+        index.add(read(np.arange(s, min(n, s + batch))))
+    return index
+
+
+def knn_self_batches(read: Callable[[np.ndarray], np.ndarray], n: int, d: int, k: int, *,
+                     device: str | None = "auto", batch: int = 16384,
+                     index: IndexKind = "auto") -> tuple[np.ndarray, np.ndarray]:
+    """:func:`knn` of every row against all rows, itself excluded (``exclude_self=True``), for rows that are
+    read in batches: ``read(rows)`` returns their float32 ``(len(rows), d)`` vectors (finite). Same index choice,
+    same query batches, hence the same result as ``knn(x, x, k, exclude_self=True)`` on ``x = read(all rows)``
+    for the exact index; memory is the index plus one batch."""
+    if k < 1 or k > n - 1:
+        raise ScoreError(f"kNN needs 1 ≤ k ≤ {n - 1} (support of {n} rows), got k={k}")
+    gpu = _use_gpu(device)
+    kind = choose_index(n, gpu, index)
+    built = _index_from_batches(n, d, read, gpu and kind != "hnsw", kind, k + 1, batch)
+    dists = np.empty((n, k + 1), dtype=np.float32)
+    idx = np.empty((n, k + 1), dtype=np.int64)
+    for s in range(0, n, batch):
+        rows = np.arange(s, min(n, s + batch))
+        dists[rows], idx[rows] = built.search(read(rows), k + 1)
+    short = np.flatnonzero((idx < 0).any(axis=1))
+    if len(short):  # an approximate index found fewer than k rows for these queries: search them exactly
+        exact = _index_from_batches(n, d, read, gpu, "flat", k + 1, batch)
+        for s in range(0, len(short), batch):
+            rows = short[s:s + batch]
+            dists[rows], idx[rows] = exact.search(read(rows), k + 1)
+    dists, idx = _drop_self(dists, idx, np.arange(n, dtype=np.int64), k)
     return np.sqrt(np.maximum(dists, 0.0)), idx
 
 

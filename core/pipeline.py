@@ -36,6 +36,7 @@ from core.data import (
     undersample,
 )
 from core.data.dataset import Samples
+from core.data.image_store import take_rows
 from core.device import resolve_device
 from core.embedding import map_2d, near_duplicates, neighbors
 from core.errors import InfoscopeError
@@ -406,7 +407,8 @@ def _score_into(writer: RunWriter, cfg: RunConfig, data: Samples, corruptions: l
     with steps.step("features"):
         if result.features is not None:  # frozen backbone: reuse the features computed for training
             n0 = len(result.features)
-            extra = embed(model, data.images[n0:], dev) if len(data) > n0 else result.features[:0]
+            extra = (embed(model, take_rows(data.images, np.arange(n0, len(data))), dev) if len(data) > n0
+                     else result.features[:0])
             emb = np.concatenate([result.features, extra]).astype(np.float32)
             feature_cache[n0], feature_cache[len(data)] = result.features, emb
         else:

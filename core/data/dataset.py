@@ -6,13 +6,17 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from core.data.image_store import ImageStore, concat_images, take_rows
+
 
 @dataclass
 class Samples:
     """A labelled image dataset, possibly made of several sources.
 
     Attributes:
-        images: float32 array (n, C, H, W) with values in [0, 1].
+        images: float32 (n, C, H, W) with values in [0, 1]: one array (array sources, tests), or an
+            :class:`~core.data.image_store.ImageStore` (file sources: decoded once into shard files) that reads
+            ``images[rows]`` batch by batch. Code that must not hold every image reads slices or row batches.
         labels: int64 array (n,), the *given* label (after any injected corruption), index into ``class_names``.
         class_names: the name of each class index.
         source: array (n,) of source names (``--source NAME=SPEC``).
@@ -28,7 +32,7 @@ class Samples:
             resized, channels, gray→RGB / RGB→gray conversions); recorded in the run manifest.
     """
 
-    images: np.ndarray
+    images: np.ndarray | ImageStore
     labels: np.ndarray
     class_names: list[str]
     source: np.ndarray
@@ -71,7 +75,7 @@ class Samples:
         """Rows ``idx`` (an index or boolean array) as a new ``Samples`` sharing ``class_names``."""
         idx = np.asarray(idx)
         return Samples(
-            images=self.images[idx],
+            images=take_rows(self.images, idx),
             labels=self.labels[idx],
             class_names=list(self.class_names),
             source=self.source[idx],
@@ -94,7 +98,7 @@ class Samples:
             if p.class_names != names:
                 raise ValueError("Samples.concat needs identical class_names; map labels first")
         return Samples(
-            images=np.concatenate([p.images for p in parts]),
+            images=concat_images([p.images for p in parts]),
             labels=np.concatenate([p.labels for p in parts]),
             class_names=list(names),
             source=np.concatenate([p.source for p in parts]),

@@ -11,6 +11,7 @@ import os
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -94,6 +95,42 @@ def read_image(path: str | Path, max_pixels: int | None = None) -> np.ndarray:
     return _decoded(path, decode)
 
 
+def image_channels(mode: str) -> int:
+    """Channels :func:`read_image` gives an image of PIL ``mode``: 1 for grayscale modes, 3 for every other."""
+    return 1 if mode in _GRAY_MODES or mode in _WIDE_GRAY_MODES or mode == "F" else 3
+
+
+def probe_image(source: str | Path | bytes, where: str | Path | None = None,
+                max_pixels: int | None = None) -> tuple[int, int, int]:
+    """``(channels, H, W)`` that decoding ``source`` (a file path, or encoded bytes) will give, read from the
+    header only (no pixel decoded); the same checks and one-line errors as :func:`read_image` (missing file,
+    unknown format, above ``max_pixels``, zero width or height). Damage past the header shows when decoding."""
+    import io
+
+    where = where if where is not None else source
+    limit = max_pixels_limit(max_pixels)
+    if isinstance(source, bytes | bytearray | memoryview) and len(source) == 0:
+        raise ImageReadError(where, "empty or missing image bytes")
+
+    def probe() -> tuple[int, int, int]:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            im = Image.open(io.BytesIO(bytes(source)) if isinstance(source, bytes | bytearray | memoryview)
+                            else Path(source))
+        with im:
+            w, h = im.size
+            if w * h > limit:
+                raise ImageReadError(where, f"image is {w}×{h} = {w * h / 1e6:.1f} Mpx, above the limit of "
+                                            f"{limit / 1e6:.1f} Mpx (raise max_image_pixels in the config, or "
+                                            "$INFOSCOPE_MAX_PIXELS, to accept it)")
+            return image_channels(im.mode), int(h), int(w)
+
+    c, h, w = _guarded(where, probe)
+    if h == 0 or w == 0:
+        raise ImageReadError(where, "image has zero width or height")
+    return c, h, w
+
+
 def read_image_bytes(data: bytes, where: str) -> np.ndarray:
     """Decode encoded image bytes (PNG, JPEG, …; e.g. a parquet or Hugging Face ``Image`` cell) like
     :func:`read_image`; errors name ``where``."""
@@ -112,17 +149,22 @@ def read_image_bytes(data: bytes, where: str) -> np.ndarray:
 
 def _decoded(where: str | Path, decode: Callable[[], np.ndarray]) -> np.ndarray:
     """Run ``decode`` and turn every way decoding fails into one :class:`ImageReadError` naming ``where``."""
+    arr = _guarded(where, decode)
+    if arr.shape[1] == 0 or arr.shape[2] == 0:
+        raise ImageReadError(where, "image has zero width or height")
+    return arr
+
+
+def _guarded(where: str | Path, run: Callable[[], Any]) -> Any:
+    """``run()``, with every way opening or decoding an image fails turned into one :class:`ImageReadError`."""
     try:
-        arr = decode()
+        return run()
     except FileNotFoundError as exc:
         raise ImageReadError(where, "file not found") from exc
     except UnidentifiedImageError as exc:
         raise ImageReadError(where, "not a readable image (unknown or damaged format)") from exc
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
         raise ImageReadError(where, f"corrupt or unreadable image ({exc})") from exc
-    if arr.shape[1] == 0 or arr.shape[2] == 0:
-        raise ImageReadError(where, "image has zero width or height")
-    return arr
 
 
 def _pil_to_array(im: Image.Image) -> np.ndarray:

@@ -25,8 +25,11 @@ Merging rules:
 * Every image is resized, keeping its aspect ratio, until it covers ``image_size`` (for a square size N: the
   shorter side becomes N), then centre-cropped (:func:`core.data.images.resize_crop`, anti-aliased bilinear).
   Without ``image_size`` the target is the most common H×W among all rows (largest area on ties), so one
-  outlier image no longer sets the size of all. File sources resize each image right after decoding when the
-  size is given (peak memory: one full-size image, not all of them).
+  outlier image no longer sets the size of all. File sources (folder, csv, parquet, hf) are streamed: their
+  headers are read first (size, mode, pixel limit), then every image is decoded once, in batches (DataLoader
+  workers on large sources, :func:`decode_workers`), brought to the run's size and mode and written into
+  shard files; ``Samples.images`` is then an :class:`~core.data.image_store.ImageStore` read batch by batch
+  (peak memory: a batch and a shard buffer, not all images). Array sources stay one in-memory array.
 * Channels: every image is converted to ``channels`` when given (the model's mode, e.g. 3 for ImageNet
   backbones), else to the majority mode among all rows (RGB on a tie): gray → RGB repeats the channel,
   RGB → gray is the ITU-R 601 luma. The counts are in ``Samples.load_info``.
@@ -49,10 +52,12 @@ import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from core.data.dataset import Samples
+from core.data.image_store import ImageStore, ShardWriter, concat_images
 from core.data.images import (
     IMAGE_EXTENSIONS,
     ImageReadError,
@@ -60,10 +65,10 @@ from core.data.images import (
     is_image_file,
     max_pixels_limit,
     most_common_size,
+    probe_image,
     read_image,
     read_image_bytes,
     resize_crop,
-    stack_images,
 )
 from core.errors import DataError
 
@@ -141,12 +146,13 @@ def parse_spec(text: str) -> SourceSpec:
 class RawSource:
     """One source as loaded, before labels are mapped and images resized onto the common size.
 
-    ``images`` is one ``(n, C, H, W)`` float32 array (array sources) or a list of ``(C, H, W)`` arrays of
-    possibly different sizes (file sources); the other per-row lists have ``n`` entries.
+    ``images`` is one ``(n, C, H, W)`` float32 array (array sources) or :class:`_LazyImages` (file and
+    encoded-bytes sources: headers read, pixels decoded later, straight into the run's image store); the other
+    per-row lists have ``n`` entries.
     """
 
     name: str
-    images: np.ndarray | list[np.ndarray]
+    images: np.ndarray | _LazyImages
     label_names: list[str]
     source: list[str]
     sample_id: list[str]
@@ -162,8 +168,8 @@ class RawSource:
         if isinstance(self.images, np.ndarray):
             return {int(self.images.shape[1]): len(self.images)}
         out: dict[int, int] = {}
-        for img in self.images:
-            out[int(img.shape[0])] = out.get(int(img.shape[0]), 0) + 1
+        for c, _, _ in self.images.shapes:
+            out[c] = out.get(c, 0) + 1
         return out
 
     def size_counts(self) -> dict[tuple[int, int], int]:
@@ -171,19 +177,33 @@ class RawSource:
         if isinstance(self.images, np.ndarray):
             return {tuple(int(v) for v in self.images.shape[2:]): len(self.images)}  # type: ignore[dict-item]
         out: dict[tuple[int, int], int] = {}
-        for img in self.images:
-            key = (int(img.shape[1]), int(img.shape[2]))
-            out[key] = out.get(key, 0) + 1
+        for _, h, w in self.images.shapes:
+            out[(h, w)] = out.get((h, w), 0) + 1
         return out
 
-    def stacked(self, size: tuple[int, int], channels: int) -> np.ndarray:
-        """All images as one ``(n, channels, *size)`` float32 array (aspect-keeping resize + centre crop)."""
+    def stacked(self, size: tuple[int, int], channels: int, resize_first: bool = False,
+                cache_dir: str | Path | None = None) -> np.ndarray | ImageStore:
+        """All images at ``(channels, *size)`` (aspect-keeping resize + centre crop): one float32 array for an
+        array source; for a file source an :class:`ImageStore` decoded batch by batch into shard files (rows
+        that fail to decode are reported, or skipped and dropped from this source's row lists)."""
         if isinstance(self.images, np.ndarray):
             x = self.images  # convert the mode before resizing: the conversion then runs on the smaller images
             if x.shape[1] != channels:
                 x = np.stack([convert_channels(img, channels) for img in x])
             return resize_crop(x, size)
-        return stack_images([convert_channels(img, channels) for img in self.images], size)
+        lazy = self.images
+        store, kept, skipped = lazy.decode(size, channels, resize_first, cache_dir)
+        if not kept:
+            raise DataError(f"{lazy.origin}: no usable images (all {len(self.skipped) + len(skipped)} rows "
+                            "were skipped)")
+        for name in ("label_names", "source", "sample_id", "image_path", "where"):
+            values = getattr(self, name)
+            if len(values) == len(lazy.rows):
+                setattr(self, name, [values[i] for i in kept])
+        self.skipped.extend(skipped)
+        self.images = _LazyImages([lazy.rows[i] for i in kept], [lazy.shapes[i] for i in kept], lazy.origin,
+                                  lazy.max_pixels, lazy.skip_bad)
+        return store
 
 
 class _RowErrors:
@@ -267,47 +287,151 @@ def load_digits(spec: SourceSpec) -> RawSource:
 class _FileRow:
     """One image file to decode, with its label and where to point in error messages."""
 
-    path: Path
+    path: Path | None
     label: str
     source: str
     sample_id: str
     where: str
+    data: bytes | _ArrowCell | None = None  # encoded image bytes (parquet / Hugging Face cell) instead of a file
 
 
-def _decode_rows(rows: list[_FileRow], errors: _RowErrors,
-                 size: tuple[int, int] | None = None,
-                 max_pixels: int | None = None) -> tuple[list[_FileRow], list[np.ndarray]]:
-    """Decode every row's image (resized to ``size`` at once when given); unreadable or oversized ones go to
-    ``errors``."""
-    kept: list[_FileRow] = []
-    images: list[np.ndarray] = []
-    for row in rows:
+@dataclass(frozen=True)
+class _ArrowCell:
+    """Cell ``i`` of an Arrow column of encoded images, read when needed: the bytes stay in the Arrow table
+    (one copy) instead of a Python bytes object per row held for the whole load."""
+
+    column: object  # pyarrow.ChunkedArray
+    i: int
+
+    def get(self) -> bytes:
+        return _blob(self.column[self.i].as_py()) or b""
+
+
+def _row_bytes(row: _FileRow) -> bytes:
+    return row.data.get() if isinstance(row.data, _ArrowCell) else (row.data or b"")
+
+
+def _why(row: _FileRow, exc: ImageReadError) -> str:
+    """The skip / error text for a row whose image failed (names the file when ``where`` is a CSV line)."""
+    if row.path is None or row.where == str(row.path):
+        return exc.reason
+    return f"image {row.path}: {exc.reason}"
+
+
+def _read_row(row: _FileRow, max_pixels: int | None) -> np.ndarray:
+    """Decode one row's image (file or bytes) into float32 ``(C, H, W)``; raises :class:`ImageReadError`."""
+    if row.path is None:
+        return read_image_bytes(_row_bytes(row), row.where)
+    return read_image(row.path, max_pixels)
+
+
+def prepare_image(img: np.ndarray, size: tuple[int, int], channels: int, resize_first: bool) -> np.ndarray:
+    """One decoded image at ``(channels, *size)``: resized (aspect kept, centre crop) then converted when the
+    size was given (it is known while decoding), else converted then resized (the order of the array path)."""
+    if resize_first:
+        return convert_channels(resize_crop(img[None], size)[0], channels)
+    return resize_crop(convert_channels(img, channels)[None], size)[0]
+
+
+class _DecodeRows:
+    """A map-style dataset over file rows: item ``i`` is ``(i, image at the run's size or None, why)``."""
+
+    def __init__(self, rows: list[_FileRow], max_pixels: int | None, size: tuple[int, int], channels: int,
+                 resize_first: bool) -> None:
+        self.rows, self.max_pixels, self.size, self.channels = rows, max_pixels, size, channels
+        self.resize_first = resize_first
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int) -> tuple[int, np.ndarray | None, str]:
+        row = self.rows[i]
         try:
-            img = read_image(row.path, max_pixels)
+            img = _read_row(row, self.max_pixels)
         except ImageReadError as exc:
-            why = exc.reason if row.where == str(row.path) else f"image {row.path}: {exc.reason}"
-            errors.report(row.where, why)
-            continue
-        kept.append(row)
-        images.append(resize_crop(img[None], size)[0] if size is not None else img)
-    return kept, images
+            return i, None, _why(row, exc)
+        return i, prepare_image(img, self.size, self.channels, self.resize_first), ""
+
+
+def _as_list(batch: list) -> list:
+    return batch
+
+
+DECODE_BATCH = 64
+
+
+def decode_workers(n: int) -> int:
+    """DataLoader worker processes for decoding ``n`` rows: ``$INFOSCOPE_DECODE_WORKERS`` when set, else 0 below
+    4096 rows (start-up costs more than it saves) and min(4, CPUs − 1) above."""
+    env = os.environ.get("INFOSCOPE_DECODE_WORKERS", "").strip()
+    if env:
+        try:
+            return max(0, int(env))
+        except ValueError as exc:
+            raise DataError(f"INFOSCOPE_DECODE_WORKERS={env!r} is not a whole number") from exc
+    return 0 if n < 4096 else max(0, min(4, (os.cpu_count() or 1) - 1))
+
+
+@dataclass
+class _LazyImages:
+    """A file source's rows with their header facts ``(channels, H, W)``, decoded only by :meth:`decode`."""
+
+    rows: list[_FileRow]
+    shapes: list[tuple[int, int, int]]
+    origin: str
+    max_pixels: int | None
+    skip_bad: bool
+
+    def decode(self, size: tuple[int, int], channels: int, resize_first: bool,
+               cache_dir: str | Path | None = None) -> tuple[ImageStore, list[int], list[tuple[str, str]]]:
+        """Decode every row at ``(channels, *size)`` in batches (DataLoader workers for large sources) into shard
+        files; returns the store of the rows kept, their indices, and the ``(where, why)`` of rows skipped."""
+        import torch.utils.data as tud
+
+        errors = _RowErrors(self.skip_bad)
+        writer = ShardWriter((channels, int(size[0]), int(size[1])), cache_dir)
+        kept: list[int] = []
+        dataset = _DecodeRows(self.rows, self.max_pixels, size, channels, resize_first)
+        workers = decode_workers(len(dataset))
+        loader = tud.DataLoader(dataset, batch_size=DECODE_BATCH, num_workers=workers, collate_fn=_as_list,
+                                **({"prefetch_factor": 2} if workers else {}))
+        for batch in loader:
+            for i, img, why in batch:
+                if img is None:
+                    errors.report(self.rows[i].where, why)
+                    continue
+                writer.append(img)
+                kept.append(i)
+        return writer.finish(), kept, errors.skipped
 
 
 def _file_source(name: str, origin: str, rows: list[_FileRow], errors: _RowErrors,
                  size: tuple[int, int] | None = None, max_pixels: int | None = None) -> RawSource:
-    """Decode ``rows`` into a :class:`RawSource` (skipped rows recorded; resized at once to ``size`` if given)."""
-    rows, images = _decode_rows(rows, errors, size, max_pixels)
-    if not rows:
+    """A :class:`RawSource` over ``rows`` with only their headers read (size, mode; images above the pixel limit
+    and unreadable headers go to ``errors``); pixels are decoded when the sources are merged (``size`` is
+    decided there)."""
+    kept: list[_FileRow] = []
+    shapes: list[tuple[int, int, int]] = []
+    for row in rows:
+        try:
+            shape = probe_image(_row_bytes(row) if row.path is None else row.path, row.where if row.path is None
+                                else row.path, max_pixels)
+        except ImageReadError as exc:
+            errors.report(row.where, _why(row, exc))
+            continue
+        kept.append(row)
+        shapes.append(shape)
+    if not kept:
         raise DataError(f"{origin}: no usable images (all {len(errors.skipped)} rows were skipped)")
     return RawSource(
         name=name,
-        images=images,
-        label_names=[r.label for r in rows],
-        source=[r.source for r in rows],
-        sample_id=[r.sample_id for r in rows],
-        image_path=[str(r.path) for r in rows],
+        images=_LazyImages(kept, shapes, origin, max_pixels, errors.skip_bad),
+        label_names=[r.label for r in kept],
+        source=[r.source for r in kept],
+        sample_id=[r.sample_id for r in kept],
+        image_path=["" if r.path is None else str(r.path) for r in kept],
         skipped=list(errors.skipped),
-        where=[r.where for r in rows],
+        where=[r.where for r in kept],
     )
 
 
@@ -614,13 +738,12 @@ def _blob(cell: object) -> bytes | None:
     return bytes(cell) if isinstance(cell, bytes | bytearray | memoryview) and len(cell) else None
 
 
-def _table_source(spec: SourceSpec, origin: str, labels: list, blobs: list | None, paths: list | None,
+def _table_source(spec: SourceSpec, origin: str, labels: list, blobs: Any, paths: list | None,
                   sources: list | None, base: Path, skip_bad: bool, size: tuple[int, int] | None) -> RawSource:
-    """A :class:`RawSource` from table columns: encoded images (``blobs``) or file ``paths``, labels, sources."""
+    """A :class:`RawSource` from table columns: encoded images (``blobs``: a list, or an Arrow column whose
+    cells are then read when needed) or file ``paths``, labels, sources."""
     errors = _RowErrors(skip_bad)
     file_rows: list[_FileRow] = []
-    kept: list[tuple[int, str, str]] = []  # (row, label, source) of decoded blob rows
-    images: list[np.ndarray] = []
     for i, lab in enumerate(labels):
         where = f"{origin}, row {i}"
         label = "" if lab is None else str(lab).strip()
@@ -632,16 +755,12 @@ def _table_source(spec: SourceSpec, origin: str, labels: list, blobs: list | Non
             errors.report(where, f"invalid source name {src!r} in the 'source' column")
             continue
         if blobs is not None:
-            data = _blob(blobs[i])
-            try:
-                if data is None:
-                    raise ImageReadError(where, "empty or missing image bytes")
-                img = read_image_bytes(data, where)
-            except ImageReadError as exc:
-                errors.report(where, exc.reason)
+            data = _blob(blobs[i] if isinstance(blobs, list) else blobs[i].as_py())
+            if data is None:
+                errors.report(where, "empty or missing image bytes")
                 continue
-            images.append(resize_crop(img[None], size)[0] if size is not None else img)
-            kept.append((i, label, src))
+            cell = _ArrowCell(blobs, i) if not isinstance(blobs, list) else data
+            file_rows.append(_FileRow(None, label, src, f"{src}:{i}", where, cell))
         else:
             text = "" if paths[i] is None else str(paths[i]).strip()
             if not text:
@@ -652,15 +771,9 @@ def _table_source(spec: SourceSpec, origin: str, labels: list, blobs: list | Non
                 errors.report(where, f"image file {full} does not exist")
                 continue
             file_rows.append(_FileRow(full, label, src, f"{src}:{Path(text).as_posix()}", where))
-    if blobs is None:
-        if not file_rows and not errors.skipped:
-            raise DataError(f"{origin}: no rows")
-        return _file_source(spec.name, origin, file_rows, errors, size)
-    if not kept:
-        raise DataError(f"{origin}: no usable images ({len(errors.skipped)} rows skipped)")
-    return RawSource(name=spec.name, images=images, label_names=[k[1] for k in kept], source=[k[2] for k in kept],
-                     sample_id=[f"{k[2]}:{k[0]}" for k in kept], image_path=[""] * len(kept),
-                     skipped=list(errors.skipped))
+    if blobs is None and not file_rows and not errors.skipped:
+        raise DataError(f"{origin}: no rows")
+    return _file_source(spec.name, origin, file_rows, errors, size)
 
 
 def load_parquet(spec: SourceSpec, base: Path, skip_bad: bool, size: tuple[int, int] | None = None) -> RawSource:
@@ -682,9 +795,11 @@ def load_parquet(spec: SourceSpec, base: Path, skip_bad: bool, size: tuple[int, 
         raise DataError(f"{path}: no image column; expected one of {', '.join(_IMAGE_COLUMNS)} (encoded bytes) "
                         f"or 'path' (columns: {', '.join(table.column_names)})")
     labels = table.column(cols["label"]).to_pylist()
-    blobs = table.column(img_col).to_pylist() if img_col else None
+    blobs = table.column(img_col) if img_col else None  # cells read one at a time (no Python copy of all)
     paths = None if img_col else table.column(cols["path"]).to_pylist()
     sources = table.column(cols["source"]).to_pylist() if "source" in cols else None
+    del table
+    release_freed_memory()  # Arrow's reader peaks at a few times the table and keeps the freed buffers
     return _table_source(spec, f"parquet {path}", labels, blobs, paths, sources, path.parent, skip_bad, size)
 
 
@@ -717,7 +832,10 @@ def load_hf(spec: SourceSpec, base: Path, skip_bad: bool, size: tuple[int, int] 
     if names:
         labels = [None if v is None or v < 0 else names[v] for v in labels]
     sources = ds["source"] if "source" in feats else None
-    return _table_source(spec, f"hf {path}", list(labels), list(ds[img_col]), None, sources, path, skip_bad, size)
+    # the image cells are read one at a time from the memory-mapped Arrow table (no Python copy of all of them)
+    # unless the dataset carries an indices mapping (rows selected or shuffled before saving)
+    blobs = ds.data.column(img_col) if getattr(ds, "_indices", None) is None else list(ds[img_col])
+    return _table_source(spec, f"hf {path}", list(labels), blobs, None, sources, path, skip_bad, size)
 
 
 # ----------------------------------------------------------------------------------------- merge
@@ -749,9 +867,23 @@ def _check_unique_ids(ids: np.ndarray, where: Sequence[str] | None = None) -> No
         )
 
 
-def merge_sources(raws: list[RawSource], image_size: tuple[int, int] | None = None,
-                  channels: int | None = None) -> Samples:
-    """Map labels onto the union of class names, bring every image to one size and mode, stack into Samples."""
+def release_freed_memory() -> None:
+    """Hand memory already freed back to the system: Arrow's pool keeps freed table buffers, and glibc keeps
+    freed small blocks (the encoded images of a parquet/hf source) in its heap; both would otherwise stay in the
+    process's resident memory for the rest of the run. Best effort; a no-op where unavailable."""
+    import ctypes
+    import sys
+
+    if "pyarrow" in sys.modules:
+        sys.modules["pyarrow"].default_memory_pool().release_unused()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
+def _shape_counts(raws: list[RawSource]) -> tuple[dict[tuple[int, int], int], dict[int, int]]:
+    """Rows per (H, W) and per channel count over all sources (file sources: from their headers)."""
     sizes: dict[tuple[int, int], int] = {}
     modes: dict[int, int] = {}
     for r in raws:
@@ -759,9 +891,20 @@ def merge_sources(raws: list[RawSource], image_size: tuple[int, int] | None = No
             sizes[k] = sizes.get(k, 0) + v
         for k, v in r.channel_counts().items():
             modes[k] = modes.get(k, 0) + v
+    return sizes, modes
+
+
+def merge_sources(raws: list[RawSource], image_size: tuple[int, int] | None = None,
+                  channels: int | None = None, cache_dir: str | Path | None = None) -> Samples:
+    """Map labels onto the union of class names, bring every image to one size and mode, and put them in one
+    array (array sources only) or one :class:`ImageStore` (any file source: decoded once, in batches, into shard
+    files under ``cache_dir``, default a temporary folder removed with the store)."""
+    sizes, modes = _shape_counts(raws)
     size = image_size or most_common_size(sizes)
     if channels is None:
         channels = 1 if modes.get(1, 0) > modes.get(3, 0) else 3
+    images = concat_images([r.stacked(size, channels, image_size is not None, cache_dir) for r in raws])
+    sizes, modes = _shape_counts(raws)  # the rows kept (decoding may skip some)
     class_names = sort_class_names([name for r in raws for name in r.label_names])
     if len(class_names) < 2:
         only = class_names[0] if class_names else "none"
@@ -778,7 +921,7 @@ def merge_sources(raws: list[RawSource], image_size: tuple[int, int] | None = No
         "converted_rgb_to_gray": int(modes.get(3, 0)) if channels == 1 else 0,
     }
     samples = Samples(
-        images=np.concatenate([r.stacked(size, channels) for r in raws]),
+        images=images,
         labels=np.array([index[n] for r in raws for n in r.label_names], dtype=np.int64),
         class_names=class_names,
         source=np.array([s for r in raws for s in r.source], dtype=object),
@@ -834,6 +977,7 @@ def load_sources(
     root: str | Path | None = None,
     channels: int | None = None,
     max_pixels: int | None = None,
+    cache_dir: str | Path | None = None,
 ) -> Samples:
     """Load and merge the sources ``specs`` (each ``NAME=SPEC`` or bare ``SPEC``, see the module docstring).
 
@@ -846,6 +990,8 @@ def load_sources(
         channels: 1 or 3 to convert every image to that mode (the model's); default the majority mode.
         max_pixels: largest image (width × height) accepted; default ``$INFOSCOPE_MAX_PIXELS`` or
             :data:`core.data.images.DEFAULT_MAX_PIXELS`. Larger files are bad rows, refused before decoding.
+        cache_dir: where file sources' decoded shards go (default ``$INFOSCOPE_CACHE`` or the system's temporary
+            folder; a fresh sub-folder, removed when the images are garbage-collected).
 
     Raises:
         DataError: on any bad input, with a message naming the file or row.
@@ -868,5 +1014,8 @@ def load_sources(
     if channels not in (None, 1, 3):
         raise DataError(f"channels must be 1 or 3, got {channels!r}")
     names = frozenset(p.name for p in parsed)
-    return merge_sources([load_one(p, base, skip_bad, names - {p.name}, size, max_pixels) for p in parsed], size,
-                         channels)
+    raws = [load_one(p, base, skip_bad, names - {p.name}, size, max_pixels) for p in parsed]
+    samples = merge_sources(raws, size, channels, cache_dir)
+    del raws  # file rows and encoded bytes: decoded into the store by now
+    release_freed_memory()
+    return samples

@@ -259,13 +259,14 @@ def backbone_features(model: StagedNet, images_or_loader: np.ndarray | torch.Ten
                       batch_size: int = 256) -> np.ndarray:
     """Penultimate features ``model.embed(x)`` of every image, computed once in eval mode: float32 (n, d).
 
-    ``images_or_loader`` is an array/tensor (n, C, H, W) in [0, 1] (processed ``batch_size`` rows at a time)
+    ``images_or_loader`` is an array/tensor/:class:`~core.data.image_store.ImageStore` (n, C, H, W) in [0, 1]
+    (processed ``batch_size`` rows at a time)
     or an iterable of batches (a ``DataLoader``) yielding tensors or tuples whose first item is the images.
     The model is left in eval mode.
     """
     dev = resolve_device(device)
     model.to(dev).eval()
-    if isinstance(images_or_loader, np.ndarray | torch.Tensor):
+    if isinstance(images_or_loader, np.ndarray | torch.Tensor) or hasattr(images_or_loader, "shape"):
         x = images_or_loader
         batches: Iterable = (x[i:i + batch_size] for i in range(0, len(x), batch_size))
     else:

@@ -175,21 +175,25 @@ def _train_full(model: StagedNet, x_all: np.ndarray, y_all: np.ndarray, train_id
                 config: TrainConfig, gen: torch.Generator, dev: torch.device,
                 progress: Callable[[str, float | None], None] | None,
                 stopper: _EarlyStop | None = None) -> list[np.ndarray]:
-    """Train every parameter; return the logits of all rows after each epoch (``stopper``: early stopping)."""
+    """Train every parameter; return the logits of all rows after each epoch (``stopper``: early stopping).
+
+    Each batch's images are read from ``x_all`` when it is used (an array or an
+    :class:`~core.data.image_store.ImageStore`): the training rows are never copied out all at once."""
     opt = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     loss_fn = nn.CrossEntropyLoss()
-    xt = torch.as_tensor(x_all[train_idx], dtype=torch.float32)
+    train_idx = np.asarray(train_idx, dtype=np.int64)
     yt = torch.as_tensor(y_all[train_idx], dtype=torch.long)
     has_bn = any(isinstance(m, nn.BatchNorm2d) for m in model.modules())
     epoch_logits = []
     for epoch in range(config.epochs):
         model.train()
-        order = torch.randperm(len(xt), generator=gen)
+        order = torch.randperm(len(train_idx), generator=gen)
         for i in range(0, len(order), config.batch_size):
             b = order[i:i + config.batch_size]
             if len(b) < 2 and has_bn:
                 continue  # a single-row batch has no batch statistics
-            xb, yb = xt[b].to(dev), yt[b].to(dev)
+            xb = torch.as_tensor(np.asarray(x_all[train_idx[b.numpy()]]), dtype=torch.float32).to(dev)
+            yb = yt[b].to(dev)
             opt.zero_grad(set_to_none=True)
             loss = loss_fn(model(xb), yb)
             loss.backward()

@@ -66,6 +66,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
+from core.data.image_store import ImageStore
 from core.device import resolve_device
 from core.errors import ScoreError
 
@@ -282,6 +283,29 @@ def _canonical_order(x: np.ndarray, labels: np.ndarray) -> np.ndarray:
     return np.array(sorted(range(len(keys)), key=keys.__getitem__), dtype=np.int64)
 
 
+def _canonical_order_batches(images: Any, labels: np.ndarray, batch: int = 4096) -> np.ndarray:
+    """:func:`_canonical_order` of ``unit_rows(images)``, the unit rows computed ``batch`` rows at a time."""
+    keys: list[bytes] = []
+    for s in range(0, len(images), batch):
+        x = unit_rows(images[s:s + batch])
+        keys.extend(hashlib.blake2b(int(lab).to_bytes(8, "little", signed=True) + row.tobytes(),
+                                    digest_size=16).digest() for lab, row in zip(labels[s:s + batch], x, strict=True))
+    return np.array(sorted(range(len(keys)), key=keys.__getitem__), dtype=np.int64)
+
+
+class _UnitRows:
+    """``unit_rows`` of an image store's rows, computed when read: ``x[idx]`` = ``unit_rows(images[idx])``."""
+
+    def __init__(self, images: Any) -> None:
+        self.images = images
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, idx: np.ndarray) -> np.ndarray:
+        return unit_rows(self.images[np.asarray(idx)])
+
+
 def _chunks(pos: np.ndarray, max_size: int | None, rng: np.random.Generator) -> list[np.ndarray]:
     """Split a class into ⌈n/max⌉ near-equal seeded chunks (one chunk when it fits)."""
     if max_size is None or len(pos) <= max_size:
@@ -342,13 +366,18 @@ def cg_score_details(
     """
     t0 = time.perf_counter()
     labels = np.asarray(labels).astype(np.int64)
-    x = unit_rows(features)
-    n = len(x)
+    n = len(features)
+    full = n * n * 8 <= GRAM_BUDGET_BYTES
     _validate(negatives, ratio, repeats, labels, n)
     dev = resolve_device(device)
-    order = _canonical_order(x, labels)
-    x, canon_labels = x[order], labels[order]
-    full = n * n * 8 <= GRAM_BUDGET_BYTES
+    if isinstance(features, ImageStore) and not full:  # unit rows read per problem, never all at once
+        order = _canonical_order_batches(features, labels)
+        x: np.ndarray | _UnitRows = _UnitRows(features.take(order))
+    else:
+        x = unit_rows(features)
+        order = _canonical_order(x, labels)
+        x = x[order]
+    canon_labels = labels[order]
     gram = _full_gram(x, dev) if full else None
     total = np.zeros(n)
     count = np.zeros(n)

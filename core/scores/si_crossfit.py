@@ -47,6 +47,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from core.data.image_store import take_rows
 from core.errors import ScoreError
 from core.scores.registry import ScoreContext, ScoreResult
 from core.scores.si_head import choose_time, head_kernels, head_loo, head_set_loo
@@ -180,7 +181,7 @@ def _val_rows(ctx: ScoreContext, max_val: int) -> np.ndarray:
 def _embed_with(ctx: ScoreContext, model: Any, rows: np.ndarray) -> np.ndarray:
     from core.models.training import embed
 
-    return embed(model, ctx.data.images[rows], ctx.device).astype(np.float64)
+    return embed(model, take_rows(ctx.data.images, rows), ctx.device).astype(np.float64)
 
 
 def _repeat_plan(prm: dict[str, Any]) -> tuple[int, int, float | None]:
@@ -244,7 +245,7 @@ def iter_problems(ctx: ScoreContext, prm: dict[str, Any], meta: dict[str, Any]) 
                 net = train_subset(tr[fold != f], seed_r + 1000 + f)
                 meta["crossfit_train_s"].append(round(time.perf_counter() - t0, 2))
                 rows_f = tr[fold == f]
-                pred = predict_logits(net, ctx.data.images[rows_f], ctx.device).argmax(1)
+                pred = predict_logits(net, take_rows(ctx.data.images, rows_f), ctx.device).argmax(1)
                 meta["fold_network_acc_on_unseen_fold"].append(
                     round(float((pred == ctx.data.labels[rows_f]).mean()), 4))
                 xf = _embed_with(ctx, net, rows_f)

@@ -119,11 +119,14 @@ class RunWriter:
         shutil.rmtree(tmp_dir, ignore_errors=True)
         tmp_dir.mkdir()
         try:
-            for i in todo:
-                arr = np.clip(np.rint(images[i] * 255.0), 0, 255).astype(np.uint8)
-                arr = arr[0] if arr.shape[0] == 1 else np.transpose(arr, (1, 2, 0))
-                Image.fromarray(arr).save(tmp_dir / f"{i:06d}.png", format="PNG")
-                out[i] = f"{layout.IMAGES}/{i:06d}.png"
+            for s in range(0, len(todo), 1024):  # read a batch of rows at a time (images may be an ImageStore)
+                rows = todo[s:s + 1024]
+                batch = np.asarray(images[rows])
+                for i, img in zip(rows, batch, strict=True):
+                    arr = np.clip(np.rint(img * 255.0), 0, 255).astype(np.uint8)
+                    arr = arr[0] if arr.shape[0] == 1 else np.transpose(arr, (1, 2, 0))
+                    Image.fromarray(arr).save(tmp_dir / f"{i:06d}.png", format="PNG")
+                    out[i] = f"{layout.IMAGES}/{i:06d}.png"
             if final.exists():
                 shutil.rmtree(final)
             os.replace(tmp_dir, final)  # the folder appears whole or not at all
