@@ -310,6 +310,8 @@ def test_flagged_precision_recall_and_decisions(make_app, run_copy) -> None:
     assert_clean(at)
     assert "Recorded **remove**" in texts(at)
     assert "Decision: **remove**" in texts(at)
+    assert not at.title  # the click reran the decided card only (a keyed fragment), not the page
+    at.run()  # a full run: AppTest's tree then holds the whole page again
     latest = open_run(run_copy.path).decisions.latest()
     assert latest.set_index("sample_id").loc[first, "decision"] == "remove"
     # relabel to the suggested class (here: the prediction; the fixture has no suggestion column) with one click
@@ -317,6 +319,7 @@ def test_flagged_precision_recall_and_decisions(make_app, run_copy) -> None:
     at.button(key=f"rl_{second}").click().run()
     pred = df.set_index("sample_id").loc[second, "pred_name"]
     assert open_run(run_copy.path).decisions.latest().set_index("sample_id").loc[second, "relabel_to"] == pred
+    at.run()
     # widening is explicit and labelled: the engine's flags plus every row above the threshold
     at.toggle(key="flag_widen_mislabeled").set_value(True).run()
     assert_clean(at)
@@ -364,6 +367,7 @@ def test_flagged_shows_suggestion_and_weak_model_state(make_app, run_copy) -> No
     assert f"**Suggested label:** `{other}`" in t and "**disagree**" in t and "10/10 neighbours" in t
     at.button(key=f"rl_{sid}").click().run()
     assert open_run(run_copy.path).decisions.latest().set_index("sample_id").loc[sid, "relabel_to"] == other
+    at.run()  # the click reran its card only; a full run brings back the rest of the page for AppTest
     at.radio(key="flag_kind").set_value("adversarial").run()  # an attacked copy keeps its label: no suggestion
     assert_clean(at)
     assert "Suggested label" not in texts(at)

@@ -8,6 +8,7 @@ the test's tmp dir, and into ``assets/screenshot-<page>.png`` when ``INFOSCOPE_S
 from __future__ import annotations
 
 import io
+import json
 import os
 import re
 import shutil
@@ -16,6 +17,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
 import zipfile
 from collections.abc import Iterator
@@ -291,29 +293,65 @@ def test_detail_view_keys_and_more_like_this(page, server) -> None:
     assert len(grid_ids(page)) == 1 + 48  # the query image and its 48 most similar images
 
 
-def test_review_ten_flagged_images_with_the_keyboard(page, server, browser_run) -> None:
+def focused_index(pg) -> int | None:
+    """Position on the page of the card that has the keyboard focus (its box holds the focus badge)."""
+    return pg.evaluate("""() => {
+        const m = document.querySelector('.st-key-fl_focus_mark');
+        const box = m && m.closest('[class*="st-key-fl_card_box_"]');
+        if (!box) return null;
+        const cls = [...box.classList].find(c => c.startsWith('st-key-fl_card_box_'));
+        return parseInt(cls.slice('st-key-fl_card_box_'.length));
+    }""")
+
+
+def test_review_ten_flagged_cards_with_the_keyboard(page, server, browser_run) -> None:
+    """The walk's keyboard step on the Flagged page itself: K ten times (no mouse), each decision redraws only
+    the cards it changed (no full rerun: the page's title is never sent again), the focus moves on visibly and
+    lives in the URL, a reload comes back to it, U undoes."""
     from core.store import open_run
 
-    open_page(page, server, "flagged")
-    page.keyboard.press("Shift+Enter")  # "Review with the keyboard": no mouse from here on
-    dialog = page.get_by_role("dialog")
-    total = int(re.search(r"1 of (\d+) in this list", dialog.get_by_text(re.compile(r"1 of \d+ in this list"))
-                          .inner_text(timeout=30_000)).group(1))
-    assert total >= 10
+    frames: list[bytes] = []
+    page.on("websocket", lambda ws: ws.on("framereceived", lambda f: frames.append(f if isinstance(f, bytes)
+                                                                              else f.encode())))
+    page.goto(f"{server}/flagged?flag_per_page=16")
+    settle(page, TITLES["flagged"])
+    assert page.get_by_text(re.compile(r"Keys act on the outlined card")).count() == 1  # the legend
+    n_cards = page.locator('[class*="st-key-fl_card_box_"]').count()
+    assert n_cards >= 11, n_cards
+    assert focused_index(page) == 0
+    outline = page.locator(".st-key-fl_card_box_0").evaluate("e => getComputedStyle(e).outlineStyle")
+    assert outline == "solid" and page.locator(".st-key-fl_card_box_1").evaluate(
+        "e => getComputedStyle(e).outlineStyle") == "none"
+    ids = page.locator('[class*="st-key-fl_card_box_"] [data-testid="stImage"] img[alt]').evaluate_all(
+        "els => els.map(e => e.alt)")
     times = []
     for i in range(1, 11):
-        wait_quiet(page)  # a key pressed while the dialog is re-rendering can be lost on a loaded machine
+        wait_quiet(page)  # a key pressed while the cards are re-rendering can be lost on a loaded machine
+        frames.clear()
         t0 = time.time()
-        page.keyboard.press("k")  # keep, and move on to the next image
-        dialog.get_by_text(f"{min(i + 1, total)} of {total} in this list").wait_for(timeout=60_000)
+        page.keyboard.press("k")  # keep the outlined card, focus the next one
+        deadline = time.time() + 60
+        while focused_index(page) != i and time.time() < deadline:
+            time.sleep(0.02)
         times.append(time.time() - t0)
-    latest = open_run(browser_run.path).decisions.latest()
-    assert (latest["decision"] == "keep").sum() == 10
+        assert focused_index(page) == i
+        wait_quiet(page)
+        assert not any(b"Flagged images" in f for f in frames), "a decision reran the whole page"
+        assert any(ids[i - 1].encode() in f for f in frames)  # the decided card was redrawn
+    latest = open_run(browser_run.path).decisions.latest().set_index("sample_id")
+    assert sorted(latest.index[latest["decision"] == "keep"]) == sorted(ids[:10])
+    assert page.locator(".st-key-fl_card_box_9").get_by_text("Decision: keep").count() == 1
+    assert json.loads(urllib.parse.parse_qs(urllib.parse.urlparse(page.url).query)["flag_focus"][0]) == ids[10]
+    page.reload()
+    settle(page, TITLES["flagged"])
+    assert focused_index(page) == 10  # the focus and the page size came back from the URL
+    page.keyboard.press("u")  # undo the last keep: its card takes the focus back
+    page.get_by_text(re.compile(r"Undid batch")).wait_for(timeout=30_000)
     wait_quiet(page)
-    page.keyboard.press("u")  # undo the last one
-    dialog.get_by_text("Undid batch").wait_for(timeout=30_000)
-    assert (open_run(browser_run.path).decisions.latest()["decision"] == "keep").sum() == 9
-    print(f"keyboard decision -> next image shown: median {sorted(times)[5]:.2f} s")
+    assert focused_index(page) == 9
+    latest = open_run(browser_run.path).decisions.latest()
+    assert (latest["decision"] == "keep").sum() == 9
+    print(f"keyboard decision on a card -> next card focused: median {sorted(times)[5]:.2f} s")
 
 
 def test_confusion_cell_opens_its_images(page, server) -> None:
