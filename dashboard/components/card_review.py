@@ -207,6 +207,13 @@ def key_undo(rv: RunView) -> None:
     flash(f"Undid batch {undone}.")
 
 
+HELP = {"prev": "Focus the previous card", "keep": "Keep the outlined card, then focus the next",
+        "remove": "Remove the outlined card, then focus the next",
+        "relabel": "Relabel the outlined card to its suggested label (the model's prediction), then focus the next",
+        "tag": "Tag the outlined card 'review' (the focus stays)", "undo": "Undo the latest decision",
+        "next": "Focus the next card"}
+
+
 def key_bar(rv: RunView) -> None:
     """The legend and the row of key buttons (their shortcuts are the keys). While the detail view is open its
     own buttons carry the keys, so these are drawn without shortcuts (one button per key on screen)."""
@@ -218,14 +225,14 @@ def key_bar(rv: RunView) -> None:
         ("Previous", "prev", ":material/arrow_back:", move, (-1,)),
         ("Keep", "keep", ":material/check:", key_decide, (rv, "keep")),
         ("Remove", "remove", ":material/delete:", key_decide, (rv, "remove")),
-        ("Relabel → suggestion", "relabel", ":material/label:", key_decide, (rv, "relabel")),
-        ("Tag review", "tag", ":material/bookmark:", key_decide, (rv, "tag")),
+        ("Relabel", "relabel", ":material/label:", key_decide, (rv, "relabel")),
+        ("Tag", "tag", ":material/bookmark:", key_decide, (rv, "tag")),
         ("Undo", "undo", ":material/undo:", key_undo, (rv,)),
         ("Next", "next", ":material/arrow_forward:", move, (+1,)),
     ]
     for col, (label, name, icon, fn, args) in zip(b, spec, strict=True):
         col.button(label, key=f"fl_key_{name}", icon=icon, on_click=fn, args=args, width="stretch",
-                   shortcut=KEYS[name] if keys else None, help=f"{label} (the outlined card)")
+                   shortcut=KEYS[name] if keys else None, help=HELP[name])
 
 
 def card_fragment(body: Callable[..., None], i: int) -> Callable[..., None]:

@@ -98,7 +98,7 @@ if avail:
                 headline_slot.info(headline(rv, a, b, score, kt), icon=":material/compare_arrows:")
                 st.markdown(f"**Two-sample Kolmogorov–Smirnov test**, {a} vs. {b}")
                 st.dataframe(kt, hide_index=True, width="stretch", column_config={
-                    "score": st.column_config.TextColumn(width="small"),
+                    "score": st.column_config.TextColumn(),  # sized to its longest name (no clipping)
                     "KS D": st.column_config.ProgressColumn("KS D", format="%.2f", min_value=0.0, max_value=1.0,
                                                             width="small"),
                     "p-value": st.column_config.NumberColumn(format="%.2g", width="small"),
