@@ -436,7 +436,8 @@ CLIPPED_TEXT_JS = """() => {
 
 #: Cells and headers cut off in Streamlit's canvas grids (st.dataframe, glide-data-grid): the grid's own column
 #: widths and cell texts, read from its React props (the canvas has no text to measure), each text measured with
-#: the grid's own font plus its cell padding on both sides. First 200 rows of every grid on screen.
+#: the grid's own font plus its cell padding on both sides. First 200 rows of every grid on screen. A grid whose
+#: columns are wider than its box (columns hidden until a sideways scroll) counts as clipped too.
 CLIPPED_GRID_JS = """() => {
   const out = [];
   const ctx = document.createElement('canvas').getContext('2d');
@@ -451,6 +452,9 @@ CLIPPED_GRID_JS = """() => {
     }
     if (!p) { out.push({grid: gi, problem: 'could not read the grid columns'}); return; }
     const th = p.theme, pad = th.cellHorizontalPadding;
+    const total = p.columns.reduce((a, x) => a + x.width, 0);
+    if (total > c.getBoundingClientRect().width + 1)  // some columns only show after a sideways scroll
+      out.push({grid: gi, problem: 'columns wider than the grid', need: total, width: Math.round(c.getBoundingClientRect().width)});
     const rows = Math.min(200, Number(c.querySelector('table').getAttribute('aria-rowcount')) - 1);
     p.columns.forEach((col, ci) => {
       ctx.font = th.headerFontFull;

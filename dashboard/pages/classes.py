@@ -100,7 +100,7 @@ st.subheader("Classes ranked by “few samples and high informativeness”")
 mean_n = float(stats["n"].mean())
 table = pd.DataFrame({"class": rank["label_name"], "samples": rank["n"], f"mean {score}": rank["mean"],
                       f"sd {score}": rank["sd"], "index": rank["index"]})
-t_left, t_right = st.columns([1, 1.25])
+t_left, t_right = st.columns([1.25, 1])
 t_left.dataframe(table, hide_index=True, width="stretch", key="cls_ranking",
                  column_config={"index": st.column_config.ProgressColumn(
                      "under-sampling index", help="z(mean score) − z(log class size); the score's sign is flipped "

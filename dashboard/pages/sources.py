@@ -82,7 +82,7 @@ def map_points(key: str, _rv: state.RunView) -> tuple[pd.DataFrame, bool]:
 if avail:
     score = scores.pick(rv, "Score", avail, key="src_score")
     qs = quantiles(rv.static_key, rv, score)
-    left, right = st.columns([1, 1.5])  # the KS table needs the wider half (no clipped columns at 1440 px)
+    left, right = st.columns([1, 1.7])  # the KS table needs the wider part (every column visible at 1440 px)
     with left:
         st.plotly_chart(charts.ecdf_from_quantiles(qs, PROBS, f"{scores.label(score)} by source (ECDF)",
                                                    scores.label(score)), width="stretch")
