@@ -3,6 +3,14 @@
 They open every page (no exception shown), lasso-select on the map and see the grid change, make a decision and
 see it after a reload, and export files that load back as sources. Screenshots of every page are written to
 the test's tmp dir, and into ``assets/screenshot-<page>.png`` when ``INFOSCOPE_SAVE_SCREENSHOTS=1``.
+
+The review walk of issue 13, step by step: a detail view from each page and *More like this* from it
+(``test_every_page_at_1440_nothing_clipped_and_detail_from_each_page``, ``test_detail_view_keys_and_more_like_this``);
+a view in the URL survives a reload and a saved view loads the same grid
+(``test_view_survives_reload_and_saved_view_loads``, ``test_a_deep_link_first_on_a_fresh_server_keeps_the_navigation``);
+ten flagged images reviewed with the keyboard only on the Flagged page
+(``test_review_ten_flagged_cards_with_the_keyboard``); a confusion-matrix cell opens its images
+(``test_confusion_cell_opens_its_images``); the duplicates view opens (``test_duplicates_view_opens``).
 """
 
 from __future__ import annotations
@@ -480,7 +488,8 @@ def clipped(pg) -> list[dict]:
 def test_every_page_at_1440_nothing_clipped_and_detail_from_each_page(page, server) -> None:
     """At 1440 px no page is wider than the window and no text is cut off (labels, metric labels, buttons, table
     cells and headers, grid cells and headers; overview's evidence tabs one by one; the detail view); a thumbnail
-    of every page with images opens the detail view."""
+    of every page with images opens the detail view, and from Classes, Sources and Flagged its *More like this*
+    shows the image and its 48 most similar images (from Explore: ``test_detail_view_keys_and_more_like_this``)."""
     found = {}
     for name in ("overview", "classes", "sources", "flagged", "health", "confusion", "duplicates", "similar",
                  "score", "explore"):
@@ -500,13 +509,23 @@ def test_every_page_at_1440_nothing_clipped_and_detail_from_each_page(page, serv
         if name in ("health", "confusion", "similar", "score"):
             continue  # their grids open from a count / a cell / a query (tested above), or have none
         page.get_by_role("button", name="Details").first.click()
-        page.get_by_role("dialog").get_by_text(re.compile(r"\d+ of \d+ in this list")).wait_for(timeout=30_000)
+        dialog = page.get_by_role("dialog")
+        header = dialog.get_by_text(re.compile(r"\d+ of \d+ in this list"))
+        header.wait_for(timeout=30_000)
         wait_quiet(page)
         if name == "explore":
-            page.get_by_role("dialog").locator('[data-testid="stDataFrame"]').first.wait_for(timeout=30_000)
+            dialog.locator('[data-testid="stDataFrame"]').first.wait_for(timeout=30_000)
             found["detail view"] = clipped(page)
+        if name in ("classes", "sources", "flagged"):  # the walk: search similar from the detail view
+            sid = header.locator("code").first.inner_text()
+            dialog.get_by_role("button", name="More like this").click()
+            settle(page, TITLES["similar"])
+            no_exception(page)
+            shown = grid_ids(page)
+            assert shown[0] == sid and len(shown) == 1 + 48 and sid not in shown[1:], (name, sid, shown[:3])
+            continue
         page.keyboard.press("Escape")
-        page.get_by_role("dialog").wait_for(state="detached", timeout=30_000)
+        dialog.wait_for(state="detached", timeout=30_000)
     bad = {k: v for k, v in found.items() if v}
     assert not bad, bad
 
