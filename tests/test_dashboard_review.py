@@ -586,6 +586,19 @@ def test_keyboard_review_on_the_flagged_cards(make_app, run) -> None:
     stale = make_app(run, "flagged", query={"flag_page_mislabeled": "99", "flag_focus": '"nope"'})
     clean(stale)
     assert stale.session_state["flag_focus"] == card_ids(stale)[0]
+    # "hide decided": deciding the page's last card moves on to the very next undecided card, although the rows
+    # shifted up by one (the next card is now on the same page, not the first of page 2)
+    hide = make_app(run, "flagged")
+    hide.toggle(key="flag_hide").set_value(True).run()
+    decided = set(open_run(run.path).decisions.latest().dropna(subset=["decision"])["sample_id"])
+    todo = [s for s in order if s not in decided]
+    assert card_ids(hide) == todo[:8]
+    for _ in range(7):
+        press(hide, "next")
+    assert hide.session_state["flag_focus"] == todo[7]
+    press(hide, "keep")
+    assert hide.session_state["flag_focus"] == todo[8]
+    assert card_ids(hide) == todo[:7] + [todo[8]] and hide.query_params["flag_page_mislabeled"] == "1"
 
 
 def test_bulk_accept_suggested_relabels_with_preview_and_undo(make_app, run) -> None:

@@ -28,6 +28,7 @@ FOCUS = "flag_focus"
 DECK = "_fl_deck"
 MSG = "_fl_msg"
 SCROLL = "_fl_scroll"
+SEEK = "_fl_seek"
 CARD_KEY = "fl_card_{i}"
 BOX_KEY = "fl_card_box_{i}"
 MARK_KEY = "fl_focus_mark"
@@ -64,6 +65,8 @@ class Deck:
     page_key: str
     page: int
     pages: int
+    before: str | None = None  # the card just before this page in the review order
+    after: str | None = None  # the card just after it
 
 
 def text_id(_k: str, v: Any) -> str | None:
@@ -71,18 +74,26 @@ def text_id(_k: str, v: Any) -> str | None:
     return v if isinstance(v, str) and 0 < len(v) <= 512 else None
 
 
-def set_deck(ids: Sequence[str], suggestions: dict[str, str | None], page_key: str, page: int, pages: int) -> str:
+def set_deck(ids: Sequence[str], suggestions: dict[str, str | None], page_key: str, page: int, pages: int,
+             before: str | None = None, after: str | None = None) -> str | None:
     """Remember this page's cards; returns the focused id (the one in the session/URL if on the page, else the
-    first card; after a page turn backwards, the last card)."""
+    first card)."""
     ids = [str(i) for i in ids]
-    st.session_state[DECK] = Deck(ids, dict(suggestions), page_key, page, pages)
+    st.session_state[DECK] = Deck(ids, dict(suggestions), page_key, page, pages, before, after)
     focus = st.session_state.get(FOCUS)
-    if focus == "__last__" and ids:
-        focus = ids[-1]
     if focus not in ids:
         focus = ids[0] if ids else None
     _set_focus(focus)
     return focus
+
+
+def seek(order: Sequence[str], per_page: int, page_key: str) -> None:
+    """After a key turned the page: put the page that holds the focused card into ``page_key`` (before the page
+    widget is drawn). The rows may have shifted since the key was pressed (decided rows hidden)."""
+    if st.session_state.pop(SEEK, False):
+        focus = st.session_state.get(FOCUS)
+        if focus in order:
+            st.session_state[page_key] = list(order).index(focus) // per_page + 1
 
 
 def focused() -> str | None:
@@ -110,12 +121,14 @@ def _rerun_cards(deck: Deck, *sids: str | None) -> None:
 
 
 def _turn(deck: Deck, delta: int) -> bool:
-    """Go to the previous / next page (a full run follows); False at the first / last page."""
-    target = deck.page + delta
-    if not 1 <= target <= deck.pages:
+    """Go to the card just after (before) this page, on whichever page now holds it (a full run follows);
+    False at the end (start) of the list."""
+    anchor = deck.after if delta > 0 else deck.before
+    if anchor is None:
         return False
-    st.session_state[deck.page_key] = target
-    st.session_state[FOCUS] = "__last__" if delta < 0 else "__first__"
+    st.session_state[deck.page_key] = min(max(deck.page + delta, 1), deck.pages)  # if the card has gone
+    st.session_state[FOCUS] = anchor
+    st.session_state[SEEK] = True
     st.session_state[SCROLL] = True
     return True
 

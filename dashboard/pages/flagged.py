@@ -1,4 +1,6 @@
-"""Flagged: suspected mislabeled / adversarial images ranked by suspicion, with one-click decisions."""
+"""Flagged: suspected mislabeled / adversarial images ranked by suspicion, with one-click decisions and keyboard
+review on the cards (``components.card_review``: K / X / L / T / U / ← → act on the outlined card; a decision
+reruns only the cards it changed). Filters, page, page size and the focused card live in the URL."""
 
 from __future__ import annotations
 
@@ -80,16 +82,21 @@ if n == 0:
         st.success("Nothing to review: no image is flagged" + (" (or all are decided)." if hide else "."),
                    icon=":material/task_alt:")
     st.stop()
+order = susp_col if has_susp else None
+# previous / next in the detail view walk through every flagged image in this order, not only this page
+review_order = rv.select(where, flagged_params, columns=["sample_id"], order_by=order, descending=True)[
+    "sample_id"].astype(str).tolist()
 pc0, pc1, pc2 = st.columns([1, 1, 3])
 per_page = pc0.selectbox("Per page", PER_PAGE, key="flag_per_page")
 pages = (n + per_page - 1) // per_page
+# a key turned the page: show the page that holds the card it moved to (with "hide decided" the rows shift)
+card_review.seek(review_order, per_page, f"flag_page_{kind}")
 if st.session_state.get(f"flag_page_{kind}", 1) > pages:
     st.session_state[f"flag_page_{kind}"] = pages
 page = pc1.number_input(f"Page (of {pages})", min_value=1, max_value=pages, value=1, key=f"flag_page_{kind}")
 pc2.caption(f"{n:,} image(s): " + ("the engine's flags plus every row with suspicion ≥ "
                                      f"{thr:.2f}" if widen else "exactly the engine's flags") +
             ", most suspicious first.")
-order = susp_col if has_susp else None
 rows = rv.select(where, flagged_params, order_by=order, descending=True, limit=per_page,
                  offset=(page - 1) * per_page)
 shown_scores = [s for s in ("si_function", "cg_score", "loss", "margin", "uniqueness") if s in scores.available(rv)]
@@ -106,9 +113,6 @@ if all_n:
     labels_of = dict(zip(nl["sample_id"], zip(nl["label_name"], nl["image_path"], strict=True), strict=True))
 
 
-# previous / next in the detail view walk through every flagged image in this order, not only this page
-review_order = rv.select(where, flagged_params, columns=["sample_id"], order_by=order, descending=True)[
-    "sample_id"].astype(str).tolist()
 
 
 undecided = rv.select(where + " AND decision IS NULL", flagged_params, columns=["sample_id"], order_by=order,
@@ -197,8 +201,11 @@ def card(i: int, row: pd.Series) -> None:
 
 
 ids_on_page = rows["sample_id"].astype(str).tolist()
+start = (int(page) - 1) * per_page
 card_review.set_deck(ids_on_page, {str(r["sample_id"]): suggestion_of(r) for _, r in rows.iterrows()},
-                     f"flag_page_{kind}", int(page), pages)
+                     f"flag_page_{kind}", int(page), pages, before=review_order[start - 1] if start > 0 else None,
+                     after=review_order[start + len(ids_on_page)] if start + len(ids_on_page) < len(review_order)
+                     else None)
 card_review.key_bar(rv)
 for i, (_, row) in enumerate(rows.iterrows()):
     card_review.card_fragment(card, i)(i, row)
