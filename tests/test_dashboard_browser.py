@@ -360,6 +360,25 @@ def test_review_ten_flagged_cards_with_the_keyboard(page, server, browser_run) -
     assert focused_index(page) == 9
     latest = open_run(browser_run.path).decisions.latest()
     assert (latest["decision"] == "keep").sum() == 9
+    # while the detail view is open its buttons carry the keys: K decides once, there, not on the cards too
+    n_log = len(open_run(browser_run.path).decisions.history())
+    page.locator(".st-key-fl_card_box_9").get_by_role("button", name="Details").click()
+    dialog = page.get_by_role("dialog")
+    dialog.get_by_text(re.compile(r"\d+ of \d+ in this list")).wait_for(timeout=30_000)
+    wait_quiet(page)
+    page.keyboard.press("k")
+    dialog.get_by_text(re.compile(r"Recorded keep")).wait_for(timeout=30_000)
+    wait_quiet(page)
+    assert len(open_run(browser_run.path).decisions.history()) == n_log + 1
+    page.keyboard.press("Escape")
+    dialog.wait_for(state="detached", timeout=30_000)
+    wait_quiet(page)
+    assert focused_index(page) == 9
+    page.keyboard.press("ArrowRight")  # and the keys are back on the cards
+    deadline = time.time() + 30
+    while focused_index(page) != 10 and time.time() < deadline:
+        time.sleep(0.05)
+    assert focused_index(page) == 10
     print(f"keyboard decision on a card -> next card focused: median {sorted(times)[5]:.2f} s")
 
 
