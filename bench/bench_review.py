@@ -99,6 +99,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--note", default="", help="a sentence added to the results (e.g. the machine's load)")
     a = ap.parse_args()
+    load_before = os.getloadavg()[0]
     tmp = Path(tempfile.mkdtemp(prefix="bench-review-"))
     run = Path(a.run) if a.run else build_run(tmp, a.per_class)
     port = _free_port()
@@ -182,7 +183,8 @@ def main() -> None:
              f"Headless Chromium at 1440 px against `streamlit run` on a run of {n.get('n_samples')} images; "
              f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU(s); median of {a.repeats}. "
              "Idle = no running indicator for 0.25 s (not counted). "
-             + (a.note + " " if a.note else ""), "",
+             f"Load average (1 min) {load_before:.1f} before and {os.getloadavg()[0]:.1f} after the run"
+             + (f"; {a.note}" if a.note else "."), "",
              "Bars (issue 13): ≤ 0.5 s until idle after a decision, ≤ 1 s after a filter change.", "",
              "| interaction | median (s) | vs. baseline |", "| --- | ---: | ---: |"]
     for name, v in rows.items():
