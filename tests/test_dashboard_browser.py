@@ -430,8 +430,9 @@ def test_view_survives_reload_and_saved_view_loads(page, server) -> None:
 
 #: Text cut off in the DOM: every visible text node of the main area, the sidebar and a dialog whose box pokes out
 #: of an ancestor that hides overflow (ellipsis, ``overflow: hidden/clip``), unless a scrollable ancestor
-#: (``overflow: auto/scroll``, deliberately scrollable) comes first. Canvas grids and plotly charts are checked
-#: separately / not at all.
+#: (``overflow: auto/scroll``, deliberately scrollable) comes first; and every select box whose chosen option is
+#: wider than the box. Canvas grids and plotly charts are checked separately / not at all; text typed into text
+#: inputs (deliberately scrollable) is not checked.
 CLIPPED_TEXT_JS = """() => {
   const out = [];
   const tag = (el) => { const t = el.closest('[data-testid]'); return t ? t.getAttribute('data-testid') : el.tagName; };
@@ -456,6 +457,11 @@ CLIPPED_TEXT_JS = """() => {
           break;
         }
       }
+    }
+    // a select box shows its choice in an input: cut off when the text is wider than the box
+    for (const inp of root.querySelectorAll('input[role="combobox"]')) {
+      if (inp.offsetParent !== null && inp.value && inp.scrollWidth > inp.clientWidth + 1)
+        out.push({text: inp.value.slice(0, 80), element: tag(inp), px: inp.scrollWidth - inp.clientWidth});
     }
   }
   return out;

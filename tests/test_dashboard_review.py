@@ -690,3 +690,10 @@ def test_export_folder_keeps_its_value_and_never_writes_elsewhere(make_app, run,
     at.switch_page("pages/classes.py").run()
     at.switch_page("pages/explore.py").run()
     assert at.text_input(key="ex_export_dir").value == str(out)  # and it survives a change of page
+
+
+def test_run_picker_label_is_short_and_dated() -> None:
+    from dashboard.components.page import short_label
+
+    assert short_label("20261201-121448-demo", "demo", 6340) == "demo · 6,340 · 12-01 12:14"
+    assert short_label("my-run", "", None) == "my-run"  # an id without a date: as it is
