@@ -211,7 +211,7 @@ def test_lasso_on_map_filters_grid(page, server, browser_run) -> None:
 def test_decision_survives_reload_and_undo(page, server) -> None:
     open_page(page, server, "flagged")
     assert page.get_by_text("Decision: remove").count() == 0
-    page.get_by_role("button", name="Remove").first.click()
+    page.locator(".st-key-fl_card_box_0").get_by_role("button", name="Remove").click()  # the card's own button
     page.get_by_text(re.compile(r"Recorded remove")).wait_for(timeout=30_000)
     page.reload()
     settle(page, TITLES["flagged"])
