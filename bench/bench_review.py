@@ -1,7 +1,9 @@
 """Browser latency of the review workflow (issue 13): headless Chromium (Playwright) against ``streamlit run``.
 
 Measures, as medians over ``--repeats``: a decision made with the keyboard in the detail view until the next
-image is shown; a Keep on a Flagged card (a fragment: only the card reruns) until the app is idle; a filter change
+image is shown; a Keep clicked on a Flagged card (a fragment: only the card reruns) until the app is idle; K on the
+focused Flagged card (keyed fragments: the decided card and the next one rerun) until the focus moved and the app
+is idle, with 8 and with 48 cards on the page; a filter change
 on Explore (the sort-direction toggle) until idle; opening the detail view until it is shown. The baseline, in the
 same run, is a full rerun of the Flagged page (the cost every decision had before the cards became fragments).
 "Idle" = no running indicator, skeleton or stale element for ``QUIET`` seconds; the quiet wait is subtracted.
@@ -59,6 +61,27 @@ def idle(pg, timeout: float = 60) -> float:
     raise TimeoutError("the app kept running")
 
 
+FOCUSED = """() => {
+  const m = document.querySelector('.st-key-fl_focus_mark');
+  const box = m && m.closest('[class*="st-key-fl_card_box_"]');
+  return box ? [...box.classList].find(c => c.startsWith('st-key-fl_card_box_')) : null;
+}"""
+
+
+def key_on_card(pg) -> float:
+    """Press K (keep the focused Flagged card): seconds until the focus has moved to another card and the app is
+    idle again (quiet period subtracted)."""
+    before = pg.evaluate(FOCUSED)
+    t0 = time.perf_counter()
+    pg.keyboard.press("k")
+    while pg.evaluate(FOCUSED) == before:
+        if time.perf_counter() - t0 > 60:
+            raise TimeoutError("the focus did not move")
+        time.sleep(0.01)
+    moved = time.perf_counter() - t0
+    return moved + idle(pg)
+
+
 def build_run(folder: Path, per_class: int) -> Path:
     sys.path.insert(0, str(ROOT / "tests"))
     from dashboard_fixtures import write_tiny_run
@@ -74,7 +97,9 @@ def main() -> None:
     ap.add_argument("--run", default=None)
     ap.add_argument("--per-class", type=int, default=80)
     ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--note", default="", help="a sentence added to the results (e.g. the machine's load)")
     a = ap.parse_args()
+    load_before = os.getloadavg()[0]
     tmp = Path(tempfile.mkdtemp(prefix="bench-review-"))
     run = Path(a.run) if a.run else build_run(tmp, a.per_class)
     port = _free_port()
@@ -100,14 +125,24 @@ def main() -> None:
             pg.goto(f"{url}/flagged")
             pg.get_by_role("heading", level=1, name="Flagged images").wait_for(timeout=60_000)
             idle(pg)
-            full, card, opened, key = [], [], [], []
+            full, card, opened, key, card_key, card_key48 = [], [], [], [], [], []
             for i in range(a.repeats):
                 t0 = time.perf_counter()
                 pg.reload()
                 pg.get_by_role("heading", level=1, name="Flagged images").wait_for(timeout=60_000)
                 full.append(time.perf_counter() - t0 + idle(pg))
-                pg.get_by_role("button", name="Keep").nth(i % 4).click()
+                pg.locator('[class*="st-key-fl_card_box_"]').nth(i % 4).get_by_role("button", name="Keep").click()
                 card.append(idle(pg))
+                card_key.append(key_on_card(pg))
+            pg.goto(f"{url}/flagged?flag_per_page=48")
+            pg.get_by_role("heading", level=1, name="Flagged images").wait_for(timeout=60_000)
+            idle(pg)
+            n48 = pg.locator('[class*="st-key-fl_card_box_"]').count()
+            for _ in range(a.repeats):
+                card_key48.append(key_on_card(pg))
+            pg.goto(f"{url}/flagged")
+            pg.get_by_role("heading", level=1, name="Flagged images").wait_for(timeout=60_000)
+            idle(pg)
             pg.get_by_role("button", name="Details").first.click()
             dialog = pg.get_by_role("dialog")
             dialog.get_by_text(re.compile(r"1 of \d+ in this list")).wait_for(timeout=60_000)
@@ -134,7 +169,10 @@ def main() -> None:
                 pg.get_by_role("dialog").wait_for(state="detached", timeout=60_000)
                 idle(pg)
             b.close()
-        rows = {"Flagged page reload → idle (baseline: the whole page runs)": full, "Keep on a Flagged card (fragment) → idle": card,
+        rows = {"Flagged page reload → idle (baseline: the whole page runs)": full,
+                "Keep clicked on a Flagged card (its fragment) → idle": card,
+                "K on the focused Flagged card (8 cards) → next card focused and idle": card_key,
+                f"K on the focused Flagged card ({n48} cards on the page) → next card focused and idle": card_key48,
                 "K in the detail view → next image shown": key, "Explore filter change → idle": filt,
                 "Details click → detail view shown": opened}
     finally:
@@ -144,7 +182,10 @@ def main() -> None:
     lines = ["## Review workflow latency (`bench/bench_review.py`)", "",
              f"Headless Chromium at 1440 px against `streamlit run` on a run of {n.get('n_samples')} images; "
              f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU(s); median of {a.repeats}. "
-             "Idle = no running indicator for 0.25 s (not counted).", "",
+             "Idle = no running indicator for 0.25 s (not counted). "
+             f"Load average (1 min) {load_before:.1f} before and {os.getloadavg()[0]:.1f} after the run"
+             + (f"; {a.note}" if a.note else "."), "",
+             "Bars (issue 13): ≤ 0.5 s until idle after a decision, ≤ 1 s after a filter change.", "",
              "| interaction | median (s) | vs. baseline |", "| --- | ---: | ---: |"]
     for name, v in rows.items():
         med = statistics.median(v)

@@ -211,11 +211,15 @@ def test_overview_summary_leaves_out_removed_and_applies_relabels(make_app, run_
 
 def test_classes_ranks_undersampled_first(make_app, dash_runs) -> None:
     at = make_app(dash_runs["tiny"].path, dash_runs["root"], "classes")
-    ranking = next(d.value for d in at.dataframe if "reading" in d.value.columns)
+    ranking = next(d.value for d in at.dataframe if "index" in d.value.columns)
     assert len(ranking) == 10
     # classes 7 (a third of the samples) and 9 (half) are the under-sampled ones
     assert ranking["class"].iloc[0] in {"7", "9"}
     assert ranking["index"].is_monotonic_decreasing
+    readings = next(str(m.value) for m in at.markdown if str(m.value).startswith("**Reading, class by class**"))
+    lines = [ln for ln in readings.splitlines() if ln.startswith("- **")]
+    assert [ln.split("**")[1] for ln in lines] == ranking["class"].tolist()  # one sentence per class, same order
+    assert all("vs. the average class" in ln for ln in lines)
     at.selectbox(key="cls_pick").set_value("4").run()
     caps = captions_of_images(at)
     assert len(caps) == 16 and all(c.startswith("4") for c in caps)
@@ -230,7 +234,7 @@ def test_classes_follows_the_score_direction(make_app, dash_runs, score) -> None
     at = make_app(dash_runs["tiny"].path, dash_runs["root"], "classes")
     at.selectbox(key="cls_score").set_value(score).run()
     assert_clean(at)
-    ranking = next(d.value for d in at.dataframe if "reading" in d.value.columns)
+    ranking = next(d.value for d in at.dataframe if "index" in d.value.columns)
     df = open_run(dash_runs["tiny"].path).df
     g = df.groupby("label_name").agg(n=("sample_id", "size"), mean=(score, "mean"))
 
@@ -257,7 +261,7 @@ def test_cg_data_complexity_on_overview_classes_sources(make_app, dash_runs) -> 
     info = open_run(dash_runs["tiny"].path).manifest["scores"]["cg_score"]["info"]
     d = info["dataset_complexity"]
     at = make_app(dash_runs["tiny"].path, dash_runs["root"])
-    assert metric(at, "yᵀH⁻¹y (mean over classes)") == f"{d['complexity']:.4g}"
+    assert metric(at, "yᵀH⁻¹y (class mean)") == f"{d['complexity']:.4g}"
     assert metric(at, "bound sqrt(2yᵀH⁻¹y/n)") == f"{d['bound']:.3g}"
     assert any("Arora et al., ICML 2019" in c.value for c in at.caption)
     at.switch_page("pages/classes.py").run()
@@ -310,6 +314,8 @@ def test_flagged_precision_recall_and_decisions(make_app, run_copy) -> None:
     assert_clean(at)
     assert "Recorded **remove**" in texts(at)
     assert "Decision: **remove**" in texts(at)
+    assert not at.title  # the click reran the decided card only (a keyed fragment), not the page
+    at.run()  # a full run: AppTest's tree then holds the whole page again
     latest = open_run(run_copy.path).decisions.latest()
     assert latest.set_index("sample_id").loc[first, "decision"] == "remove"
     # relabel to the suggested class (here: the prediction; the fixture has no suggestion column) with one click
@@ -317,6 +323,7 @@ def test_flagged_precision_recall_and_decisions(make_app, run_copy) -> None:
     at.button(key=f"rl_{second}").click().run()
     pred = df.set_index("sample_id").loc[second, "pred_name"]
     assert open_run(run_copy.path).decisions.latest().set_index("sample_id").loc[second, "relabel_to"] == pred
+    at.run()
     # widening is explicit and labelled: the engine's flags plus every row above the threshold
     at.toggle(key="flag_widen_mislabeled").set_value(True).run()
     assert_clean(at)
@@ -364,6 +371,7 @@ def test_flagged_shows_suggestion_and_weak_model_state(make_app, run_copy) -> No
     assert f"**Suggested label:** `{other}`" in t and "**disagree**" in t and "10/10 neighbours" in t
     at.button(key=f"rl_{sid}").click().run()
     assert open_run(run_copy.path).decisions.latest().set_index("sample_id").loc[sid, "relabel_to"] == other
+    at.run()  # the click reran its card only; a full run brings back the rest of the page for AppTest
     at.radio(key="flag_kind").set_value("adversarial").run()  # an attacked copy keeps its label: no suggestion
     assert_clean(at)
     assert "Suggested label" not in texts(at)

@@ -3,11 +3,20 @@
 They open every page (no exception shown), lasso-select on the map and see the grid change, make a decision and
 see it after a reload, and export files that load back as sources. Screenshots of every page are written to
 the test's tmp dir, and into ``assets/screenshot-<page>.png`` when ``INFOSCOPE_SAVE_SCREENSHOTS=1``.
+
+The review walk of issue 13, step by step: a detail view from each page and *More like this* from it
+(``test_every_page_at_1440_nothing_clipped_and_detail_from_each_page``, ``test_detail_view_keys_and_more_like_this``);
+a view in the URL survives a reload and a saved view loads the same grid
+(``test_view_survives_reload_and_saved_view_loads``, ``test_a_deep_link_first_on_a_fresh_server_keeps_the_navigation``);
+ten flagged images reviewed with the keyboard only on the Flagged page
+(``test_review_ten_flagged_cards_with_the_keyboard``); a confusion-matrix cell opens its images
+(``test_confusion_cell_opens_its_images``); the duplicates view opens (``test_duplicates_view_opens``).
 """
 
 from __future__ import annotations
 
 import io
+import json
 import os
 import re
 import shutil
@@ -16,6 +25,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
 import zipfile
 from collections.abc import Iterator
@@ -35,8 +45,9 @@ ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-f
 PAGES = {"overview": "", "classes": "classes", "sources": "sources", "flagged": "flagged", "explore": "explore"}
 TITLES = {"overview": "Overview", "classes": "Classes", "sources": "Sources", "flagged": "Flagged images",
           "explore": "Explore & export", "confusion": "Confusion", "duplicates": "Near-duplicates",
-          "health": "Dataset health", "similar": "More like this"}
-REVIEW_PAGES = {"confusion": "confusion", "duplicates": "duplicates", "health": "health", "similar": "similar"}
+          "health": "Dataset health", "similar": "More like this", "score": "Score a dataset"}
+REVIEW_PAGES = {"confusion": "confusion", "duplicates": "duplicates", "health": "health", "similar": "similar",
+                "score": "score"}
 
 
 def _need_chromium() -> None:
@@ -200,7 +211,7 @@ def test_lasso_on_map_filters_grid(page, server, browser_run) -> None:
 def test_decision_survives_reload_and_undo(page, server) -> None:
     open_page(page, server, "flagged")
     assert page.get_by_text("Decision: remove").count() == 0
-    page.get_by_role("button", name="Remove").first.click()
+    page.locator(".st-key-fl_card_box_0").get_by_role("button", name="Remove").click()  # the card's own button
     page.get_by_text(re.compile(r"Recorded remove")).wait_for(timeout=30_000)
     page.reload()
     settle(page, TITLES["flagged"])
@@ -291,29 +302,84 @@ def test_detail_view_keys_and_more_like_this(page, server) -> None:
     assert len(grid_ids(page)) == 1 + 48  # the query image and its 48 most similar images
 
 
-def test_review_ten_flagged_images_with_the_keyboard(page, server, browser_run) -> None:
+def focused_index(pg) -> int | None:
+    """Position on the page of the card that has the keyboard focus (its box holds the focus badge)."""
+    return pg.evaluate("""() => {
+        const m = document.querySelector('.st-key-fl_focus_mark');
+        const box = m && m.closest('[class*="st-key-fl_card_box_"]');
+        if (!box) return null;
+        const cls = [...box.classList].find(c => c.startsWith('st-key-fl_card_box_'));
+        return parseInt(cls.slice('st-key-fl_card_box_'.length));
+    }""")
+
+
+def test_review_ten_flagged_cards_with_the_keyboard(page, server, browser_run) -> None:
+    """The walk's keyboard step on the Flagged page itself: K ten times (no mouse), each decision redraws only
+    the cards it changed (no full rerun: the page's title is never sent again), the focus moves on visibly and
+    lives in the URL, a reload comes back to it, U undoes."""
     from core.store import open_run
 
-    open_page(page, server, "flagged")
-    page.keyboard.press("Shift+Enter")  # "Review with the keyboard": no mouse from here on
-    dialog = page.get_by_role("dialog")
-    total = int(re.search(r"1 of (\d+) in this list", dialog.get_by_text(re.compile(r"1 of \d+ in this list"))
-                          .inner_text(timeout=30_000)).group(1))
-    assert total >= 10
+    frames: list[bytes] = []
+    page.on("websocket", lambda ws: ws.on("framereceived", lambda f: frames.append(f if isinstance(f, bytes)
+                                                                              else f.encode())))
+    page.goto(f"{server}/flagged?flag_per_page=16")
+    settle(page, TITLES["flagged"])
+    assert page.get_by_text(re.compile(r"Keys act on the outlined card")).count() == 1  # the legend
+    n_cards = page.locator('[class*="st-key-fl_card_box_"]').count()
+    assert n_cards >= 11, n_cards
+    assert focused_index(page) == 0
+    outline = page.locator(".st-key-fl_card_box_0").evaluate("e => getComputedStyle(e).outlineStyle")
+    assert outline == "solid" and page.locator(".st-key-fl_card_box_1").evaluate(
+        "e => getComputedStyle(e).outlineStyle") == "none"
+    ids = page.locator('[class*="st-key-fl_card_box_"] [data-testid="stImage"] img[alt]').evaluate_all(
+        "els => els.map(e => e.alt)")
     times = []
     for i in range(1, 11):
-        wait_quiet(page)  # a key pressed while the dialog is re-rendering can be lost on a loaded machine
+        wait_quiet(page)  # a key pressed while the cards are re-rendering can be lost on a loaded machine
+        frames.clear()
         t0 = time.time()
-        page.keyboard.press("k")  # keep, and move on to the next image
-        dialog.get_by_text(f"{min(i + 1, total)} of {total} in this list").wait_for(timeout=60_000)
+        page.keyboard.press("k")  # keep the outlined card, focus the next one
+        deadline = time.time() + 60
+        while focused_index(page) != i and time.time() < deadline:
+            time.sleep(0.02)
         times.append(time.time() - t0)
-    latest = open_run(browser_run.path).decisions.latest()
-    assert (latest["decision"] == "keep").sum() == 10
+        assert focused_index(page) == i
+        wait_quiet(page)
+        assert not any(b"Flagged images" in f for f in frames), "a decision reran the whole page"
+        assert any(ids[i - 1].encode() in f for f in frames)  # the decided card was redrawn
+    latest = open_run(browser_run.path).decisions.latest().set_index("sample_id")
+    assert sorted(latest.index[latest["decision"] == "keep"]) == sorted(ids[:10])
+    assert page.locator(".st-key-fl_card_box_9").get_by_text("Decision: keep").count() == 1
+    assert json.loads(urllib.parse.parse_qs(urllib.parse.urlparse(page.url).query)["flag_focus"][0]) == ids[10]
+    page.reload()
+    settle(page, TITLES["flagged"])
+    assert focused_index(page) == 10  # the focus and the page size came back from the URL
+    page.keyboard.press("u")  # undo the last keep: its card takes the focus back
+    page.get_by_text(re.compile(r"Undid batch")).wait_for(timeout=30_000)
     wait_quiet(page)
-    page.keyboard.press("u")  # undo the last one
-    dialog.get_by_text("Undid batch").wait_for(timeout=30_000)
-    assert (open_run(browser_run.path).decisions.latest()["decision"] == "keep").sum() == 9
-    print(f"keyboard decision -> next image shown: median {sorted(times)[5]:.2f} s")
+    assert focused_index(page) == 9
+    latest = open_run(browser_run.path).decisions.latest()
+    assert (latest["decision"] == "keep").sum() == 9
+    # while the detail view is open its buttons carry the keys: K decides once, there, not on the cards too
+    n_log = len(open_run(browser_run.path).decisions.history())
+    page.locator(".st-key-fl_card_box_9").get_by_role("button", name="Details").click()
+    dialog = page.get_by_role("dialog")
+    dialog.get_by_text(re.compile(r"\d+ of \d+ in this list")).wait_for(timeout=30_000)
+    wait_quiet(page)
+    page.keyboard.press("k")
+    dialog.get_by_text(re.compile(r"Recorded keep")).wait_for(timeout=30_000)
+    wait_quiet(page)
+    assert len(open_run(browser_run.path).decisions.history()) == n_log + 1
+    page.keyboard.press("Escape")
+    dialog.wait_for(state="detached", timeout=30_000)
+    wait_quiet(page)
+    assert focused_index(page) == 9
+    page.keyboard.press("ArrowRight")  # and the keys are back on the cards
+    deadline = time.time() + 30
+    while focused_index(page) != 10 and time.time() < deadline:
+        time.sleep(0.05)
+    assert focused_index(page) == 10
+    print(f"keyboard decision on a card -> next card focused: median {sorted(times)[5]:.2f} s")
 
 
 def test_confusion_cell_opens_its_images(page, server) -> None:
@@ -362,19 +428,131 @@ def test_view_survives_reload_and_saved_view_loads(page, server) -> None:
     assert grid_ids(page) == low
 
 
-def test_detail_opens_from_each_page_without_overflow_at_1440(page, server) -> None:
-    """A thumbnail of every page with images opens the detail view; no page is wider than the 1440 px window."""
-    for name in ("overview", "classes", "sources", "flagged", "health", "confusion", "duplicates"):
+#: Text cut off in the DOM: every visible text node of the main area, the sidebar and a dialog whose box pokes out
+#: of an ancestor that hides overflow (ellipsis, ``overflow: hidden/clip``), unless a scrollable ancestor
+#: (``overflow: auto/scroll``, deliberately scrollable) comes first; and every select box whose chosen option is
+#: wider than the box. Canvas grids and plotly charts are checked separately / not at all; text typed into text
+#: inputs (deliberately scrollable) is not checked.
+CLIPPED_TEXT_JS = """() => {
+  const out = [];
+  const tag = (el) => { const t = el.closest('[data-testid]'); return t ? t.getAttribute('data-testid') : el.tagName; };
+  for (const root of document.querySelectorAll('[data-testid="stMain"], [data-testid="stSidebar"], [role="dialog"]')) {
+    const w = document.createTreeWalker(root, NodeFilter.SHOW_TEXT);
+    for (let n = w.nextNode(); n; n = w.nextNode()) {
+      const text = n.textContent.trim();
+      const el = n.parentElement;
+      if (!text || el.closest('canvas, svg, .js-plotly-plot, [data-testid="stDataFrame"], script, style')) continue;
+      const range = document.createRange();
+      range.selectNodeContents(n);
+      const r = range.getBoundingClientRect();
+      if (r.width === 0 && r.height === 0) continue;  // not displayed
+      for (let a = el; a && a !== root.parentElement; a = a.parentElement) {
+        const cs = getComputedStyle(a), ar = a.getBoundingClientRect();
+        if (cs.display === 'none' || cs.visibility === 'hidden' || ar.width === 0 || ar.height === 0) break;
+        if (cs.overflowX === 'auto' || cs.overflowX === 'scroll') break;
+        const hides = (o) => o === 'hidden' || o === 'clip';
+        if ((hides(cs.overflowX) && (r.right > ar.right + 1 || r.left < ar.left - 1))
+            || (hides(cs.overflowY) && (r.bottom > ar.bottom + 1 || r.top < ar.top - 1))) {
+          out.push({text: text.slice(0, 80), element: tag(el), px: Math.round(Math.max(r.right - ar.right, r.bottom - ar.bottom))});
+          break;
+        }
+      }
+    }
+    // a select box shows its choice in an input: cut off when the text is wider than the box
+    for (const inp of root.querySelectorAll('input[role="combobox"]')) {
+      if (inp.offsetParent !== null && inp.value && inp.scrollWidth > inp.clientWidth + 1)
+        out.push({text: inp.value.slice(0, 80), element: tag(inp), px: inp.scrollWidth - inp.clientWidth});
+    }
+  }
+  return out;
+}"""
+
+#: Cells and headers cut off in Streamlit's canvas grids (st.dataframe, glide-data-grid): the grid's own column
+#: widths and cell texts, read from its React props (the canvas has no text to measure), each text measured with
+#: the grid's own font plus its cell padding on both sides. First 200 rows of every grid on screen. A grid whose
+#: columns are wider than its box (columns hidden until a sideways scroll) counts as clipped too.
+CLIPPED_GRID_JS = """() => {
+  const out = [];
+  const ctx = document.createElement('canvas').getContext('2d');
+  document.querySelectorAll('[data-testid="stDataFrame"]').forEach((grid, gi) => {
+    const c = grid.querySelector('canvas[data-testid="data-grid-canvas"]');
+    if (!c || c.getBoundingClientRect().width === 0) return;
+    const k = Object.keys(c).find(k => k.startsWith('__reactFiber'));
+    let f = k && c[k], p = null;
+    for (let d = 0; f && d < 80 && !p; d++, f = f.return) {
+      const q = f.memoizedProps || {};
+      if (Array.isArray(q.columns) && q.getCellContent && q.theme && q.columns.every(x => typeof x.width === 'number')) p = q;
+    }
+    if (!p) { out.push({grid: gi, problem: 'could not read the grid columns'}); return; }
+    const th = p.theme, pad = th.cellHorizontalPadding;
+    const total = p.columns.reduce((a, x) => a + x.width, 0);
+    if (total > c.getBoundingClientRect().width + 1)  // some columns only show after a sideways scroll
+      out.push({grid: gi, problem: 'columns wider than the grid', need: total, width: Math.round(c.getBoundingClientRect().width)});
+    const rows = Math.min(200, Number(c.querySelector('table').getAttribute('aria-rowcount')) - 1);
+    p.columns.forEach((col, ci) => {
+      ctx.font = th.headerFontFull;
+      const head = ctx.measureText(col.title).width + 2 * pad;
+      if (head > col.width + 1) out.push({grid: gi, column: col.title, header: true, need: Math.round(head), width: col.width});
+      ctx.font = th.baseFontFull;
+      for (let r = 0; r < rows; r++) {
+        const cell = p.getCellContent([ci, r]);
+        if (typeof cell.displayData !== 'string') continue;  // progress bars, images, checkboxes
+        const need = ctx.measureText(cell.displayData).width + 2 * pad;
+        if (need > col.width + 1) { out.push({grid: gi, column: col.title, text: cell.displayData.slice(0, 60), need: Math.round(need), width: col.width}); break; }
+      }
+    });
+  });
+  return out;
+}"""
+
+
+def clipped(pg) -> list[dict]:
+    return pg.evaluate(CLIPPED_TEXT_JS) + pg.evaluate(CLIPPED_GRID_JS)
+
+
+def test_every_page_at_1440_nothing_clipped_and_detail_from_each_page(page, server) -> None:
+    """At 1440 px no page is wider than the window and no text is cut off (labels, metric labels, buttons, table
+    cells and headers, grid cells and headers; overview's evidence tabs one by one; the detail view); a thumbnail
+    of every page with images opens the detail view, and from Classes, Sources and Flagged its *More like this*
+    shows the image and its 48 most similar images (from Explore: ``test_detail_view_keys_and_more_like_this``)."""
+    found = {}
+    for name in ("overview", "classes", "sources", "flagged", "health", "confusion", "duplicates", "similar",
+                 "score", "explore"):
         open_page(page, server, name)
         no_exception(page)
         width = page.evaluate("document.documentElement.scrollWidth")
         assert width <= 1440, (name, width)
-        if name in ("health", "confusion"):
-            continue  # their grids open from a count / a cell (tested above)
+        found[name] = clipped(page)
+        if name == "overview":  # every tab of every tab group (the summary's, the evidence's), then back
+            groups = page.locator('[data-testid="stMain"] [role="tablist"]')
+            for g in range(groups.count()):
+                tabs = groups.nth(g).locator('[role="tab"]')
+                for t in [*range(1, tabs.count()), 0]:
+                    tabs.nth(t).click()
+                    time.sleep(0.3)
+                    found[f"overview tabs {g}, tab {t}"] = clipped(page)
+        if name in ("health", "confusion", "similar", "score"):
+            continue  # their grids open from a count / a cell / a query (tested above), or have none
         page.get_by_role("button", name="Details").first.click()
-        page.get_by_role("dialog").get_by_text(re.compile(r"\d+ of \d+ in this list")).wait_for(timeout=30_000)
+        dialog = page.get_by_role("dialog")
+        header = dialog.get_by_text(re.compile(r"\d+ of \d+ in this list"))
+        header.wait_for(timeout=30_000)
+        wait_quiet(page)
+        if name == "explore":
+            dialog.locator('[data-testid="stDataFrame"]').first.wait_for(timeout=30_000)
+            found["detail view"] = clipped(page)
+        if name in ("classes", "sources", "flagged"):  # the walk: search similar from the detail view
+            sid = header.locator("code").first.inner_text()
+            dialog.get_by_role("button", name="More like this").click()
+            settle(page, TITLES["similar"])
+            no_exception(page)
+            shown = grid_ids(page)
+            assert shown[0] == sid and len(shown) == 1 + 48 and sid not in shown[1:], (name, sid, shown[:3])
+            continue
         page.keyboard.press("Escape")
-        page.get_by_role("dialog").wait_for(state="detached", timeout=30_000)
+        dialog.wait_for(state="detached", timeout=30_000)
+    bad = {k: v for k, v in found.items() if v}
+    assert not bad, bad
 
 
 def test_clicking_a_thumbnail_opens_it(page, server) -> None:

@@ -507,6 +507,100 @@ def test_flagged_page_size_and_keyboard_review(make_app, run) -> None:
     assert header_id(at) == flagged["sample_id"].iloc[3]
 
 
+def card_ids(at: AppTest) -> list[str]:
+    """Sample ids of the Flagged cards in AppTest's tree (one Keep button per card)."""
+    return [b.key[len("keep_"):] for b in at.button if b.key and b.key.startswith("keep_")]
+
+
+def focus_badges(at: AppTest) -> int:
+    return sum("**Focused**" in str(c.value) for c in at.caption)
+
+
+def press(at: AppTest, name: str) -> AppTest:
+    """Click a key button, then run the page once more: after a keyed fragment rerun AppTest's tree holds only
+    the cards that ran, and the key buttons are drawn by the page."""
+    at.button(key=f"fl_key_{name}").click().run()
+    return at.run()
+
+
+def test_keyboard_review_on_the_flagged_cards(make_app, run) -> None:
+    df = open_run(run.path).df
+    flagged = flagged_order(df)
+    order = flagged["sample_id"].tolist()
+    assert len(order) > 8  # two pages of 8
+    at = make_app(run, "flagged")
+    clean(at)
+    assert card_ids(at) == order[:8]
+    # the detail view's keys, on buttons that act on the focused card, and a legend on the page
+    for name, key in (("keep", "k"), ("remove", "x"), ("relabel", "l"), ("tag", "t"), ("undo", "u"),
+                      ("prev", "left"), ("next", "right")):
+        assert at.button(key=f"fl_key_{name}").proto.shortcut.lower() == key
+    assert "**K** keep" in md(at) and "**U** undo" in md(at)
+    assert at.session_state["flag_focus"] == order[0] and focus_badges(at) == 1
+    # K: keep the focused card, move on; only the two cards that changed ran (no title, no other card)
+    at.button(key="fl_key_keep").click().run()
+    clean(at)
+    assert not at.title and sorted(card_ids(at)) == sorted(order[:2])
+    assert focus_badges(at) == 1 and at.session_state["flag_focus"] == order[1]
+    assert "Recorded **keep**" in "\n".join(str(s.value) for s in at.success)
+    latest = open_run(run.path).decisions.latest().set_index("sample_id")
+    assert list(latest.index) == [order[0]] and latest.loc[order[0], "decision"] == "keep"
+    at.run()
+    # L: relabel to the suggestion (here the prediction), X: remove, T: tag (stays), → / ←: move
+    press(at, "relabel")
+    press(at, "remove")
+    press(at, "tag")
+    assert at.session_state["flag_focus"] == order[3]
+    press(at, "prev")
+    assert at.session_state["flag_focus"] == order[2]
+    press(at, "next")
+    latest = open_run(run.path).decisions.latest().set_index("sample_id")
+    assert latest.loc[order[1], "relabel_to"] == flagged.set_index("sample_id").loc[order[1], "pred_name"]
+    assert latest.loc[order[2], "decision"] == "remove" and latest.loc[order[3], "tags"] == "review"
+    # U: undo the tag, the focus stays on its card; again: the remove is undone and its card takes the focus
+    press(at, "undo")
+    press(at, "undo")
+    latest = open_run(run.path).decisions.latest().set_index("sample_id")
+    assert order[2] not in latest.index and order[3] not in latest.index
+    assert at.session_state["flag_focus"] == order[2]
+    # → past the last card turns the page (a full run) and focuses its first card; the URL holds both
+    for _ in range(8 - 3):
+        press(at, "next")
+    at.button(key="fl_key_next").click().run()
+    assert at.title and card_ids(at) == order[8:16]
+    assert at.session_state["flag_focus"] == order[8]
+    assert at.query_params["flag_page_mislabeled"] == "2" and at.query_params["flag_focus"] == json.dumps(order[8])
+    press(at, "next")
+    url = {k: (v[0] if isinstance(v, list) else v) for k, v in at.query_params.items()}
+    assert url["flag_focus"] == json.dumps(order[9])
+    # a reload / shared link: the same page, the same focused card
+    again = make_app(run, "flagged", query=url)
+    clean(again)
+    assert card_ids(again) == order[8:16] and again.session_state["flag_focus"] == order[9]
+    assert focus_badges(again) == 1
+    # ← before the first card goes back a page, to its last card
+    press(again, "prev")
+    press(again, "prev")
+    assert card_ids(again) == order[:8] and again.session_state["flag_focus"] == order[7]
+    # a stale link (a card no longer on the page, a page beyond the end) falls back to the page's first card
+    stale = make_app(run, "flagged", query={"flag_page_mislabeled": "99", "flag_focus": '"nope"'})
+    clean(stale)
+    assert stale.session_state["flag_focus"] == card_ids(stale)[0]
+    # "hide decided": deciding the page's last card moves on to the very next undecided card, although the rows
+    # shifted up by one (the next card is now on the same page, not the first of page 2)
+    hide = make_app(run, "flagged")
+    hide.toggle(key="flag_hide").set_value(True).run()
+    decided = set(open_run(run.path).decisions.latest().dropna(subset=["decision"])["sample_id"])
+    todo = [s for s in order if s not in decided]
+    assert card_ids(hide) == todo[:8]
+    for _ in range(7):
+        press(hide, "next")
+    assert hide.session_state["flag_focus"] == todo[7]
+    press(hide, "keep")
+    assert hide.session_state["flag_focus"] == todo[8]
+    assert card_ids(hide) == todo[:7] + [todo[8]] and hide.query_params["flag_page_mislabeled"] == "1"
+
+
 def test_bulk_accept_suggested_relabels_with_preview_and_undo(make_app, run) -> None:
     df = open_run(run.path).df
     flagged = flagged_order(df)
@@ -596,3 +690,10 @@ def test_export_folder_keeps_its_value_and_never_writes_elsewhere(make_app, run,
     at.switch_page("pages/classes.py").run()
     at.switch_page("pages/explore.py").run()
     assert at.text_input(key="ex_export_dir").value == str(out)  # and it survives a change of page
+
+
+def test_run_picker_label_is_short_and_dated() -> None:
+    from dashboard.components.page import short_label
+
+    assert short_label("20261201-121448-demo", "demo", 6340) == "demo · 6,340 · 12-01 12:14"
+    assert short_label("my-run", "", None) == "my-run"  # an id without a date: as it is

@@ -58,7 +58,7 @@ def overview_block(rv: RunView) -> None:
         return
     st.subheader("Data complexity (CG)")
     c = st.columns(3)
-    c[0].metric("yᵀH⁻¹y (mean over classes)", f"{d['complexity']:.4g}")
+    c[0].metric("yᵀH⁻¹y (class mean)", f"{d['complexity']:.4g}", help="yᵀH⁻¹y averaged over the classes")
     c[1].metric("bound sqrt(2yᵀH⁻¹y/n)", f"{d['bound']:.3g}")
     c[2].metric("rows n", f"{d['n']:,}", help="a seeded subsample of the run" if d.get("subsampled") else None)
     sub = f" on a seeded subsample of {d['n']:,} of {d['n_total']:,} rows" if d.get("subsampled") else ""

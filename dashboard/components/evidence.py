@@ -35,6 +35,19 @@ def load_evidence(folder: str) -> list[dict]:
     return out
 
 
+def _cell(v: object) -> str:
+    if isinstance(v, float):
+        return "—" if v != v else f"{v:,.4g}"
+    if isinstance(v, int) and not isinstance(v, bool):
+        return f"{v:,}"
+    return "" if v is None else str(v)
+
+
+def table_style(df: pd.DataFrame) -> pd.io.formats.style.Styler:
+    """A results table as shown: numbers to 4 significant digits, no index."""
+    return df.style.format(_cell).hide(axis="index")
+
+
 def render() -> None:
     st.header("Evidence: what the scores tell you")
     st.caption("Numbers measured by infoscope's own scripts (`bench/evidence_*.py`) on real data: "
@@ -59,8 +72,8 @@ def render() -> None:
                 st.markdown(f"**Reading.** {doc['conclusion']}")
             for t in doc.get("tables", []):
                 st.markdown(f"*{t.get('caption', '')}*")
-                st.dataframe(pd.DataFrame(t.get("rows", []), columns=t.get("columns")), hide_index=True,
-                             use_container_width=True)
+                # an HTML table, not a canvas grid: long step names and headers wrap instead of being cut off
+                st.table(table_style(pd.DataFrame(t.get("rows", []), columns=t.get("columns"))))
             plot = ROOT / "assets" / doc["_file"].replace(".json", ".png")
             if plot.exists():
                 st.image(str(plot))

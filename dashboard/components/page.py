@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import streamlit as st
@@ -18,11 +19,21 @@ def _runs(folder: str) -> list[tuple[str, str, str, str]]:
     """(path, label, status, reason) of every run under ``folder``, newest first."""
     out = []
     for info in list_runs(folder):
-        label = info.name or info.run_id
-        if info.n_samples:
-            label += f" · {info.n_samples:,} samples"
-        out.append((str(info.path.resolve()), f"{label} ({info.run_id})", info.status, info.reason))
+        out.append((str(info.path.resolve()), short_label(info.run_id, info.name, info.n_samples), info.status,
+                    info.reason))
     return out
+
+
+def short_label(run_id: str, name: str = "", n_samples: int | None = None) -> str:
+    """``name · 6,340 · 12-01 12:14``: short enough for the sidebar box (the full run id is shown under it);
+    the date and time come from the run id (``YYYYMMDD-HHMMSS-name``) and tell same-named runs apart."""
+    label = name or run_id
+    if n_samples:
+        label += f" · {n_samples:,}"
+    m = re.match(r"^\d{4}(\d{2})(\d{2})-(\d{2})(\d{2})\d{2}", run_id)
+    if m:
+        label += f" · {m[1]}-{m[2]} {m[3]}:{m[4]}"
+    return label
 
 
 def run_picker() -> None:
@@ -53,7 +64,8 @@ def run_picker() -> None:
     # the widget has its own key (widget state is per page); the choice lives in RUN_KEY across pages
     st.sidebar.selectbox("Open run", options, index=options.index(choice), key=PICKER_KEY, on_change=changed,
                          format_func=lambda p: labels.get(p, p), label_visibility="collapsed",
-                         help=f"Runs under {folder}")
+                         help=f"Runs under {folder} (name · images · month-day time)")
+    st.sidebar.caption(f"Run id: {Path(choice).name}")
 
 
 def start() -> state.RunView:

@@ -131,6 +131,15 @@ def sync(page: str, spec: dict[str, Validator], extra: dict[str, Validator] | No
             del st.query_params[k]
 
 
+def publish(page: str, key: str, value: Any) -> None:
+    """Write one value of the page's view to the URL and the session copy now (for state that changes in a
+    callback or a fragment rerun, which ``sync`` at the top of the page does not see)."""
+    st.session_state.setdefault(COPY.format(page=page), {})[key] = value
+    text = encode(value)
+    if st.query_params.get(key) != text:
+        st.query_params[key] = text
+
+
 # ---- saved views ---------------------------------------------------------------------------------------
 def store(rv: RunView) -> SavedViews:
     return SavedViews(rv.path / "curation.sqlite")

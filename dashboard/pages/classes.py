@@ -99,14 +99,16 @@ with right:
 st.subheader("Classes ranked by “few samples and high informativeness”")
 mean_n = float(stats["n"].mean())
 table = pd.DataFrame({"class": rank["label_name"], "samples": rank["n"], f"mean {score}": rank["mean"],
-                      f"sd {score}": rank["sd"], "index": rank["index"],
-                      "reading": [reading(r, mean_n, scores.label(score), higher) for _, r in rank.iterrows()]})
-st.dataframe(table, hide_index=True, width="stretch",
-             column_config={"index": st.column_config.ProgressColumn(
-                 "under-sampling index", help="z(mean score) − z(log class size); the score's sign is flipped "
-                 "when low values are the informative ones", format="%.2f",
-                 min_value=float(min(rank["index"].min(), 0)), max_value=float(max(rank["index"].max(), 1e-9))),
-                 "reading": st.column_config.TextColumn(width="large")})
+                      f"sd {score}": rank["sd"], "index": rank["index"]})
+t_left, t_right = st.columns([1.25, 1])
+t_left.dataframe(table, hide_index=True, width="stretch", key="cls_ranking",
+                 column_config={"index": st.column_config.ProgressColumn(
+                     "under-sampling index", help="z(mean score) − z(log class size); the score's sign is flipped "
+                     "when low values are the informative ones", format="%.2f",
+                     min_value=float(min(rank["index"].min(), 0)), max_value=float(max(rank["index"].max(), 1e-9)))})
+# the readings are sentences: as wrapped text beside the table (a grid column would cut them off)
+t_right.markdown("**Reading, class by class** (same order)\n\n" + "\n".join(
+    f"- **{r['label_name']}** — {reading(r, mean_n, scores.label(score), higher)}" for _, r in rank.iterrows()))
 
 cx = complexity.class_table(rv)
 if not cx.empty:

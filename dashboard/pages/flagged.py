@@ -1,15 +1,21 @@
-"""Flagged: suspected mislabeled / adversarial images ranked by suspicion, with one-click decisions."""
+"""Flagged: suspected mislabeled / adversarial images ranked by suspicion, with one-click decisions and keyboard
+review on the cards (``components.card_review``: K / X / L / T / U / ← → act on the outlined card; a decision
+reruns only the cards it changed). Filters, page, page size and the focused card live in the URL."""
 
 from __future__ import annotations
 
 import pandas as pd
 import streamlit as st
 
-from dashboard.components import bulk_relabel, decisions, detail, images, page, quality, scores, views
+from dashboard.components import bulk_relabel, card_review, detail, images, page, quality, scores, views
 
 rv = page.start()
+PER_PAGE = [8, 16, 24, 48]
+# filters, page, page size and the focused card survive reloads and page changes, and live in the URL
 views.sync("flagged", {"flag_kind": views.one_of(["mislabeled", "adversarial"]), "flag_hide": views.boolean,
-                       "flag_thr_*": views.number_in(0.0, 1.0)})  # survives reloads and page changes
+                       "flag_thr_*": views.number_in(0.0, 1.0), "flag_widen_*": views.boolean,
+                       "flag_per_page": views.one_of(PER_PAGE), "flag_page_*": views.positive_int},
+           extra={card_review.FOCUS: card_review.text_id})
 st.title("Flagged images")
 flags_trusted = quality.banner(rv.run.manifest)
 st.caption("Images the engine suspects are mislabeled or adversarial, most suspicious first. Decide on each: "
@@ -76,16 +82,21 @@ if n == 0:
         st.success("Nothing to review: no image is flagged" + (" (or all are decided)." if hide else "."),
                    icon=":material/task_alt:")
     st.stop()
+order = susp_col if has_susp else None
+# previous / next in the detail view walk through every flagged image in this order, not only this page
+review_order = rv.select(where, flagged_params, columns=["sample_id"], order_by=order, descending=True)[
+    "sample_id"].astype(str).tolist()
 pc0, pc1, pc2 = st.columns([1, 1, 3])
-per_page = pc0.selectbox("Per page", [8, 16, 24, 48], key="flag_per_page")
+per_page = pc0.selectbox("Per page", PER_PAGE, key="flag_per_page")
 pages = (n + per_page - 1) // per_page
+# a key turned the page: show the page that holds the card it moved to (with "hide decided" the rows shift)
+card_review.seek(review_order, per_page, f"flag_page_{kind}")
 if st.session_state.get(f"flag_page_{kind}", 1) > pages:
     st.session_state[f"flag_page_{kind}"] = pages
 page = pc1.number_input(f"Page (of {pages})", min_value=1, max_value=pages, value=1, key=f"flag_page_{kind}")
 pc2.caption(f"{n:,} image(s): " + ("the engine's flags plus every row with suspicion ≥ "
                                      f"{thr:.2f}" if widen else "exactly the engine's flags") +
             ", most suspicious first.")
-order = susp_col if has_susp else None
 rows = rv.select(where, flagged_params, order_by=order, descending=True, limit=per_page,
                  offset=(page - 1) * per_page)
 shown_scores = [s for s in ("si_function", "cg_score", "loss", "margin", "uniqueness") if s in scores.available(rv)]
@@ -102,31 +113,38 @@ if all_n:
     labels_of = dict(zip(nl["sample_id"], zip(nl["label_name"], nl["image_path"], strict=True), strict=True))
 
 
-# previous / next in the detail view walk through every flagged image in this order, not only this page
-review_order = rv.select(where, flagged_params, columns=["sample_id"], order_by=order, descending=True)[
-    "sample_id"].astype(str).tolist()
 
 
 undecided = rv.select(where + " AND decision IS NULL", flagged_params, columns=["sample_id"], order_by=order,
                       descending=True, limit=1)["sample_id"].astype(str).tolist()
-pc2.button("Review with the keyboard", key="flag_keyboard", icon=":material/keyboard:", on_click=detail.open_detail,
+pc2.button("Review in the detail view", key="flag_keyboard", icon=":material/keyboard:", on_click=detail.open_detail,
            args=((undecided or review_order)[0], review_order), shortcut="Shift+Enter",
-           help="Opens the first undecided image large: K keep · X remove · L relabel to the suggestion · "
+           help="Opens the first undecided image in the detail view (the same keys as on the cards): K keep · X remove · L relabel to the suggestion · "
                 "T tag · U undo · ← → previous / next")
 bulk_relabel.panel(rv, where, flagged_params, key=f"flag_bulk_{kind}")
 
 
-@st.fragment
-def card(row: pd.Series) -> None:
-    """One flagged image; its buttons rerun only this card (a fragment), not the page."""
-    fresh = rv.select('"sample_id" = ?', [str(row["sample_id"])])  # decisions made since the page ran
-    row = fresh.iloc[0] if len(fresh) else row
+def suggestion_of(row: pd.Series) -> str | None:
+    """The class L relabels to: the engine's suggested label, else the prediction; None when that is the given
+    label or the kind is adversarial (an attacked copy keeps its label)."""
+    if kind != "mislabeled":
+        return None
+    sug = row.get("suggested_label_name")
+    target = sug if isinstance(sug, str) and sug in classes else str(row.get("pred_name", row.get("pred", "")))
+    return target if target in classes and target != str(row["label_name"]) else None
+
+
+def card(i: int, row: pd.Series) -> None:
+    """Card ``i`` of the page: a keyed fragment (``card_review``), so a decision or a key reruns this card only."""
     sid = str(row["sample_id"])
-    decisions.show_flash()
-    with st.container(border=True):
+    if detail._fragment_rerun():  # decisions made since the page ran
+        fresh = rv.select('"sample_id" = ?', [sid])
+        row = fresh.iloc[0] if len(fresh) else row
+    with st.container(border=True, key=card_review.BOX_KEY.format(i=i)):
+        card_review.focus_badge(sid)
         a, b, c = st.columns([1, 2.4, 2.6])
         arr, found = images.thumbnail(rv, row.get("image_path"), 128)
-        a.image(arr, caption=sid if found else f"{sid} · image file missing", width="stretch")
+        a.image(arr, caption=sid if found else f"{sid} · image file missing", width="stretch", alt=sid)
         with a:
             detail.open_button(sid, review_order, key=f"fl_open_{sid}")
         pred = row.get("pred_name", row.get("pred", "—"))
@@ -162,25 +180,32 @@ def card(row: pd.Series) -> None:
         ids = neigh.get(sid, [])
         if ids:
             c.caption("Nearest neighbours (feature space)")
-            thumbs = [images.thumbnail(rv, labels_of.get(i, ("", None))[1], 64)[0] for i in ids]
-            c.image(thumbs, caption=[str(labels_of.get(i, ("?",))[0]) for i in ids], width=58)
+            thumbs = [images.thumbnail(rv, labels_of.get(nb, ("", None))[1], 64)[0] for nb in ids]
+            c.image(thumbs, caption=[str(labels_of.get(nb, ("?",))[0]) for nb in ids], width=58)
         else:
             c.caption("No stored neighbours for this image.")
         k1, k2, k3 = c.columns(3)
-        if k1.button("Keep", key=f"keep_{sid}", icon=":material/check:", width="stretch"):
-            decisions.apply(rv, [sid], "keep")
-        if k2.button("Remove", key=f"rm_{sid}", icon=":material/delete:", width="stretch"):
-            decisions.apply(rv, [sid], "remove")
-        if k3.button("Tag review", key=f"tag_{sid}", icon=":material/bookmark:", width="stretch"):
-            decisions.apply(rv, [sid], "tag", "review")
+        k1.button("Keep", key=f"keep_{sid}", icon=":material/check:", width="stretch", on_click=card_review.record,
+                  args=(rv, sid, "keep"))
+        k2.button("Remove", key=f"rm_{sid}", icon=":material/delete:", width="stretch", on_click=card_review.record,
+                  args=(rv, sid, "remove"))
+        k3.button("Tag review", key=f"tag_{sid}", icon=":material/bookmark:", width="stretch",
+                  on_click=card_review.record, args=(rv, sid, "tag", "review"))
         r1, r2 = c.columns([1, 2])
         fallback = str(row["label_name"]) if kind == "adversarial" else str(pred)  # an attacked copy keeps its label
         suggested = sug if isinstance(sug, str) and sug in classes else fallback
         default = classes.index(suggested) if suggested in classes else 0
-        target = r1.selectbox("Relabel to", classes, index=default, key=f"to_{sid}", label_visibility="collapsed")
-        if r2.button("Relabel to this class", key=f"rl_{sid}", icon=":material/label:", width="stretch"):
-            decisions.apply(rv, [sid], "relabel", target)
+        r1.selectbox("Relabel to", classes, index=default, key=f"to_{sid}", label_visibility="collapsed")
+        r2.button("Relabel to this class", key=f"rl_{sid}", icon=":material/label:", width="stretch",
+                  on_click=lambda s=sid: card_review.record(rv, s, "relabel", st.session_state.get(f"to_{s}")))
 
 
-for _, row in rows.iterrows():
-    card(row)
+ids_on_page = rows["sample_id"].astype(str).tolist()
+start = (int(page) - 1) * per_page
+card_review.set_deck(ids_on_page, {str(r["sample_id"]): suggestion_of(r) for _, r in rows.iterrows()},
+                     f"flag_page_{kind}", int(page), pages, before=review_order[start - 1] if start > 0 else None,
+                     after=review_order[start + len(ids_on_page)] if start + len(ids_on_page) < len(review_order)
+                     else None)
+card_review.key_bar(rv)
+for i, (_, row) in enumerate(rows.iterrows()):
+    card_review.card_fragment(card, i)(i, row)

@@ -82,7 +82,7 @@ def map_points(key: str, _rv: state.RunView) -> tuple[pd.DataFrame, bool]:
 if avail:
     score = scores.pick(rv, "Score", avail, key="src_score")
     qs = quantiles(rv.static_key, rv, score)
-    left, right = st.columns([1, 1.5])  # the KS table needs the wider half (no clipped columns at 1440 px)
+    left, right = st.columns([1, 1.7])  # the KS table needs the wider part (every column visible at 1440 px)
     with left:
         st.plotly_chart(charts.ecdf_from_quantiles(qs, PROBS, f"{scores.label(score)} by source (ECDF)",
                                                    scores.label(score)), width="stretch")
@@ -98,7 +98,7 @@ if avail:
                 headline_slot.info(headline(rv, a, b, score, kt), icon=":material/compare_arrows:")
                 st.markdown(f"**Two-sample Kolmogorov–Smirnov test**, {a} vs. {b}")
                 st.dataframe(kt, hide_index=True, width="stretch", column_config={
-                    "score": st.column_config.TextColumn(width="small"),
+                    "score": st.column_config.TextColumn(),  # sized to its longest name (no clipping)
                     "KS D": st.column_config.ProgressColumn("KS D", format="%.2f", min_value=0.0, max_value=1.0,
                                                             width="small"),
                     "p-value": st.column_config.NumberColumn(format="%.2g", width="small"),
