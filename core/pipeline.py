@@ -367,7 +367,7 @@ def score_run(cfg: RunConfig, report: Callable[[str, str, float | None], None] |
         data, corruptions = _load(cfg)
     with RunWriter(runs_dir, cfg.name or "run") as writer:
         ledger = StageLedger.create(writer.path, asdict(cfg), _stage_context(dev))
-        _check_load(ledger, data, corruptions, steps)
+        _check_load(ledger, cfg, data, corruptions, steps)
         try:
             path = _score_into(writer, ledger, cfg, data, corruptions, dev, steps)
         finally:
@@ -451,7 +451,7 @@ def resume_run(run: str | Path, *, runs_dir: str | Path | None = None, given: di
         with steps.step("load"):
             data, corruptions = _load(cfg)
         ledger.set_context(_stage_context(dev))
-        _check_load(ledger, data, corruptions, steps)  # before the run is taken over: a refusal changes nothing
+        _check_load(ledger, cfg, data, corruptions, steps)  # before the run is taken over: a refusal changes nothing
         ledger.begin_attempt()
         with RunWriter.reopen(path) as writer:
             out = _score_into(writer, ledger, cfg, data, corruptions, dev, steps)
@@ -872,16 +872,27 @@ def _restore_score(o: StageOutput) -> ScoreResult:
                        o.meta["info"], arrays)
 
 
-def _check_load(ledger: StageLedger, data: Samples, corruptions: list[dict], steps: Steps) -> None:
-    """The ``load`` stage is always run (the images are not copied into the run); its digest goes into the
-    ledger, and a resumed run must read the same data as the run it continues."""
+def _input_files(cfg: RunConfig) -> dict[str, str | None]:
+    """SHA-256 of the files a run reads besides its sources: a local ``--weights`` file, ``--features``,
+    ``--pred-probs`` (None where not given)."""
+    from core.stages import file_sha256
+
+    local_weights = cfg.weights if cfg.weights not in (None, "torchvision", "timm") else None
+    return {k: file_sha256(Path(v).expanduser()) if v else None
+            for k, v in (("weights", local_weights), ("features", cfg.features), ("pred_probs", cfg.pred_probs))}
+
+
+def _check_load(ledger: StageLedger, cfg: RunConfig, data: Samples, corruptions: list[dict], steps: Steps) -> None:
+    """The ``load`` stage is always run (the images are not copied into the run); its digest (the data, the
+    injected corruptions, the weights / features / probabilities files) goes into the ledger, and a resumed
+    run must read the same inputs as the run it continues."""
     inputs = ledger.inputs_fp("load", [])
-    digest = samples_digest(data, corruptions)
+    digest = samples_digest(data, {"corruptions": corruptions, "files": _input_files(cfg)})
     entry = ledger.state["stages"].get("load")
     if entry is not None and entry.get("inputs") == inputs:
         if entry.get("output") != digest:
-            raise InfoscopeError("--resume: the sources give other data than when this run started (files "
-                                 "changed, added or removed); start a new run")
+            raise InfoscopeError("--resume: the sources (or the --weights / --features / --pred-probs files) give "
+                                 "other data than when this run started; start a new run")
         return
     ledger.begin("load")
     ledger.commit("load", inputs, None, steps.times.get("load", 0.0), output_fp=digest)

@@ -66,7 +66,8 @@ class StageOutput:
     states: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
-def _sha256_file(path: Path) -> str:
+def file_sha256(path: Path) -> str:
+    """Hex SHA-256 of a file, read in 1 MiB blocks."""
     h = hashlib.sha256()
     with open(path, "rb") as fh:
         while block := fh.read(1 << 20):
@@ -220,7 +221,7 @@ class StageLedger:
         for fname, meta in entry.get("files", {}).items():
             p = self.dir / name / fname
             try:
-                if p.stat().st_size != meta["bytes"] or _sha256_file(p) != meta["sha256"]:
+                if p.stat().st_size != meta["bytes"] or file_sha256(p) != meta["sha256"]:
                     return None
             except OSError:
                 return None
@@ -280,7 +281,7 @@ class StageLedger:
                     torch.save({k: v.detach().cpu() if hasattr(v, "detach") else v for k, v in state.items()}, tmp)
             for p in sorted(d.iterdir()):
                 if p.is_file() and not p.name.startswith("."):
-                    files[p.name] = {"bytes": p.stat().st_size, "sha256": _sha256_file(p)}
+                    files[p.name] = {"bytes": p.stat().st_size, "sha256": file_sha256(p)}
         _kill_hook(KILL_BEFORE_COMMIT, name)
         fp = output_fp or _digest({"stage": name, "files": {k: v["sha256"] for k, v in files.items()}})
         with self._lock:

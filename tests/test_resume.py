@@ -159,6 +159,29 @@ def test_kill_inside_a_stage_redoes_it_and_reads_nothing_half_written(tiny_sourc
     assert all(c == {"started": 1, "committed": 1} for k, c in counts.items() if k != "score.cg_score"), counts
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("stage", ["load", "split", "adversarial", "features", "duplicates", "score.loss",
+                                   "score.el2n", "score.uniqueness", "score.si_function", "score.cg_score",
+                                   "score.prediction_depth", "map", "flags"])
+def test_kill_after_any_stage_then_resume(stage, tiny_sources, tmp_path, reference):
+    """kill -9 right after each stage of the recipe: the resumed run equals the uninterrupted one and every
+    stage was started and committed exactly once over both attempts."""
+    runs = tmp_path / "runs"
+    killed = cli(recipe(tiny_sources, runs), INFOSCOPE_KILL_AFTER_STAGE=stage)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    run = only_run(runs)
+    before = set(ledger_of(run)["stages"])
+    assert stage in before
+    done = cli(["--resume", str(run)])
+    assert done.returncode == 0, done.stderr
+    assert_same_scores(run, reference)
+    resumed = json.loads((run / "manifest.json").read_text())["resumed"]
+    assert all(c == {"started": 1, "committed": 1} for c in resumed["stage_counts"].values()), resumed
+    # sub-stages (cross-fitting networks) are read only while their score is unfinished
+    assert set(resumed["reused_stages"]) == {s for s in before - {"load"} if not s.startswith("subset.")}
+    assert not before & set(resumed["computed_stages"])
+
+
 @pytest.fixture(scope="module")
 def partial(tiny_sources, tmp_path_factory) -> Path:
     """A run killed right after its split (cheap), for the refusals below (tests copy it before damaging)."""
@@ -281,3 +304,96 @@ def test_second_writer_and_damaged_ledger_are_refused(tmp_path):
         "context": {}}))
     with pytest.raises(RunStoreError, match="damaged"):
         StageLedger.open(tmp_path)
+
+
+# ---- other model kinds: a frozen ImageNet backbone, a linear head on --features, --pred-probs ------------
+
+def test_frozen_backbone_run_resumes_with_its_rebuilt_network(tmp_path):
+    """resnet18 from a local weights file, frozen: the trained network is rebuilt without its weights file and
+    the committed state dict loaded; depth, SI on the pretrained features and the flags read it."""
+    from torchvision.models import resnet18
+
+    from tests.test_scale_pipeline import _photo_folder
+
+    top = _photo_folder(tmp_path / "photos", per_class=24)  # 49 images: more training rows than depth's k=30
+    torch.manual_seed(0)
+    torch.save(resnet18(weights=None).state_dict(), tmp_path / "r18.pt")
+
+    def args(runs: Path) -> list[str]:
+        return ["--source", f"p=folder:{top}", "--model", "resnet18", "--weights", str(tmp_path / "r18.pt"),
+                "--image-size", "32", "--epochs", "3", "--holdout", "0.25", "--scores",
+                "loss,uniqueness,si_function,prediction_depth", "--map", "pca", "--device", "cpu",
+                "--runs-dir", str(runs)]
+
+    ref = cli(args(tmp_path / "ref"))
+    assert ref.returncode == 0, ref.stderr
+    killed = cli(args(tmp_path / "runs"), INFOSCOPE_KILL_AFTER_STAGE="train")
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    run = only_run(tmp_path / "runs")
+    done = cli(["--resume", str(run)])
+    assert done.returncode == 0, done.stderr
+    assert_same_scores(run, only_run(tmp_path / "ref"))
+    m = json.loads((run / "manifest.json").read_text())
+    assert m["model"]["weights_info"] == json.loads((only_run(tmp_path / "ref") / "manifest.json").read_text()
+                                                    )["model"]["weights_info"]
+    assert m["resumed"]["stage_counts"]["train"] == {"started": 1, "committed": 1}
+    assert "train" in m["resumed"]["reused_stages"]
+
+
+def test_resume_refuses_a_changed_weights_file(tmp_path):
+    from torchvision.models import resnet18
+
+    from tests.test_scale_pipeline import _photo_folder
+
+    top = _photo_folder(tmp_path / "photos")
+    torch.manual_seed(0)
+    torch.save(resnet18(weights=None).state_dict(), tmp_path / "r18.pt")
+    killed = cli(["--source", f"p=folder:{top}", "--model", "resnet18", "--weights", str(tmp_path / "r18.pt"),
+                  "--image-size", "32", "--epochs", "1", "--scores", "loss", "--map", "pca", "--device", "cpu",
+                  "--runs-dir", str(tmp_path / "runs")], INFOSCOPE_KILL_AFTER_STAGE="split")
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    torch.manual_seed(1)
+    torch.save(resnet18(weights=None).state_dict(), tmp_path / "r18.pt")  # other weights, same path
+    one_error_line(cli(["--resume", str(only_run(tmp_path / "runs"))]), "--weights")
+
+
+@pytest.mark.parametrize("outputs", ["features", "pred_probs"])
+def test_user_outputs_run_resumes_after_a_crash(outputs, tmp_path, monkeypatch):
+    """A run whose map step raised (status failed) resumes in process: the linear head on --features (or no
+    network at all with --pred-probs) is read back and the result equals an uninterrupted run."""
+    from sklearn.datasets import load_digits
+
+    import core.pipeline as pipeline
+    from core.pipeline import RunConfig, resume_run, score_run
+
+    b = load_digits()
+    x, y = b.images[:120] / 16.0, b.target[:120]
+    np.savez(tmp_path / "digits.npz", x=(x * 255).round().astype(np.uint8), y=y)
+    feats = (x.reshape(120, -1) + np.random.default_rng(0).normal(0, 0.05, (120, 64))).astype(np.float32)
+    np.save(tmp_path / "feats.npy", feats)
+    probs = np.random.default_rng(1).dirichlet(np.ones(10), 120)
+    np.save(tmp_path / "probs.npy", probs)
+    extra = {"features": str(tmp_path / "feats.npy")} if outputs == "features" else {
+        "pred_probs": str(tmp_path / "probs.npy")}
+
+    def cfg(runs: str) -> RunConfig:
+        return RunConfig(sources=[f"digits=npz:{tmp_path / 'digits.npz'}"], runs_dir=runs, epochs=5, lr=0.05,
+                         scores=["loss", "el2n", "uniqueness", "cg_score"], map_method="pca", **extra)
+
+    reference = score_run(cfg(str(tmp_path / "ref")))
+    real_map = pipeline.map_2d
+
+    def broken(*a, **k):
+        raise RuntimeError("map failed")
+
+    monkeypatch.setattr(pipeline, "map_2d", broken)
+    with pytest.raises(RuntimeError, match="map failed"):
+        score_run(cfg(str(tmp_path / "runs")))
+    run = only_run(tmp_path / "runs")
+    assert read_status(run)[0] == "failed"
+    monkeypatch.setattr(pipeline, "map_2d", real_map)
+    assert resume_run(run.name, runs_dir=tmp_path / "runs") == run
+    assert_same_scores(run, reference)
+    counts = json.loads((run / "manifest.json").read_text())["resumed"]["stage_counts"]
+    assert counts["train"] == counts["score.cg_score"] == {"started": 1, "committed": 1}
+    assert counts["map"] == {"started": 2, "committed": 1}
