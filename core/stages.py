@@ -44,10 +44,11 @@ import numpy as np
 import pandas as pd
 
 from core.errors import RunStoreError
+from core.store import layout
 from core.store.atomic import atomic_path, atomic_write_json
 
-STAGES = "stages"
-LEDGER = "ledger.json"
+STAGES = layout.STAGES
+LEDGER = layout.STAGE_LEDGER
 LOCK = "lock"
 LEDGER_VERSION = 1
 KILL_AFTER = "INFOSCOPE_KILL_AFTER_STAGE"

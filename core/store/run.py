@@ -327,7 +327,7 @@ def read_status(path: str | Path) -> tuple[str, str]:
     if st is not None and st.get("status") == RUNNING:
         same_host = st.get("host") == socket.gethostname()
         hint = (f"; `infoscope score --resume {path.name}` continues it"
-                if (path / "stages" / "ledger.json").exists() else "")
+                if (path / layout.STAGES / layout.STAGE_LEDGER).exists() else "")
         if same_host and not _pid_alive(int(st.get("pid", -1))):
             return INCOMPLETE, f"the process writing this run stopped before it finished (killed or crashed){hint}"
         beat, lease = st.get("heartbeat_at"), st.get("lease_s")
