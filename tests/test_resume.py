@@ -191,13 +191,27 @@ def partial(tiny_sources, tmp_path_factory) -> Path:
     return only_run(runs)
 
 
-def test_resume_refuses_other_options_with_one_line(partial):
+def test_resume_refuses_other_options_with_one_line(partial, tmp_path):
     res = cli(["--resume", str(partial), "--epochs", "5", "--scores", "loss"])
     one_error_line(res, "epochs: the run has 2, given 5")
     assert "scores" in res.stderr
     res = cli(["--resume", str(partial), "--seed", "1"])
     one_error_line(res, "seed: the run has 0, given 1")
+    (tmp_path / "other.toml").write_text("epochs = 7\n[scores.cg_score]\nrepeats = 3\n")
+    res = cli(["--resume", str(partial), "--config", str(tmp_path / "other.toml")])
+    one_error_line(res, "epochs: the run has 2, given 7")
+    assert "score_params" in res.stderr
     assert read_status(partial)[0] == "incomplete" and "train" not in ledger_of(partial)["stages"]
+
+
+def test_resume_accepts_options_that_agree_with_the_run(partial, tmp_path, reference):
+    run = tmp_path / partial.name
+    shutil.copytree(partial, run)
+    (tmp_path / "same.toml").write_text("epochs = 2\nseed = 0\n")
+    done = cli(["--resume", str(run), "--config", str(tmp_path / "same.toml"), "--label-noise", "0.1",
+                "--scores", SCORES, "--device", "cpu"])
+    assert done.returncode == 0, done.stderr
+    assert_same_scores(run, reference)
 
 
 def test_resume_refuses_complete_missing_damaged_and_locked(partial, reference, tmp_path):
