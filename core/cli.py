@@ -87,14 +87,20 @@ def _progress() -> Progress:
                     console=console, transient=False)
 
 
-def _run_pipeline(cfg) -> Path:
-    from core.pipeline import score_run
+def _run_pipeline(cfg, resume: str | None = None, runs_dir: Path | None = None, given: dict | None = None) -> Path:
+    """Score ``cfg`` (or, with ``resume``, continue that partial run) with a progress display."""
+    from core.pipeline import resume_run, score_run
+
+    def go(report) -> Path:
+        if resume is not None:
+            return resume_run(resume, runs_dir=runs_dir, given=given, report=report)
+        return score_run(cfg, report)
 
     if not console.is_terminal:  # a log file or a pipe: one line per event, no redrawn bar
-        path = score_run(cfg, LineReporter(lambda line: print(line, file=sys.stderr, flush=True)))
+        path = go(LineReporter(lambda line: print(line, file=sys.stderr, flush=True)))
     else:
         with _progress() as p:
-            path = score_run(cfg, _Reporter(p))
+            path = go(_Reporter(p))
     _warn_quality(path)
     return path
 
@@ -148,6 +154,7 @@ def score(
     runs_dir: RunsDir = None,
     name: Annotated[str | None, typer.Option(help="A name for the run (part of its folder name).")] = None,
     config: Annotated[Path | None, typer.Option(help="TOML file with any of these options ([scores.<name>] tables for score parameters); flags override it.")] = None,
+    resume: Annotated[str | None, typer.Option(help="Continue a killed run (its folder, or its name in --runs-dir) from its last finished stage, with the options stored in it (options given must agree with them).")] = None,
 ) -> None:
     """Score a dataset and write a run; prints the run's path at the end."""
     from core.pipeline import RunConfig
@@ -160,6 +167,24 @@ def score(
                      skip_bad=skip_bad or None, runs_dir=str(runs_dir) if runs_dir else None, name=name,
                      flag_train_adversarial=flag_train_adversarial or None)
     try:
+        if resume is not None:  # the run's own config; what is given here must agree with it
+            given = {**(RunConfig.toml_values(config) if config else {}),
+                     **{k: v for k, v in overrides.items() if v is not None and k != "runs_dir"}}
+            params = {s: dict(p) for s, p in given.get("score_params", {}).items()}
+            for score_name, key, value in [("cg_score", "features", cg_features),
+                                           ("prediction_depth", "models", depth_models),
+                                           ("si_function", "method", si_method),
+                                           ("si_function", "features", si_features),
+                                           ("si_function", "linearize_at", linearize_at)]:
+                if value is not None:
+                    params.setdefault(score_name, {})[key] = value
+            if params:
+                given["score_params"] = params
+            path = _run_pipeline(None, resume=resume, runs_dir=runs_dir, given=given)
+            _report_skipped(path)
+            console.print(f"[green]run complete[/]: {path}")
+            typer.echo(str(path))
+            return
         cfg = RunConfig.from_toml(config, **overrides) if config else RunConfig(
             **{k: v for k, v in overrides.items() if v is not None})
         if linearize_at is not None and si_method not in (None, "network"):

@@ -7,6 +7,7 @@ error) and re-raises; nothing half-written is ever reported as complete.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import platform
 import sys
@@ -39,9 +40,10 @@ from core.data.dataset import Samples
 from core.data.image_store import take_rows
 from core.device import resolve_device
 from core.embedding import map_2d, near_duplicates, neighbors
-from core.errors import InfoscopeError
+from core.errors import InfoscopeError, RunStoreError
 from core.models.training import TrainConfig, TrainResult, embed, train_model
 from core.scores.registry import SCORE_SPECS, ScoreContext, ScoreResult, parse_score_names
+from core.stages import StageLedger, StageOutput, StageRunner, samples_digest
 from core.store import RunWriter
 from core.store.layout import DUPLICATES, default_runs_dir
 
@@ -93,6 +95,13 @@ class RunConfig:
     def from_toml(cls, path: str | Path, **overrides: Any) -> RunConfig:
         """Read a TOML file (top-level keys = field names, ``[scores.<name>]`` tables = score parameters),
         then apply ``overrides`` (CLI flags that were given)."""
+        data = cls.toml_values(path)
+        data.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**data)
+
+    @classmethod
+    def toml_values(cls, path: str | Path) -> dict[str, Any]:
+        """The fields a TOML config file sets (type-checked), as ``{field: value}``."""
         path = Path(path)
         if path.is_dir():
             raise InfoscopeError(f"--config {path} is a folder; give a TOML file")
@@ -120,8 +129,7 @@ class RunConfig:
             raise InfoscopeError(f"unknown key(s) in {path}: {', '.join(unknown)}")
         for key, value in data.items():  # name the file in type errors (the CLI flags are typed by typer)
             _check_type(key, value, _HINTS.get(key, Any), f"{path}: ")
-        data.update({k: v for k, v in overrides.items() if v is not None})
-        return cls(**data)
+        return data
 
     def validate(self) -> None:
         """Check every option before any data is loaded or any run folder is created (one-line errors)."""
@@ -303,6 +311,12 @@ class Steps:
     def progress(self, msg: str, frac: float | None = None) -> None:
         self.report(self.current, msg, frac)
 
+    def reused(self, name: str, wall_time_s: float) -> None:
+        """A step whose stage finished before an interruption: its recorded wall time, nothing computed."""
+        self.report(name, "reused (finished before the interruption)", 1.0)
+        self.times[name] = round(float(wall_time_s), 3)
+        self.report(name, "done", 1.0)
+
 
 def _versions() -> dict[str, str]:
     import duckdb
@@ -346,7 +360,10 @@ def _group_scores(names: list[str]) -> dict[str, list[str]]:
 
 
 def score_run(cfg: RunConfig, report: Callable[[str, str, float | None], None] | None = None) -> Path:
-    """Score a dataset as ``cfg`` says and write a complete run; return its directory."""
+    """Score a dataset as ``cfg`` says and write a complete run; return its directory.
+
+    Every stage commits its outputs into the run's ``stages/`` as it finishes (``core.stages``), so a killed
+    run can be continued with :func:`resume_run`; ``stages/`` is removed once the run is complete."""
     cfg.validate()
     dev = resolve_device(cfg.device)
     steps = Steps(report)
@@ -355,9 +372,99 @@ def score_run(cfg: RunConfig, report: Callable[[str, str, float | None], None] |
     with steps.step("load"):
         data, corruptions = _load(cfg)
     with RunWriter(runs_dir, cfg.name or "run") as writer:
-        path = _score_into(writer, cfg, data, corruptions, dev, steps)
+        ledger = StageLedger.create(writer.path, asdict(cfg), _stage_context(dev))
+        _check_load(ledger, cfg, data, corruptions, steps)
+        try:
+            path = _score_into(writer, ledger, cfg, data, corruptions, dev, steps)
+        finally:
+            ledger.release()
     _carry_decisions(path, steps)
     return path
+
+
+def _stage_context(dev: torch.device) -> dict[str, str]:
+    """What every stage's fingerprint depends on besides the config: the device and the infoscope version."""
+    return {"device": str(dev), "infoscope": core.__version__}
+
+
+def find_partial_run(run: str | Path, runs_dir: str | Path | None = None) -> Path:
+    """The run folder ``run`` names: a path to it, or its name inside ``runs_dir`` (default runs folder)."""
+    p = Path(run).expanduser()
+    if p.is_dir():
+        return p
+    root = Path(runs_dir).expanduser() if runs_dir else default_runs_dir()
+    if not Path(run).is_absolute() and (root / str(run)).is_dir():
+        return root / str(run)
+    raise InfoscopeError(f"--resume {run}: no such run folder (nor a run of that name in {root})")
+
+
+def config_conflicts(stored: RunConfig, given: dict[str, Any]) -> list[str]:
+    """The options in ``given`` (field -> value, as the CLI or a TOML file sets them; ``score_params`` merged
+    per score) whose value differs from ``stored``, as ``"name: run has X, given Y"`` (``runs_dir`` ignored: it
+    only says where to find the run)."""
+    import copy
+
+    cand = copy.deepcopy(stored)
+    for key, value in given.items():
+        if key == "runs_dir" or value is None:
+            continue
+        if key == "score_params":
+            for score, params in value.items():
+                cand.score_params[score] = {**cand.score_params.get(score, {}), **params}
+        elif key not in {f.name for f in fields(RunConfig)}:
+            raise InfoscopeError(f"unknown option {key!r}")
+        else:
+            setattr(cand, key, value)
+    cand.validate()
+    a, b = asdict(stored), asdict(cand)
+    return [f"{k}: the run has {a[k]!r}, given {b[k]!r}"[:200] for k in a if k != "runs_dir" and a[k] != b[k]]
+
+
+def resume_run(run: str | Path, *, runs_dir: str | Path | None = None, given: dict[str, Any] | None = None,
+               report: Callable[[str, str, float | None], None] | None = None) -> Path:
+    """Continue a killed (or failed) run from its last finished stage; return the complete run's directory.
+
+    ``run`` is the partial run's folder or its name in ``runs_dir``. Its config comes from the run itself
+    (``stages/ledger.json``); ``given`` options must agree with it. The sources are read again and must give
+    the same data (their digest is in the ledger); every stage whose inputs are unchanged and whose files are
+    intact is read back instead of computed. Raises ``InfoscopeError`` (one line) when the folder is not a
+    partial run, is complete, is still being written, is damaged, or the options or the data differ.
+    """
+    from core.store.run import COMPLETE, RUNNING, read_status
+
+    path = find_partial_run(run, runs_dir)
+    status, reason = read_status(path)
+    if status == COMPLETE:
+        raise RunStoreError(f"run {path.name} is already complete: nothing to resume")
+    ledger = StageLedger.open(path)
+    ledger.acquire()
+    try:
+        status, reason = read_status(path)
+        if status == RUNNING:
+            raise RunStoreError(f"run {path.name} is still {reason}; stop it first or wait")
+        try:
+            stored = RunConfig(**ledger.config)
+        except TypeError as e:
+            raise RunStoreError(f"{path} cannot be resumed: its stored config does not fit this version ({e})") from e
+        conflicts = config_conflicts(stored, given or {})
+        if conflicts:
+            raise InfoscopeError(f"--resume {path.name}: option(s) differ from the run's own config ("
+                                 f"{'; '.join(conflicts)}); drop them to continue the run, or start a new run")
+        cfg = stored
+        cfg.validate()
+        dev = resolve_device(cfg.device)
+        steps = Steps(report)
+        with steps.step("load"):
+            data, corruptions = _load(cfg)
+        ledger.set_context(_stage_context(dev))
+        _check_load(ledger, cfg, data, corruptions, steps)  # before the run is taken over: a refusal changes nothing
+        ledger.begin_attempt()
+        with RunWriter.reopen(path) as writer:
+            out = _score_into(writer, ledger, cfg, data, corruptions, dev, steps)
+    finally:
+        ledger.release()
+    _carry_decisions(out, steps)
+    return out
 
 
 def _carry_decisions(path: Path, steps: Steps) -> None:
@@ -375,9 +482,16 @@ def _carry_decisions(path: Path, steps: Steps) -> None:
                      f"(undo in the dashboard)", 1.0)
 
 
-def _score_into(writer: RunWriter, cfg: RunConfig, data: Samples, corruptions: list[dict],
+def _score_into(writer: RunWriter, ledger: StageLedger, cfg: RunConfig, data: Samples, corruptions: list[dict],
                 dev: torch.device, steps: Steps) -> Path:
-    split = stratified_split(data.labels, cfg.holdout, cfg.seed)
+    """The stages after ``load``, each reused from ``ledger`` when it finished before (``core.stages``):
+    split → train → adversarial → features → duplicates → one stage per score adapter → map → flags, then
+    the run's files and manifest."""
+    stages = StageRunner(ledger, steps)
+    split = stages.run("split", ["load"], lambda: stratified_split(data.labels, cfg.holdout, cfg.seed),
+                       lambda sp: StageOutput(arrays={"split": sp.astype(str)}),
+                       lambda o: o.arrays["split"].astype(object))
+    data_deps = ["load", "split"]
     tcfg = _train_config(cfg, int((split == "train").sum()), dev)
     # frozen backbone with weights from a file or hub: its features do not depend on the seed, compute them once
     feature_cache: dict[int, np.ndarray] = {}
@@ -392,8 +506,11 @@ def _score_into(writer: RunWriter, cfg: RunConfig, data: Samples, corruptions: l
                            device=dev, test_idx=np.flatnonzero(sp == "test"), progress=steps.progress,
                            features=cached)
 
-    with steps.step("train"):
-        result = train(data, split, cfg.seed)
+    def restore_train(o: StageOutput) -> TrainResult:
+        return _restore_train(o, tcfg, data.image_shape, data.n_classes, dev)
+
+    result = stages.run("train", data_deps, lambda: train(data, split, cfg.seed), _dump_train, restore_train,
+                        step="train")
     budget = tcfg.epochs
     if tcfg.patience:  # retrains (SI, depth) reproduce the kept epochs exactly, without early stopping
         tcfg = replace(tcfg, epochs=int(result.epoch_logits.shape[0]), patience=0)
@@ -401,33 +518,60 @@ def _score_into(writer: RunWriter, cfg: RunConfig, data: Samples, corruptions: l
     model = result.model
     epoch_logits = result.epoch_logits
     if cfg.adversarial > 0:
-        with steps.step("adversarial"):
-            data, split, epoch_logits = _inject_adversarial(cfg, data, split, result, corruptions, dev)
+        adv, adv_epochs, record = stages.run(
+            "adversarial", [*data_deps, "train"], lambda: _adversarial_copies(cfg, data, result, dev),
+            _dump_adversarial, _restore_adversarial, step="adversarial")
+        corruptions.append(record)
+        data = Samples.concat([data, adv])
+        split = np.concatenate([split, np.full(len(adv), "test", dtype=split.dtype)])
+        epoch_logits = np.concatenate([result.epoch_logits, adv_epochs], axis=1)
+        data_deps = [*data_deps, "adversarial"]
     logits = epoch_logits[-1]
-    with steps.step("features"):
+
+    def features() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         if result.features is not None:  # frozen backbone: reuse the features computed for training
             n0 = len(result.features)
             extra = (embed(model, take_rows(data.images, np.arange(n0, len(data))), dev) if len(data) > n0
                      else result.features[:0])
             emb = np.concatenate([result.features, extra]).astype(np.float32)
-            feature_cache[n0], feature_cache[len(data)] = result.features, emb
         else:
             emb = embed(model, data.images, dev)
-        nb_dist, nb_idx = neighbors(emb, cfg.knn_k, str(dev))
+        return (emb, *neighbors(emb, cfg.knn_k, str(dev)))
+
+    emb, nb_dist, nb_idx = stages.run(
+        "features", [*data_deps, "train"], features,
+        lambda v: StageOutput(arrays={"embeddings": v[0], "neighbor_dist": v[1], "neighbor_idx": v[2]}),
+        lambda o: (o.arrays["embeddings"], o.arrays["neighbor_dist"], o.arrays["neighbor_idx"]), step="features")
+    if result.features is not None:
+        feature_cache[len(result.features)], feature_cache[len(data)] = result.features, emb
+    model_deps = [*data_deps, "train"]
 
     def train_again(seed: int) -> TrainResult:
-        return train(data, split, seed)
+        """Another network of the run's recipe (a sub-stage: committed, reused on resume)."""
+        return stages.run(f"retrain.seed{int(seed)}", model_deps, lambda: train(data, split, seed), _dump_train,
+                          restore_train)
 
     def train_subset(rows: np.ndarray, seed: int) -> torch.nn.Module:
-        """The run's recipe trained on ``rows`` only (cross-fitting: features for rows it never saw)."""
-        return train_model(data.images, data.labels, np.asarray(rows), data.n_classes, tcfg, seed=seed,
-                           device=dev).model
+        """The run's recipe trained on ``rows`` only (cross-fitting: features for rows it never saw); a
+        sub-stage keyed by the rows and the seed."""
+        rows = np.asarray(rows)
+        key = hashlib.sha256(np.ascontiguousarray(rows, dtype=np.int64).tobytes()).hexdigest()[:16]
+        return stages.run(
+            f"subset.{key}.seed{int(seed)}", model_deps,
+            lambda: train_model(data.images, data.labels, rows, data.n_classes, tcfg, seed=seed, device=dev).model,
+            lambda m: StageOutput(states={"model": m.state_dict()}, meta={"kind": "net"}),
+            lambda o: _rebuild_model(o.states["model"], tcfg, data.image_shape, data.n_classes, dev))
 
-    with steps.step("duplicates"):
+    def duplicates() -> tuple[pd.DataFrame, np.ndarray]:
         dups = near_duplicates(data.images, data.sample_id, threshold=cfg.duplicate_threshold, device=str(dev))
         row_of = {sid: i for i, sid in enumerate(data.sample_id.astype(str))}
         dup_pairs = np.array([(row_of[a], row_of[b]) for a, b in zip(dups["sample_id_a"], dups["sample_id_b"],
                                                                     strict=True)], dtype=int).reshape(-1, 2)
+        return dups, dup_pairs
+
+    dups, dup_pairs = stages.run("duplicates", data_deps, duplicates,
+                                 lambda v: StageOutput(tables={"duplicates": v[0]}, arrays={"pairs": v[1]}),
+                                 lambda o: (o.tables["duplicates"], o.arrays["pairs"]), step="duplicates")
 
     ctx_base = dict(data=data, split=split, model=model, init_state=result.init_state, logits=logits,
                     epoch_logits=epoch_logits, embeddings=emb, device=dev, seed=cfg.seed,
@@ -437,9 +581,11 @@ def _score_into(writer: RunWriter, cfg: RunConfig, data: Samples, corruptions: l
                            # features of a frozen backbone at w0 (or the user's --features), for a head-only SI
                            "frozen_features": emb if (tcfg.freeze_backbone and user is None)
                            or (user is not None and user["features"] is not None) else None})
+    score_deps = [*model_deps, "features", "duplicates"]
     columns: dict[str, np.ndarray] = {}
     score_meta: dict[str, dict] = {}
     score_arrays: dict[str, dict[str, np.ndarray]] = {}
+    score_stages: list[str] = []
     for names in _group_scores(cfg.scores).values():
         spec = SCORE_SPECS[names[0]]
         params: dict[str, Any] = {}
@@ -447,19 +593,26 @@ def _score_into(writer: RunWriter, cfg: RunConfig, data: Samples, corruptions: l
             params.update(cfg.score_params.get(n, {}))
         label = "+".join(names)
         skip = user["unavailable"] if user is not None else {}
-        with steps.step(f"score {label}"):
+
+        def compute(names: list[str] = names, spec: Any = spec, params: dict[str, Any] = params,
+                    skip: dict[str, str] = skip) -> ScoreResult:
             if all(n in skip for n in names):
                 res = ScoreResult({n: np.full(len(data), np.nan) for n in (*names, *spec.companions)})
             else:
-                res: ScoreResult = spec.load()(ScoreContext(params=params, **ctx_base))
+                res = spec.load()(ScoreContext(params=params, **ctx_base))
             for col in set(res.columns) & set(skip):
                 res.columns[col] = np.full(len(data), np.nan)
                 res.info = {**res.info, f"{col}_not_computed": skip[col]}
-        for col, values in res.columns.items():
-            values = np.asarray(values, dtype=np.float64)
-            if values.shape != (len(data),):
-                raise InfoscopeError(f"score {col} returned shape {values.shape}, expected ({len(data)},)")
-            columns[col] = values
+            for col, values in res.columns.items():
+                values = np.asarray(values, dtype=np.float64)
+                if values.shape != (len(data),):
+                    raise InfoscopeError(f"score {col} returned shape {values.shape}, expected ({len(data)},)")
+                res.columns[col] = values
+            return res
+
+        res = stages.run(f"score.{label}", score_deps, compute, _dump_score, _restore_score, step=f"score {label}")
+        score_stages.append(f"score.{label}")
+        columns.update(res.columns)
         score_arrays.update(res.arrays)
         for col in res.columns:
             s = SCORE_SPECS.get(col)
@@ -467,23 +620,30 @@ def _score_into(writer: RunWriter, cfg: RunConfig, data: Samples, corruptions: l
                                "direction": s.direction if s else "", "summary": s.summary if s else "",
                                "paper": s.paper if s else "", "computed_with": names}
 
-    with steps.step("map"):
-        coords = map_2d(emb, method=cfg.map_method, seed=cfg.seed)
+    coords = stages.run("map", ["features"], lambda: map_2d(emb, method=cfg.map_method, seed=cfg.seed),
+                        lambda c: StageOutput(arrays={"coords": c}), lambda o: o.arrays["coords"], step="map")
 
     table = build_table(data, split, logits, columns, coords)
-    with steps.step("flags"):
+
+    def flags() -> tuple[pd.DataFrame, pd.DataFrame]:
         from core.adversarial_evidence import adversarial_evidence
         from core.flags import compute_flags
 
         evidence = adversarial_evidence(model, data.images, data.labels, table["pred"].to_numpy(), k=cfg.knn_k,
                                         seed=cfg.seed, device=dev)
+        t = table.copy()
         for c in evidence.columns:
-            table[c] = evidence[c].values
-        flags = compute_flags(table, emb, thresholds=cfg.flag_thresholds or None,
-                              flag_train_adversarial=cfg.flag_train_adversarial,
-                              class_names=list(data.class_names), trust_model=quality["trust_flags"])
-        for c in flags.columns:
-            table[c] = flags[c].values
+            t[c] = evidence[c].values
+        return evidence, compute_flags(t, emb, thresholds=cfg.flag_thresholds or None,
+                                       flag_train_adversarial=cfg.flag_train_adversarial,
+                                       class_names=list(data.class_names), trust_model=quality["trust_flags"])
+
+    evidence, flag_table = stages.run("flags", [*score_deps, *score_stages, "map"], flags,
+                                      lambda v: StageOutput(tables={"evidence": v[0], "flags": v[1]}),
+                                      lambda o: (o.tables["evidence"], o.tables["flags"]), step="flags")
+    for part in (evidence, flag_table):
+        for c in part.columns:
+            table[c] = part[c].values
 
     with steps.step("write"):
         table["image_path"] = writer.write_images(data.images, data.image_path)
@@ -527,7 +687,13 @@ def _score_into(writer: RunWriter, cfg: RunConfig, data: Samples, corruptions: l
         "steps": dict(steps.times),
         "wall_time_s": round(sum(steps.times.values()), 3),
     }
-    return writer.finish(manifest)
+    if ledger.attempts > 1:  # a resumed run says what it read back and what it computed
+        manifest["resumed"] = {"attempts": ledger.attempts, "reused_stages": list(ledger.reused),
+                               "computed_stages": list(ledger.computed),
+                               "stage_counts": {k: dict(v) for k, v in ledger.state["counts"].items()}}
+    path = writer.finish(manifest)
+    ledger.discard()
+    return path
 
 
 def _user_arrays(cfg: RunConfig, data: Samples) -> dict[str, Any] | None:
@@ -599,14 +765,15 @@ def model_quality(result: TrainResult, n_classes: int, min_acc: float) -> dict[s
             "trust_flags": ok, "message": msg}
 
 
-def _inject_adversarial(cfg: RunConfig, data: Samples, split: np.ndarray, result: TrainResult,
-                        corruptions: list[dict], dev: torch.device) -> tuple[Samples, np.ndarray, np.ndarray]:
-    """Append attacked copies of ``cfg.adversarial``·n rows, crafted against the trained network.
+def _adversarial_copies(cfg: RunConfig, data: Samples, result: TrainResult,
+                        dev: torch.device) -> tuple[Samples, np.ndarray, dict]:
+    """Attacked copies of ``cfg.adversarial``·n rows, crafted against the trained network, to append to the run:
+    ``(copies, their epoch logits (E, m, k), corruption record)``.
 
     Sources are rows the network classifies correctly whose label is clean (seeded choice). The copies are
     held-out rows (split ``test``): never trained on, so their training-dynamics scores are NaN, while the
     network's outputs, CG, prediction depth, uniqueness and the flags cover them. Their epoch logits are
-    NaN (they did not exist while training).
+    NaN (they did not exist while training) except the last (the final network's).
     """
     from core.attacks import make_adversarial_copies
     from core.models.training import predict_logits
@@ -618,12 +785,124 @@ def _inject_adversarial(cfg: RunConfig, data: Samples, split: np.ndarray, result
     rows = np.sort(rng.choice(candidates, size=min(n_adv, len(candidates)), replace=False))
     adv, record = make_adversarial_copies(result.model, data, rows, attack=cfg.attack, eps=cfg.eps,
                                           seed=cfg.seed, device=dev)
-    corruptions.append({"kind": "adversarial", "split": "test", **record})
     adv_logits = predict_logits(result.model, adv.images, dev)
     epochs = np.full((result.epoch_logits.shape[0], len(adv), adv_logits.shape[1]), np.nan, np.float32)
     epochs[-1] = adv_logits
-    return (Samples.concat([data, adv]), np.concatenate([split, np.full(len(adv), "test", dtype=split.dtype)]),
-            np.concatenate([result.epoch_logits, epochs], axis=1))
+    return adv, epochs, {"kind": "adversarial", "split": "test", **record}
+
+
+# ---- stage outputs: what each stage commits into stages/ and how it is read back (core.stages) ----------
+
+_SAMPLE_TEXT = ("source", "sample_id", "image_path")
+_SAMPLE_ARRAYS = ("labels", "true_label", "is_mislabeled", "is_adversarial")
+
+
+def _dump_adversarial(value: tuple[Samples, np.ndarray, dict]) -> StageOutput:
+    adv, epochs, record = value
+    arrays = {"images": np.asarray(adv.images), "epoch_logits": epochs,
+              **{k: np.asarray(getattr(adv, k)) for k in _SAMPLE_ARRAYS},
+              **{k: np.asarray(getattr(adv, k)).astype(str) for k in _SAMPLE_TEXT}}
+    return StageOutput(arrays=arrays, meta={"record": record, "class_names": list(adv.class_names),
+                                            "load_info": adv.load_info, "skipped": [list(x) for x in adv.skipped]})
+
+
+def _restore_adversarial(o: StageOutput) -> tuple[Samples, np.ndarray, dict]:
+    a = o.arrays
+    adv = Samples(images=a["images"], class_names=list(o.meta["class_names"]),
+                  **{k: a[k] for k in _SAMPLE_ARRAYS}, **{k: a[k].astype(object) for k in _SAMPLE_TEXT},
+                  skipped=[tuple(x) for x in o.meta["skipped"]], load_info=dict(o.meta["load_info"]))
+    return adv, a["epoch_logits"], o.meta["record"]
+
+
+def _dump_train(r: TrainResult) -> StageOutput:
+    """A TrainResult as files: the network's and the initial state dicts, epoch logits, features, figures."""
+    from core.models.training import LinearHead
+
+    kind = "none" if r.model is None else "linear" if isinstance(r.model, LinearHead) else "net"
+    arrays = {"epoch_logits": r.epoch_logits}
+    if r.features is not None:
+        arrays["features"] = np.asarray(r.features)
+    states = {} if r.model is None else {"model": r.model.state_dict(), "init": r.init_state}
+    meta = {"kind": kind, "train_acc": r.train_acc, "test_acc": r.test_acc, "wall_time_s": r.wall_time_s,
+            "n_params": r.n_params, "heldout_loss": list(r.heldout_loss), "best_epoch": r.best_epoch,
+            "weights_info": getattr(r.model, "weights_info", None),
+            "in_features": int(r.model.classifier.in_features) if kind == "linear" else None}
+    return StageOutput(arrays=arrays, meta=meta, states=states)
+
+
+def _rebuild_model(state: dict[str, Any], tcfg: TrainConfig, image_shape: tuple[int, int, int], n_classes: int,
+                   dev: torch.device, kind: str = "net", in_features: int | None = None) -> Any:
+    """The network of the run's recipe with a committed state dict loaded (strict), in eval mode on ``dev``.
+    Built without its pretrained weights (the state dict holds every parameter) and without touching the
+    global random state."""
+    from core.models.training import LinearHead, build_initial_model
+
+    with torch.random.fork_rng(devices=[]):
+        if kind == "linear":
+            model = LinearHead(int(in_features or 0), n_classes)
+        else:
+            model = build_initial_model(replace(tcfg, weights=None), tuple(image_shape), n_classes)
+    model.load_state_dict(state)
+    return model.to(dev).eval()
+
+
+def _restore_train(o: StageOutput, tcfg: TrainConfig, image_shape: tuple[int, int, int], n_classes: int,
+                   dev: torch.device) -> TrainResult:
+    m = o.meta
+    model = None
+    if m["kind"] != "none":
+        model = _rebuild_model(o.states["model"], tcfg, image_shape, n_classes, dev, m["kind"], m["in_features"])
+        if m.get("weights_info") is not None:
+            model.weights_info = m["weights_info"]
+    return TrainResult(model=model, init_state=o.states.get("init", {}), epoch_logits=o.arrays["epoch_logits"],
+                       train_acc=m["train_acc"], test_acc=m["test_acc"], wall_time_s=m["wall_time_s"],
+                       n_params=m["n_params"], features=o.arrays.get("features"), heldout_loss=m["heldout_loss"],
+                       best_epoch=m["best_epoch"])
+
+
+def _dump_score(res: ScoreResult) -> StageOutput:
+    arrays = {f"c{i}": v for i, v in enumerate(res.columns.values())}
+    index = []
+    for group, named in res.arrays.items():
+        for key, v in named.items():
+            index.append([group, key, f"a{len(index)}"])
+            arrays[index[-1][2]] = np.asarray(v)
+    return StageOutput(arrays=arrays, meta={"columns": list(res.columns), "params": res.params, "info": res.info,
+                                            "arrays": index})
+
+
+def _restore_score(o: StageOutput) -> ScoreResult:
+    arrays: dict[str, dict[str, np.ndarray]] = {}
+    for group, key, name in o.meta["arrays"]:
+        arrays.setdefault(group, {})[key] = o.arrays[name]
+    return ScoreResult({c: o.arrays[f"c{i}"] for i, c in enumerate(o.meta["columns"])}, o.meta["params"],
+                       o.meta["info"], arrays)
+
+
+def _input_files(cfg: RunConfig) -> dict[str, str | None]:
+    """SHA-256 of the files a run reads besides its sources: a local ``--weights`` file, ``--features``,
+    ``--pred-probs`` (None where not given)."""
+    from core.stages import file_sha256
+
+    local_weights = cfg.weights if cfg.weights not in (None, "torchvision", "timm") else None
+    return {k: file_sha256(Path(v).expanduser()) if v else None
+            for k, v in (("weights", local_weights), ("features", cfg.features), ("pred_probs", cfg.pred_probs))}
+
+
+def _check_load(ledger: StageLedger, cfg: RunConfig, data: Samples, corruptions: list[dict], steps: Steps) -> None:
+    """The ``load`` stage is always run (the images are not copied into the run); its digest (the data, the
+    injected corruptions, the weights / features / probabilities files) goes into the ledger, and a resumed
+    run must read the same inputs as the run it continues."""
+    inputs = ledger.inputs_fp("load", [])
+    digest = samples_digest(data, {"corruptions": corruptions, "files": _input_files(cfg)})
+    entry = ledger.state["stages"].get("load")
+    if entry is not None and entry.get("inputs") == inputs:
+        if entry.get("output") != digest:
+            raise InfoscopeError("--resume: the sources (or the --weights / --features / --pred-probs files) give "
+                                 "other data than when this run started; start a new run")
+        return
+    ledger.begin("load")
+    ledger.commit("load", inputs, None, steps.times.get("load", 0.0), output_fp=digest)
 
 
 def image_roots(image_path: np.ndarray, max_roots: int = 256) -> list[str]:

@@ -16,7 +16,9 @@ CURATION = "curation.sqlite"
 DUPLICATES = "duplicates.parquet"
 NEIGHBORS = "neighbors.npy"
 SI_VERIFICATION = "si_verification.json"  # written by ``infoscope verify-si`` beside the immutable files
-SI_MODEL = "si_model.npz"  # the SI head problems (rows, features, ηt), for ``infoscope verify-si``
+SI_MODEL = "si_model.npz"
+STAGES = "stages"  # while a run is written: finished stages' outputs and their ledger (core.stages), for --resume
+STAGE_LEDGER = "ledger.json"  # the SI head problems (rows, features, ηt), for ``infoscope verify-si``
 
 #: Columns every run has, in order (score columns and flags follow).
 BASE_COLUMNS = ("sample_id", "source", "split", "label", "label_name", "image_path")

@@ -75,12 +75,31 @@ class RunWriter:
         self.run_id = run_id
         self.path = runs_dir / run_id
         self.started_at = _now()
+        self._start(lease_s)
+
+    @classmethod
+    def reopen(cls, path: str | Path, lease_s: float | None = None) -> RunWriter:
+        """Take over an unfinished run folder to finish it (``infoscope score --resume``): status running again
+        with this process's pid; ``created_at`` stays the run's first start."""
+        self = cls.__new__(cls)
+        self.path = Path(path)
+        self.run_id = self.path.name
+        try:
+            st = json.loads((self.path / layout.STATUS).read_text())
+        except (OSError, ValueError):
+            st = None
+        started = st.get("started_at") if isinstance(st, dict) else None
+        self.started_at = started if isinstance(started, str) else _now()
+        self._start(lease_s)
+        return self
+
+    def _start(self, lease_s: float | None) -> None:
         self.lease_s = float(lease_s if lease_s is not None else self.LEASE_S)
         self._status_lock = threading.Lock()
         self._stop = threading.Event()
         self._status(RUNNING)
         self._heartbeat = threading.Thread(target=_beat, args=(weakref.ref(self), self._stop, self.lease_s / 3),
-                                           name=f"heartbeat {run_id}", daemon=True)
+                                           name=f"heartbeat {self.run_id}", daemon=True)
         self._heartbeat.start()
 
     def _status(self, status: str, **extra: Any) -> None:
@@ -310,13 +329,16 @@ def read_status(path: str | Path) -> tuple[str, str]:
         return FAILED, str(st.get("error", "the scoring step failed"))
     if st is not None and st.get("status") == RUNNING:
         same_host = st.get("host") == socket.gethostname()
+        hint = (f"; `infoscope score --resume {path.name}` continues it"
+                if (path / layout.STAGES / layout.STAGE_LEDGER).exists() else "")
         if same_host and not _pid_alive(int(st.get("pid", -1))):
-            return INCOMPLETE, "the process writing this run stopped before it finished (killed or crashed)"
+            return INCOMPLETE, f"the process writing this run stopped before it finished (killed or crashed){hint}"
         beat, lease = st.get("heartbeat_at"), st.get("lease_s")
         if isinstance(beat, (int, float)) and isinstance(lease, (int, float)):
             if time.time() - beat > lease:  # pid reused, other host, or a hung writer: the lease ran out
                 return INCOMPLETE, (f"the writer (pid {st.get('pid')} on {st.get('host')}) sent no heartbeat for "
-                                    f"{time.time() - beat:.0f} s (lease {lease:.0f} s): it stopped before finishing")
+                                    f"{time.time() - beat:.0f} s (lease {lease:.0f} s): it stopped before "
+                                    f"finishing{hint}")
         elif not same_host:
             return INCOMPLETE, (f"written by a process on another host ({st.get('host')}) that records no "
                                 "heartbeat; its state cannot be known")
