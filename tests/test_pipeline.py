@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -107,3 +109,10 @@ def test_toml_config_and_unknown_keys(tmp_path):
     f.write_text("epochz = 3\n")
     with pytest.raises(InfoscopeError, match="epochz"):
         RunConfig.from_toml(f)
+
+
+def test_image_mode_survives_label_noise_and_undersampling(tiny_run):
+    """The corruptions (label noise, under-sampling) keep how the images were loaded: the manifest says it."""
+    m = json.loads((tiny_run / "manifest.json").read_text())
+    assert m["config"]["label_noise"] > 0 and m["config"]["undersample"]
+    assert m["image_mode"].get("image_size_from"), m["image_mode"]

@@ -127,6 +127,7 @@ def _with_labels(samples: Samples, labels: np.ndarray) -> Samples:
         is_mislabeled=labels != samples.true_label,
         is_adversarial=samples.is_adversarial.copy(),
         skipped=list(samples.skipped),
+        load_info=dict(samples.load_info),
     )
 
 
