@@ -298,3 +298,14 @@ def test_auto_repeats_stop_at_the_target_or_the_cap(tiny_sources, tmp_path):
     assert reps == 3 and "max_repeats" in rep["stopped"] and rep["si_function"] < 1.0
     reps, rep = out["target"]
     assert reps == 2 and "target" in rep["stopped"] and min(rep["si_weights"], rep["si_function"]) >= 0.05
+
+
+def test_auto_repeats_are_capped_by_the_rows_budget():
+    """repeats = "auto" never plans more than max_repeat_rows / n_train cross-fittings (at least one)."""
+    from core.scores.si_crossfit import HEAD_DEFAULTS, _repeat_plan
+
+    prm = dict(HEAD_DEFAULTS)
+    assert _repeat_plan(prm, 5000) == (2, 6, 0.9)
+    assert _repeat_plan(prm, 20000) == (2, 3, 0.9)
+    assert _repeat_plan(prm, 50000) == (1, 1, 0.9)
+    assert _repeat_plan({**prm, "repeats": 4}, 50000) == (4, 4, None)  # an explicit number is kept

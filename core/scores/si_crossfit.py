@@ -66,6 +66,7 @@ HEAD_DEFAULTS: dict[str, Any] = {
     "target_reproducibility": 0.9,
     "min_repeats": 2,
     "max_repeats": 6,
+    "max_repeat_rows": 60000,
     "set_information": True,
 }
 
@@ -184,15 +185,25 @@ def _embed_with(ctx: ScoreContext, model: Any, rows: np.ndarray) -> np.ndarray:
     return embed(model, take_rows(ctx.data.images, rows), ctx.device).astype(np.float64)
 
 
-def _repeat_plan(prm: dict[str, Any]) -> tuple[int, int, float | None]:
-    """(minimum, maximum, target) number of cross-fittings from ``repeats`` (an int, or "auto")."""
+def _repeat_plan(prm: dict[str, Any], n_train: int | None = None) -> tuple[int, int, float | None]:
+    """(minimum, maximum, target) number of cross-fittings from ``repeats`` (an int, or "auto").
+
+    With "auto", R ≤ ``max_repeats`` and R · n_train ≤ ``max_repeat_rows`` (at least one cross-fitting): the
+    cost of SI grows with R times the rows, so a large dataset gets fewer cross-fittings (the manifest says
+    how many, and the reproducibility estimate says what that bought)."""
     reps = prm["repeats"]
     if reps == "auto":
         lo, hi, target = int(prm["min_repeats"]), int(prm["max_repeats"]), float(prm["target_reproducibility"])
+        budget = int(prm["max_repeat_rows"])
         if not 1 <= lo <= hi:
             raise ScoreError(f"SI needs 1 ≤ min_repeats ≤ max_repeats, got {lo} and {hi}")
         if not 0 < target <= 1:
             raise ScoreError(f"target_reproducibility must be in (0, 1], got {target}")
+        if budget < 1:
+            raise ScoreError(f"max_repeat_rows must be at least 1, got {budget}")
+        if n_train:
+            hi = max(1, min(hi, budget // int(n_train)))
+            lo = min(lo, hi)
         return lo, hi, target
     try:
         r = int(reps)
@@ -203,7 +214,8 @@ def _repeat_plan(prm: dict[str, Any]) -> tuple[int, int, float | None]:
     return r, r, None
 
 
-def iter_problems(ctx: ScoreContext, prm: dict[str, Any], meta: dict[str, Any]) -> Iterator[list[HeadProblem]]:
+def iter_problems(ctx: ScoreContext, prm: dict[str, Any], meta: dict[str, Any],
+                  max_reps: int = 1) -> Iterator[list[HeadProblem]]:
     """The head problems of a run, one list per repeat (cross-fitting); ``meta`` records how the features
     were made. Fixed features (pretrained, frozen, trained) give one repeat: they have no randomness to
     average."""
@@ -227,7 +239,6 @@ def iter_problems(ctx: ScoreContext, prm: dict[str, Any], meta: dict[str, Any]) 
         if train_subset is None:
             raise ScoreError("cross-fitted SI needs the run's training recipe (train_subset)")
         k = int(prm["folds"])
-        _, max_reps, _ = _repeat_plan(prm)
         from core.models.training import predict_logits
 
         meta["folds"] = k
@@ -369,7 +380,7 @@ def head_adapter(ctx: ScoreContext, params: dict[str, Any]) -> ScoreResult:
     """``si_weights`` / ``si_function`` (nats) of the training rows from the head on frozen features."""
     prm = check_params(params)
     lam, sigma, t = float(prm["lam"]), float(prm["sigma"]), prm["t"]
-    min_reps, max_reps, target = _repeat_plan(prm)
+    min_reps, max_reps, target = _repeat_plan(prm, len(ctx.train_idx))
     labels = np.asarray(ctx.data.labels)
     n_classes = int(ctx.data.n_classes)
     n_all = len(labels)
@@ -381,7 +392,7 @@ def head_adapter(ctx: ScoreContext, params: dict[str, Any]) -> ScoreResult:
     trace: list[dict[str, Any]] = []
     j = 0
     stop_reason = "fixed features: nothing to repeat"
-    for rep, problems in enumerate(iter_problems(ctx, prm, meta)):
+    for rep, problems in enumerate(iter_problems(ctx, prm, meta, max_reps)):
         sums = {c: np.zeros(n_all) for c in per_rep}
         count = np.zeros(n_all)
         for prob in problems:
@@ -413,7 +424,13 @@ def head_adapter(ctx: ScoreContext, params: dict[str, Any]) -> ScoreResult:
         est_min = None if any(e is None for e in est) else min(est)
         trace.append({"repeats": rep + 1, "si_weights": est[0], "si_function": est[1]})
         if rep + 1 >= max_reps:
-            stop_reason = f"reached {'max_repeats' if target is not None else 'repeats'} = {max_reps}"
+            if target is None:
+                stop_reason = f"reached repeats = {max_reps}"
+            elif max_reps < int(prm["max_repeats"]):
+                stop_reason = (f"reached max_repeats = {max_reps} (max_repeat_rows {int(prm['max_repeat_rows'])} ÷ "
+                               f"{len(ctx.train_idx)} training rows)")
+            else:
+                stop_reason = f"reached max_repeats = {max_reps}"
             break
         if target is not None and rep + 1 >= min_reps and est_min is not None and est_min >= target:
             stop_reason = f"estimated reproducibility {est_min:.3f} ≥ target {target}"
