@@ -212,8 +212,8 @@ def write_md(out: dict) -> None:
               f"{nw['si_function']['spearman']} / {nw['si_function']['top10_overlap']} (si_function), "
               f"{nw['si_weights']['spearman']} / {nw['si_weights']['top10_overlap']} (si_weights).", "",
               f"**Demo recipe**: mislabel AUROC si_function **{dm['auroc_si_function']}**, si_weights "
-              f"**{dm['auroc_si_weights']}**; SI step {dm['si_step_s']} s (includes training the two cross-fitting "
-              "networks).", "", f"Whole bench: {out['wall_time_s']} s on {out['machine']}.", ""]
+              f"**{dm['auroc_si_weights']}**; SI step {dm['si_step_s']} s (includes training the cross-fitting "
+              "networks, two per cross-fitting; machine shared with other jobs).", "", f"Whole bench: {out['wall_time_s']} s on {out['machine']}.", ""]
     OUT.write_text("\n".join(lines))
     print(OUT.read_text())
 
