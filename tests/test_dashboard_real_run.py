@@ -3,6 +3,7 @@ under-sampled class, adversarial copies) — the session's ``tiny_run`` fixture.
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -88,6 +89,9 @@ def test_overview_shows_si_unit_and_verification_state(real_run, monkeypatch, tm
     at = _app(run, monkeypatch)
     text = _all_text(at)
     assert "nats" in text and "crossfit" in text
+    rep = json.loads((run / "manifest.json").read_text())["scores"]["si_function"]["info"]["reproducibility"]
+    assert f"Reproducibility of the ranking ≈ {rep['si_function']:.2f}" in text  # the run's own estimate
+    assert f"from {rep['repeats']} cross-fittings" in text
     assert any("Not verified on this data" in i.value and "infoscope verify-si --run" in i.value for i in at.info)
     res = verify_si(run, samples=4, seed=3)
     at = _app(run, monkeypatch)
