@@ -87,6 +87,13 @@ def _progress() -> Progress:
                     console=console, transient=False)
 
 
+def _set_flag_params(params: dict[str, dict], flags: list[tuple[str, str, object]]) -> None:
+    """Put each given score flag (``--cg-features``, ``--si-method`` …) into ``params[score][key]``."""
+    for score_name, key, value in flags:
+        if value is not None:
+            params.setdefault(score_name, {})[key] = value
+
+
 def _run_pipeline(cfg, resume: str | None = None, runs_dir: Path | None = None, given: dict | None = None) -> Path:
     """Score ``cfg`` (or, with ``resume``, continue that partial run) with a progress display."""
     from core.pipeline import resume_run, score_run
@@ -171,13 +178,10 @@ def score(
             given = {**(RunConfig.toml_values(config) if config else {}),
                      **{k: v for k, v in overrides.items() if v is not None and k != "runs_dir"}}
             params = {s: dict(p) for s, p in given.get("score_params", {}).items()}
-            for score_name, key, value in [("cg_score", "features", cg_features),
-                                           ("prediction_depth", "models", depth_models),
-                                           ("si_function", "method", si_method),
-                                           ("si_function", "features", si_features),
-                                           ("si_function", "linearize_at", linearize_at)]:
-                if value is not None:
-                    params.setdefault(score_name, {})[key] = value
+            flag_params = [("cg_score", "features", cg_features), ("prediction_depth", "models", depth_models),
+                           ("si_function", "method", si_method), ("si_function", "features", si_features),
+                           ("si_function", "linearize_at", linearize_at)]
+            _set_flag_params(params, flag_params)
             if params:
                 given["score_params"] = params
             path = _run_pipeline(None, resume=resume, runs_dir=runs_dir, given=given)
@@ -193,13 +197,11 @@ def score(
             si_method = "network"
         if si_method is not None and si_method not in ("head", "network"):
             raise InfoscopeError(f"--si-method must be head or network, got {si_method!r}")
-        for score_name, key, value in [("cg_score", "features", cg_features),
-                                       ("prediction_depth", "models", depth_models),
-                                       ("si_function", "method", si_method),
-                                       ("si_function", "features", si_features),
-                                       ("si_function", "linearize_at", linearize_at)]:
-            if value is not None:
-                cfg.score_params.setdefault(score_name, {})[key] = value
+        _set_flag_params(cfg.score_params, [("cg_score", "features", cg_features),
+                                            ("prediction_depth", "models", depth_models),
+                                            ("si_function", "method", si_method),
+                                            ("si_function", "features", si_features),
+                                            ("si_function", "linearize_at", linearize_at)])
         path = _run_pipeline(cfg)
     except (InfoscopeError, ValueError) as e:
         _fail(e)

@@ -85,14 +85,19 @@ def read_image(path: str | Path, max_pixels: int | None = None) -> np.ndarray:
             im = Image.open(path)
         with im:
             w, h = im.size
-            if w * h > limit:
-                raise ImageReadError(path, f"image is {w}×{h} = {w * h / 1e6:.1f} Mpx, above the limit of "
-                                           f"{limit / 1e6:.1f} Mpx (raise max_image_pixels in the config, or "
-                                           "$INFOSCOPE_MAX_PIXELS, to accept it)")
+            _check_pixels(path, w, h, limit)
             im.load()
             return _pil_to_array(im)
 
     return _decoded(path, decode)
+
+
+def _check_pixels(where: str | Path | bytes, w: int, h: int, limit: int) -> None:
+    """One-line error for an image above the decoded-size limit (an image bomb guard)."""
+    if w * h > limit:
+        raise ImageReadError(where, f"image is {w}×{h} = {w * h / 1e6:.1f} Mpx, above the limit of "
+                                    f"{limit / 1e6:.1f} Mpx (raise max_image_pixels in the config, or "
+                                    "$INFOSCOPE_MAX_PIXELS, to accept it)")
 
 
 def image_channels(mode: str) -> int:
@@ -119,10 +124,7 @@ def probe_image(source: str | Path | bytes, where: str | Path | None = None,
                             else Path(source))
         with im:
             w, h = im.size
-            if w * h > limit:
-                raise ImageReadError(where, f"image is {w}×{h} = {w * h / 1e6:.1f} Mpx, above the limit of "
-                                            f"{limit / 1e6:.1f} Mpx (raise max_image_pixels in the config, or "
-                                            "$INFOSCOPE_MAX_PIXELS, to accept it)")
+            _check_pixels(where, w, h, limit)
             return image_channels(im.mode), int(h), int(w)
 
     c, h, w = _guarded(where, probe)
