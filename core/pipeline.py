@@ -187,7 +187,7 @@ class RunConfig:
         if str(si_params.get("method", "head")) == "head":
             from core.scores.si_crossfit import check_params
 
-            check_params({k: v for k, v in si_params.items() if k != "method"} | {"method": "head"})
+            check_params(si_params)
         if self.undersample:
             parse_undersample(self.undersample)
         if self.label_noise_pairs:
@@ -882,10 +882,10 @@ def _restore_score(o: StageOutput) -> ScoreResult:
 def _input_files(cfg: RunConfig) -> dict[str, str | None]:
     """SHA-256 of the files a run reads besides its sources: a local ``--weights`` file, ``--features``,
     ``--pred-probs`` (None where not given)."""
-    from core.stages import file_sha256
+    from core.store.run import sha256_file
 
     local_weights = cfg.weights if cfg.weights not in (None, "torchvision", "timm") else None
-    return {k: file_sha256(Path(v).expanduser()) if v else None
+    return {k: sha256_file(Path(v).expanduser()) if v else None
             for k, v in (("weights", local_weights), ("features", cfg.features), ("pred_probs", cfg.pred_probs))}
 
 

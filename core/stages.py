@@ -46,6 +46,7 @@ import pandas as pd
 from core.errors import RunStoreError
 from core.store import layout
 from core.store.atomic import atomic_path, atomic_write_json
+from core.store.run import sha256_file
 
 STAGES = layout.STAGES
 LEDGER = layout.STAGE_LEDGER
@@ -65,15 +66,6 @@ class StageOutput:
     meta: dict[str, Any] = field(default_factory=dict)
     tables: dict[str, pd.DataFrame] = field(default_factory=dict)
     states: dict[str, dict[str, Any]] = field(default_factory=dict)
-
-
-def file_sha256(path: Path) -> str:
-    """Hex SHA-256 of a file, read in 1 MiB blocks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _digest(obj: Any) -> str:
@@ -222,7 +214,7 @@ class StageLedger:
         for fname, meta in entry.get("files", {}).items():
             p = self.dir / name / fname
             try:
-                if p.stat().st_size != meta["bytes"] or file_sha256(p) != meta["sha256"]:
+                if p.stat().st_size != meta["bytes"] or sha256_file(p) != meta["sha256"]:
                     return None
             except OSError:
                 return None
@@ -282,7 +274,7 @@ class StageLedger:
                     torch.save({k: v.detach().cpu() if hasattr(v, "detach") else v for k, v in state.items()}, tmp)
             for p in sorted(d.iterdir()):
                 if p.is_file() and not p.name.startswith("."):
-                    files[p.name] = {"bytes": p.stat().st_size, "sha256": file_sha256(p)}
+                    files[p.name] = {"bytes": p.stat().st_size, "sha256": sha256_file(p)}
         _kill_hook(KILL_BEFORE_COMMIT, name)
         fp = output_fp or _digest({"stage": name, "files": {k: v["sha256"] for k, v in files.items()}})
         with self._lock:

@@ -441,8 +441,8 @@ def head_adapter(ctx: ScoreContext, params: dict[str, Any]) -> ScoreResult:
         stack = np.stack(v)
         seen = np.isfinite(stack)
         cols[c] = np.where(seen.any(0), np.where(seen, stack, 0.0).sum(0) / np.maximum(seen.sum(0), 1), np.nan)
-    if meta["features"] == "crossfit":
-        repro = {c: reproducibility(np.stack(v)) for c, v in per_rep.items()}
+    if meta["features"] == "crossfit":  # the estimate after the last cross-fitting, as the stopping rule saw it
+        repro = {c: trace[-1][c] for c in per_rep}
         basis = (f"Spearman–Brown from the even vs odd halves of {n_reps} cross-fittings: expected Spearman "
                  "with an independent run that differs only in its seeds")
     else:
