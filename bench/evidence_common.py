@@ -178,23 +178,14 @@ def score_in_process(data, split: np.ndarray, names: Sequence[str], *, epochs: i
     """
     from core.device import resolve_device
     from core.embedding import near_duplicates, neighbors
-    from core.models.training import (
-        AUTO_PATIENCE,
-        TrainConfig,
-        auto_epochs,
-        embed,
-        predict_logits,
-        train_model,
-    )
+    from core.models.training import embed, predict_logits, train_model
+    from core.pipeline import RunConfig, _train_config
     from core.scores.registry import SCORE_SPECS, ScoreContext
 
     dev = resolve_device(device)
-    if epochs is None:
-        budget = auto_epochs(int((split == "train").sum()), batch_size)
-        tcfg = TrainConfig(model="cnn", epochs=budget, batch_size=batch_size, lr=lr,
-                           patience=max(AUTO_PATIENCE, -(-budget // 4)))
-    else:
-        tcfg = TrainConfig(model="cnn", epochs=epochs, batch_size=batch_size, lr=lr)
+    # the pipeline's own recipe (core.pipeline._train_config): epochs=None is its default
+    recipe = RunConfig(sources=["unused"], model="cnn", epochs=epochs, batch_size=batch_size, lr=lr)
+    tcfg = _train_config(recipe, int((split == "train").sum()), dev)
     params = params or {}
 
     def train(s: int):
