@@ -153,6 +153,7 @@ def score(
     depth_models: Annotated[int | None, typer.Option(help="Networks averaged for prediction depth.")] = None,
     si_method: Annotated[str | None, typer.Option(help="SI method: head (default: a wide ReLU head on features that did not see the row, exact, finite t) or network (the whole network linearized, projected: an approximation).")] = None,
     si_features: Annotated[str | None, typer.Option(help="Features of the head SI: auto (pretrained with --weights, else crossfit), crossfit, pretrained or trained.")] = None,
+    si_head: Annotated[str | None, typer.Option(help="Head of the SI: auto (a wide ReLU head up to 5,000 rows per problem, a linear head above: exact at any n), relu (split into parts above 5,000 rows) or linear.")] = None,
     linearize_at: Annotated[str | None, typer.Option(help="Only with --si-method network: linearisation point trained, init, or a local checkpoint PATH.")] = None,
     map_method: Annotated[str | None, typer.Option("--map", help="2-D map of the features: umap or pca.")] = None,
     device: Annotated[str | None, typer.Option(help="auto (CUDA when present), cpu or cuda.")] = None,
@@ -180,7 +181,7 @@ def score(
             params = {s: dict(p) for s, p in given.get("score_params", {}).items()}
             flag_params = [("cg_score", "features", cg_features), ("prediction_depth", "models", depth_models),
                            ("si_function", "method", si_method), ("si_function", "features", si_features),
-                           ("si_function", "linearize_at", linearize_at)]
+                           ("si_function", "head", si_head), ("si_function", "linearize_at", linearize_at)]
             _set_flag_params(params, flag_params)
             if params:
                 given["score_params"] = params
@@ -201,6 +202,7 @@ def score(
                                             ("prediction_depth", "models", depth_models),
                                             ("si_function", "method", si_method),
                                             ("si_function", "features", si_features),
+                                            ("si_function", "head", si_head),
                                             ("si_function", "linearize_at", linearize_at)])
         path = _run_pipeline(cfg)
     except (InfoscopeError, ValueError) as e:

@@ -2,8 +2,8 @@
 
 For ``--samples`` training rows (seeded, stratified over the range of ``si_function``: one row drawn from each
 of as many quantile bins), the run's SI model (``si_model.npz``: the head problems of
-``core.scores.si_crossfit``) is trained again **without the row**: the remaining rows' kernel is
-eigendecomposed and the gradient-flow solution for the same λ and ηt is formed directly (no block-inverse
+``core.scores.si_crossfit``) is trained again **without the row**: the remaining rows' kernel (ReLU head) or
+feature covariance C − φ̃ᵢφ̃ᵢᵀ (linear head) is eigendecomposed and the gradient-flow solution for the same λ and ηt is formed directly (no block-inverse
 identity, no contour quadrature: an independent computation of the trained head). The real changes
 
     ‖w − w₋ᵢ‖² / (2σ²)   and   mean over held-out x of ‖f(x) − f₋ᵢ(x)‖² / (2σ²)
@@ -40,12 +40,23 @@ def choose_rows(si: np.ndarray, rows: np.ndarray, n: int, seed: int) -> np.ndarr
 
 
 def _problem_arrays(z: Any, j: int) -> dict[str, np.ndarray]:
-    return {k: z[f"p{j}_{k}"] for k in ("rows", "x", "val_rows", "xv", "eta_t")}
+    out = {k: z[f"p{j}_{k}"] for k in ("rows", "x", "val_rows", "xv", "eta_t")}
+    out["head"] = str(z[f"p{j}_head"]) if f"p{j}_head" in z.files else "relu"  # runs before the linear head
+    if out["head"] not in ("relu", "linear"):
+        raise ValueError(f"unknown head {out['head']!r} in problem {j}")
+    return out
 
 
 def retrain_without(x: np.ndarray, xv: np.ndarray, labels: np.ndarray, n_classes: int, drop: list[int], *,
-                    lam: float, eta_t: float | None, sigma: float) -> list[tuple[float, float]]:
+                    lam: float, eta_t: float | None, sigma: float, head: str = "relu") -> list[tuple[float, float]]:
     """For each position in ``drop``: (‖Δw‖²/2σ², mean‖Δf‖²/2σ²) from training with and without that row."""
+    if head == "linear":
+        from core.scores import si_linear
+
+        phi, phiv = si_linear.linear_design(x, xv)
+        y1 = torch.nn.functional.one_hot(torch.as_tensor(labels), n_classes).double()
+        vals = si_linear.retrain_without(phi, phiv, y1, [np.array([i]) for i in drop], lam=lam, eta_t=eta_t)
+        return [(w / (2 * sigma**2), f / (2 * sigma**2)) for w, f in vals]
     kern, kern_val = head_kernels(x, xv)
     y = torch.nn.functional.one_hot(torch.as_tensor(labels), n_classes).double()
     alpha = solve_alpha(kern, y, lam=lam, eta_t=eta_t)
@@ -109,7 +120,8 @@ def verify_si(run_path: str | Path, samples: int = 30, seed: int = 0, write: boo
         p = problems[j]
         eta = float(p["eta_t"])
         res = retrain_without(p["x"].astype(np.float64), p["xv"].astype(np.float64), labels[p["rows"]], n_classes,
-                              [pos for _, pos in items], lam=lam, eta_t=None if np.isnan(eta) else eta, sigma=sigma)
+                              [pos for _, pos in items], lam=lam, eta_t=None if np.isnan(eta) else eta, sigma=sigma,
+                              head=p["head"])
         for (r, _), wf in zip(items, res, strict=True):
             got.setdefault(r, []).append(wf)
         done += len(items)
@@ -129,7 +141,8 @@ def verify_si(run_path: str | Path, samples: int = 30, seed: int = 0, write: boo
         "max_rel_error_function": float(np.max(np.abs(ef - rf) / np.maximum(np.abs(rf), 1e-300))),
         "n": len(chosen), "seed": seed, "rows": [str(s) for s in df["sample_id"].to_numpy()[chosen]],
         "retrained_si_weights": rw.tolist(), "retrained_si_function": rf.tolist(),
-        "method": "head re-trained without each row: eigendecomposition of the remaining rows' kernel, same λ, ηt",
+        "method": "head re-trained without each row: eigendecomposition of the remaining rows' kernel (ReLU head) "
+                  "or of their feature covariance (linear head), same λ, ηt",
         "wall_time_s": round(time.perf_counter() - t0, 2),
         "verified_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }

@@ -25,9 +25,13 @@ Spearman 1910, Brown 1910): the expected Spearman between this run's ranking and
 with other seeds. Fixed features (pretrained, frozen, trained) have no such randomness (1.0).
 ``bench/bench_si_repeats.py`` checks the estimate against real pairs of runs.
 
-A problem larger than ``max_problem`` rows is split into seeded random parts of at most that size (near
-duplicates kept together): SI is then the unique information of a row among the rows of its part, which the
-manifest records.
+Which head (``head``): ``"auto"`` (default) uses the wide ReLU head while a problem has at most
+``max_problem`` rows (its n×n algebra costs O(n³)) and a **linear head** above (``core.scores.si_linear``: the
+NTK kron(Φ̃Φ̃ᵀ, I) has rank d+1, so leave-one-out is exact at any n in (d+1)×(d+1) algebra, linear in n). The
+manifest says which head each problem used. ``"relu"`` forces the ReLU head: a problem larger than
+``max_problem`` rows is then split into seeded random parts of at most that size (near duplicates kept
+together), and SI is the unique information of a row among the rows of its part. ``"linear"`` forces the
+linear head everywhere.
 
 Each problem: features standardised over the problem's rows and held-out rows (fixed preprocessing), the
 head's NTK θ (``relu_ntk``), λ = ``lam`` (the kernel's diagonal is ≈ 1 after standardisation), ηt chosen by
@@ -61,6 +65,7 @@ HEAD_DEFAULTS: dict[str, Any] = {
     "sigma": 0.01,
     "max_val": 300,
     "max_problem": 5000,
+    "head": "auto",
     "crossfit_seed": None,
     "repeats": "auto",
     "target_reproducibility": 0.9,
@@ -81,6 +86,7 @@ class HeadProblem:
     xv: np.ndarray
     source: str
     repeat: int = 0
+    head: str = "relu"
     info: dict[str, Any] = field(default_factory=dict)
 
 
@@ -142,9 +148,26 @@ def split_problem(rows: np.ndarray, groups: np.ndarray, max_rows: int, seed: int
     return [np.sort(rows[lab == p]) for p in range(n_parts)]
 
 
+def head_parts(rows: np.ndarray, groups: np.ndarray, prm: dict[str, Any], seed: int) -> tuple[str, list[np.ndarray]]:
+    """The head for a problem of ``rows`` and the parts it is solved in.
+
+    ``head = "relu"``: the wide ReLU head (n×n algebra), split into parts of at most ``max_problem`` rows;
+    ``"linear"``: the linear head (``core.scores.si_linear``, exact at any n), never split; ``"auto"``: the
+    ReLU head while the problem fits ``max_problem`` rows, the linear head above (no split, no approximation).
+    """
+    head = str(prm.get("head", "auto"))
+    if head == "auto":
+        head = "relu" if len(rows) <= int(prm["max_problem"]) else "linear"
+    if head == "linear":
+        return head, [rows]
+    return head, split_problem(rows, groups, int(prm["max_problem"]), seed)
+
+
 def solve_problem(prob: HeadProblem, labels: np.ndarray, n_classes: int, *, lam: float, t: Any,
                   sigma: float, sets: dict[str, np.ndarray] | None = None) -> dict[str, Any]:
     """SI of every row of one problem (nats) and the problem's parameters."""
+    if prob.head == "linear":
+        return _solve_linear(prob, labels, n_classes, lam=lam, t=t, sigma=sigma, sets=sets)
     kern, kern_val = head_kernels(prob.x, prob.xv)
     if not len(prob.xv):
         kern_val = None
@@ -166,6 +189,23 @@ def solve_problem(prob: HeadProblem, labels: np.ndarray, n_classes: int, *, lam:
         set_info = {nm: (w / (2 * sigma**2), f / (2 * sigma**2)) for nm, (w, f) in zip(names, vals, strict=True)}
     return {"sets": set_info, "si_weights": out.dw2 / (2 * sigma**2), "si_function": out.df2 / (2 * sigma**2),
             "eta_t": eta_t, "path": path, "loo_resid": out.loo_resid,
+            "val_acc": float((out.val_pred.argmax(1) == labels[prob.val_rows]).mean())
+            if out.val_pred is not None and len(prob.val_rows) else None}
+
+
+def _solve_linear(prob: HeadProblem, labels: np.ndarray, n_classes: int, *, lam: float, t: Any, sigma: float,
+                  sets: dict[str, np.ndarray] | None = None) -> dict[str, Any]:
+    from core.scores.si_linear import solve_linear_problem
+
+    y = torch.nn.functional.one_hot(torch.as_tensor(labels[prob.rows]), n_classes).double()
+    yv = (torch.nn.functional.one_hot(torch.as_tensor(labels[prob.val_rows]), n_classes).double()
+          if len(prob.val_rows) else None)
+    names = list(sets or {})
+    res = solve_linear_problem(prob.x, prob.xv, y, yv, lam=lam, t=t, sets=[sets[nm] for nm in names] if sets else None)
+    out = res["loo"]
+    set_info = {nm: (w / (2 * sigma**2), f / (2 * sigma**2)) for nm, (w, f) in zip(names, res["sets"], strict=True)}
+    return {"sets": set_info, "si_weights": out.dw2 / (2 * sigma**2), "si_function": out.df2 / (2 * sigma**2),
+            "eta_t": res["eta_t"], "path": res["path"], "loo_resid": out.loo_resid,
             "val_acc": float((out.val_pred.argmax(1) == labels[prob.val_rows]).mean())
             if out.val_pred is not None and len(prob.val_rows) else None}
 
@@ -261,10 +301,10 @@ def iter_problems(ctx: ScoreContext, prm: dict[str, Any], meta: dict[str, Any],
                     round(float((pred == ctx.data.labels[rows_f]).mean()), 4))
                 xf = _embed_with(ctx, net, rows_f)
                 xv = _embed_with(ctx, net, val)
-                for part in split_problem(np.arange(len(rows_f)), groups[rows_f], int(prm["max_problem"]),
-                                          seed_r + f):
+                head, parts = head_parts(np.arange(len(rows_f)), groups[rows_f], prm, seed_r + f)
+                for part in parts:
                     problems.append(HeadProblem(rows_f[part], xf[part], val, xv, source=f"repeat {rep} fold {f}",
-                                                repeat=rep))
+                                                repeat=rep, head=head))
             yield problems
         return
     from core.models.training import clone_at
@@ -283,8 +323,9 @@ def iter_problems(ctx: ScoreContext, prm: dict[str, Any], meta: dict[str, Any],
             model = ctx.model
         x_all = _embed_with(ctx, model, tr)
         xv = _embed_with(ctx, model, val)
-    yield [HeadProblem(tr[part], x_all[part], val, xv, source=f"part {j}")
-           for j, part in enumerate(split_problem(np.arange(len(tr)), groups[tr], int(prm["max_problem"]), seed))]
+    head, parts = head_parts(np.arange(len(tr)), groups[tr], prm, seed)
+    yield [HeadProblem(tr[part], x_all[part], val, xv, source=f"part {j}", head=head)
+           for j, part in enumerate(parts)]
 
 
 def reproducibility(per_repeat: np.ndarray) -> float | None:
@@ -372,8 +413,27 @@ def check_params(params: dict[str, Any]) -> dict[str, Any]:
         if not t > 0:
             raise ScoreError(f"t must be 'auto', 'inf' or > 0, got {t}")
     prm["t"] = t
+    if prm["head"] not in ("auto", "relu", "linear"):
+        raise ScoreError(f"SI head must be 'auto', 'relu' or 'linear', got {prm['head']!r}")
     _repeat_plan(prm)
     return prm
+
+
+def _uses(runs: list[dict[str, Any]], head: str) -> bool:
+    return any(r["head"] == head for r in runs)
+
+
+def _heads_text(runs: list[dict[str, Any]]) -> str:
+    return "+".join(h for h in ("relu", "linear") if _uses(runs, h))
+
+
+def _kernel_text(runs: list[dict[str, Any]]) -> str:
+    parts = []
+    if _uses(runs, "relu"):
+        parts.append("NTK of an infinitely wide two-layer ReLU head (exact, no projection)")
+    if _uses(runs, "linear"):
+        parts.append("linear head, NTK kron(Φ̃Φ̃ᵀ, I) (exact, (d+1)×(d+1) algebra; problems above max_problem rows)")
+    return "; ".join(parts)
 
 
 def head_adapter(ctx: ScoreContext, params: dict[str, Any]) -> ScoreResult:
@@ -409,11 +469,11 @@ def head_adapter(ctx: ScoreContext, params: dict[str, Any]) -> ScoreResult:
             sums["si_function"][prob.rows] += out["si_function"]
             count[prob.rows] += 1
             runs.append({"source": prob.source, "n": int(len(prob.rows)), "eta_t": out["eta_t"],
-                         "head_val_acc": out["val_acc"]})
+                         "head": prob.head, "head_val_acc": out["val_acc"]})
             arrays.update({f"p{j}_rows": prob.rows, f"p{j}_x": prob.x.astype(np.float32),
                            f"p{j}_val_rows": prob.val_rows, f"p{j}_xv": prob.xv.astype(np.float32),
                            f"p{j}_eta_t": np.array(np.nan if out["eta_t"] is None else out["eta_t"]),
-                           f"p{j}_repeat": np.array(prob.repeat)})
+                           f"p{j}_repeat": np.array(prob.repeat), f"p{j}_head": np.array(prob.head)})
             j += 1
         with np.errstate(invalid="ignore", divide="ignore"):
             for c in per_rep:
@@ -450,8 +510,9 @@ def head_adapter(ctx: ScoreContext, params: dict[str, Any]) -> ScoreResult:
         basis = f"{meta['features']} features: no randomness in the features or the head"
     effective = {"method": "head", "features": meta["features"], "lam": lam, "t": t, "sigma": sigma,
                  "sigma_unit": "one-hot output units (σ of the Gaussian smoothing of weights and outputs)",
-                 "unit": "nats", "kernel": "NTK of an infinitely wide two-layer ReLU head (exact, no projection)",
-                 "linearize_at": "w₀ of the head (random init; exact in the wide limit)",
+                 "unit": "nats", "head": _heads_text(runs), "kernel": _kernel_text(runs),
+                 "linearize_at": "w₀ of the head (random init; exact in the wide limit)" if _uses(runs, "relu")
+                 else "w₀ = 0 of the linear head (a linear head is its own linearization: exact)",
                  "loss": "MSE to one-hot targets, f₀ = 0", "projection": None,
                  "folds": meta.get("folds"), "crossfit_seed": prm.get("crossfit_seed"), "repeats": n_reps,
                  "repeats_requested": prm["repeats"],
