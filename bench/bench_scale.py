@@ -51,9 +51,10 @@ def make_parquet(n: int, path: Path, seed: int = 0) -> None:
     x, y = _mnist5k_arrays()
     photos = [np.asarray(getattr(skimage.data, name)(), dtype=np.uint8)[..., :3] for name in PHOTOS]
     rng = np.random.default_rng(seed)
+    order = np.random.default_rng(seed + 1).permutation(len(x))  # every prefix has every class
     blobs, labels = [], []
     for i in range(n):
-        d = i % len(x)
+        d = order[i % len(x)]
         digit = np.zeros((32, 32), np.float32)
         dy, dx = rng.integers(-2, 3, 2)
         digit[2 + dy:30 + dy, 2 + dx:30 + dx] = x[d, 0]

@@ -28,8 +28,11 @@ both flipped labels and the network's own errors; ``reverse_eps`` separates copi
 
 ``adversarial_evidence`` runs all three and returns one column per measurement (the pipeline's flags step
 stores them in ``samples.parquet``; ``core.flags`` reads them). The model-based measurements are computed only
-for rows where the network's prediction differs from the given label (NaN elsewhere), so their cost is
-proportional to the number of disagreements, not to n.
+for rows the adversarial flag may judge (``judge``: the pipeline passes the held-out rows, or every row with
+``--flag-train-adversarial``) where the network's prediction differs from the given label, NaN elsewhere (a
+finite ``noise_flip`` marks a measured row); at most ``max_model_rows`` of them, those whose pixel neighbours
+side most with the label first (the flag needs that too). Their cost is proportional to the rows judged, not to
+n; network passes use ``core.device.rows_per_batch`` rows, so a 224×224 backbone does not need gigabytes.
 """
 
 from __future__ import annotations
@@ -41,7 +44,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from core.attacks import EvalFrozen
-from core.device import resolve_device
+from core.device import resolve_device, rows_per_batch
 
 DEFAULT_STEP = 0.02
 DEFAULT_STEPS = 10
@@ -53,7 +56,7 @@ _Frozen = EvalFrozen  # eval mode, parameters frozen, both restored on exit (sha
 
 
 def reverse_eps(model: nn.Module, x: np.ndarray, target: np.ndarray, *, step: float = DEFAULT_STEP,
-                steps: int = DEFAULT_STEPS, device: str | torch.device = "cpu", batch: int = 256) -> np.ndarray:
+                steps: int = DEFAULT_STEPS, device: str | torch.device = "cpu", batch: int | None = None) -> np.ndarray:
     """Smallest L∞ budget t·``step`` (t = 0..``steps``) at which t signed-gradient steps towards ``target``
     make the network predict ``target``: x₀ = x, x_{t+1} = clip₍₀,₁₎(x_t − step·sign ∇ₓ CE(f(x_t), target)).
 
@@ -64,6 +67,7 @@ def reverse_eps(model: nn.Module, x: np.ndarray, target: np.ndarray, *, step: fl
     out = np.full(len(x), np.nan)
     if len(x) == 0:
         return out
+    batch = batch or rows_per_batch(tuple(x.shape[1:]))
     model.to(dev)
     with _Frozen(model), torch.enable_grad():
         for s in range(0, len(x), batch):
@@ -87,13 +91,14 @@ def reverse_eps(model: nn.Module, x: np.ndarray, target: np.ndarray, *, step: fl
 @torch.no_grad()
 def noise_response(model: nn.Module, x: np.ndarray, pred: np.ndarray, label: np.ndarray, *,
                    sigma: float = DEFAULT_SIGMA, draws: int = DEFAULT_DRAWS, seed: int = 0,
-                   device: str | torch.device = "cpu", batch: int = 256) -> tuple[np.ndarray, np.ndarray]:
+                   device: str | torch.device = "cpu", batch: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(noise_flip, noise_to_label): over ``draws`` seeded copies x + U(−σ, σ) clipped to [0, 1], the share
     predicted differently from ``pred`` and the share predicted as ``label``. float64 (n,) each."""
     dev = resolve_device(device)
     flip, to_label = np.zeros(len(x)), np.zeros(len(x))
     if len(x) == 0 or draws < 1:
         return flip * np.nan, to_label * np.nan
+    batch = batch or rows_per_batch(tuple(x.shape[1:]))
     model.to(dev)
     gen = torch.Generator().manual_seed(int(seed))
     with _Frozen(model):
@@ -148,15 +153,26 @@ def pixel_neighbour_shares(images: np.ndarray, labels: np.ndarray, pred: np.ndar
 def adversarial_evidence(model: nn.Module | None, images: np.ndarray, labels: np.ndarray, pred: np.ndarray, *,
                          k: int = 10, step: float = DEFAULT_STEP, steps: int = DEFAULT_STEPS,
                          sigma: float = DEFAULT_SIGMA, draws: int = DEFAULT_DRAWS, seed: int = 0,
-                         device: str | torch.device = "cpu") -> pd.DataFrame:
-    """All measurements for every row: ``reverse_eps``, ``noise_flip``, ``noise_to_label`` (rows where
-    ``pred ≠ labels``; NaN elsewhere, and everywhere when there is no network, e.g. ``--pred-probs``),
-    ``px_label_share`` and ``px_pred_share`` (every row)."""
+                         device: str | torch.device = "cpu", judge: np.ndarray | None = None,
+                         max_model_rows: int | None = None) -> pd.DataFrame:
+    """All measurements for every row: ``reverse_eps``, ``noise_flip``, ``noise_to_label`` (rows in ``judge``,
+    default every row, where ``pred ≠ labels``, at most ``max_model_rows`` of them; NaN elsewhere, and
+    everywhere when there is no network, e.g. ``--pred-probs``), ``px_label_share`` and ``px_pred_share``
+    (every row)."""
     labels = np.asarray(labels, dtype=np.int64)
     pred = np.asarray(pred, dtype=np.int64)
     n = len(labels)
+    if judge is not None and len(judge) != n:
+        raise ValueError(f"judge has {len(judge)} rows, the table {n}")
     rev, flip, to_label = np.full(n, np.nan), np.full(n, np.nan), np.full(n, np.nan)
-    dis = np.flatnonzero(pred != labels)
+    px_label, px_pred = pixel_neighbour_shares(images, labels, pred, k=k)
+    mask = pred != labels
+    if judge is not None:
+        mask &= np.asarray(judge, dtype=bool)
+    dis = np.flatnonzero(mask)
+    if max_model_rows is not None and len(dis) > max_model_rows:  # the pixel side of the flag first
+        order = np.lexsort((dis, px_pred[dis], -px_label[dis]))
+        dis = np.sort(dis[order[:max(int(max_model_rows), 0)]])
     if len(dis) and model is not None:
         from core.data.image_store import take_rows
 
@@ -164,6 +180,5 @@ def adversarial_evidence(model: nn.Module | None, images: np.ndarray, labels: np
         rev[dis] = reverse_eps(model, x_dis, labels[dis], step=step, steps=steps, device=device)
         flip[dis], to_label[dis] = noise_response(model, x_dis, pred[dis], labels[dis], sigma=sigma,
                                                   draws=draws, seed=seed, device=device)
-    px_label, px_pred = pixel_neighbour_shares(images, labels, pred, k=k)
     return pd.DataFrame({"reverse_eps": rev, "noise_flip": flip, "noise_to_label": to_label,
                          "px_label_share": px_label, "px_pred_share": px_pred})

@@ -149,7 +149,7 @@ def score(
     flag_train_adversarial: Annotated[bool, typer.Option("--flag-train-adversarial", help="Also judge training rows for the adversarial flag (default: held-out rows only).")] = False,
     holdout: Annotated[float | None, typer.Option(help="Fraction held out as the test split (stratified).")] = None,
     scores: Annotated[str | None, typer.Option(help="Comma-separated scores, or 'all'. Known: loss, margin, el2n, forgetting, confidence, variability, uniqueness, si_weights, si_function, cg_score, prediction_depth.")] = None,
-    cg_features: Annotated[str | None, typer.Option(help="CG score features: pixels (the paper's setting) or embeddings.")] = None,
+    cg_features: Annotated[str | None, typer.Option(help="CG score features: auto (pixels up to 3×64×64 values per image, else embeddings), pixels (the paper's setting) or embeddings.")] = None,
     depth_models: Annotated[int | None, typer.Option(help="Networks averaged for prediction depth.")] = None,
     si_method: Annotated[str | None, typer.Option(help="SI method: head (default: a wide ReLU head on features that did not see the row, exact, finite t) or network (the whole network linearized, projected: an approximation).")] = None,
     si_features: Annotated[str | None, typer.Option(help="Features of the head SI: auto (pretrained with --weights, else crossfit), crossfit, pretrained or trained.")] = None,

@@ -66,6 +66,7 @@ evaluated on other seeds, attacks, ε, class-pair noise and clean data (``bench/
 
 from __future__ import annotations
 
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -225,6 +226,17 @@ class _Signals:
     def disagrees(self) -> np.ndarray:
         return np.zeros(self.n, bool) if self.pred is None else self.pred != self.label
 
+    @cached_property
+    def adv_measured(self) -> np.ndarray:
+        """Rows whose model-based adversarial measurements were taken: a finite ``noise_flip`` or
+        ``reverse_eps`` (``core.adversarial_evidence`` measures only the rows the flag may judge); without a
+        ``noise_flip`` column, every disagreeing row (tables written before the measurements were limited)."""
+        if self.reverse is None:
+            return np.zeros(self.n, bool)
+        if self.noise_flip is None:
+            return self.disagrees.copy()
+        return np.isfinite(self.noise_flip) | np.isfinite(self.reverse)
+
     @property
     def has_adversarial_evidence(self) -> bool:
         return self.pred is not None and self.px_label is not None and self.reverse is not None
@@ -264,7 +276,7 @@ class _Signals:
         if self.reverse is not None:
             scale = float(self.th["reverse_scale"])
             r = np.where(np.isnan(self.reverse), 0.0, np.clip(1.0 - self.reverse / scale, 0.0, 1.0))
-            parts["reverse"] = np.where(self.disagrees, r, np.nan)
+            parts["reverse"] = np.where(self.disagrees & self.adv_measured, r, np.nan)
         return parts
 
     def fallback_adversarial_parts(self) -> dict[str, np.ndarray]:
@@ -351,7 +363,7 @@ def _adversarial_votes(s: _Signals, flag_train: bool) -> dict[str, np.ndarray]:
         "model disagrees": s.disagrees,
         "pixel neighbours keep the label": (np.nan_to_num(s.px_label, nan=0.0) >= th["pixel_keep_share"])
         & (np.nan_to_num(s.px_pred, nan=1.0) <= th["pixel_pred_max"] if s.px_pred is not None else True),
-        "a small step restores the label": np.nan_to_num(s.reverse, nan=np.inf) <= th["reverse_max"],
+        "a small step restores the label": s.adv_measured & (np.nan_to_num(s.reverse, nan=np.inf) <= th["reverse_max"]),
     }
 
 
@@ -399,7 +411,7 @@ def _evidence_bits(i: int, s: _Signals, name: _Names) -> list[str]:
         bits.append(f"{int(s.nbr['top_n'][i])}/{int(s.nbr['k'][i])} feature neighbours are '{name(s.nbr['top'][i])}'")
     if s.px_label is not None and not np.isnan(s.px_label[i]):
         bits.append(f"{s.px_label[i]:.0%} of pixel neighbours are '{lab}'")
-    if s.reverse is not None and s.disagrees[i]:
+    if s.reverse is not None and s.disagrees[i] and s.adv_measured[i]:
         r = s.reverse[i]
         bits.append("no small step restores the label" if np.isnan(r) else f"a step of ε={r:.2g} restores '{lab}'")
     if s.cg is not None and not np.isnan(s.cg[i]):

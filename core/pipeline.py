@@ -48,6 +48,9 @@ from core.store import RunWriter
 from core.store.layout import DUPLICATES, default_runs_dir
 
 DEMO_SOURCES = ("mnist=mnist5k", "digits=digits")
+# held-out rows the network gets wrong that get the network-based adversarial measurements (reverse steps,
+# noise draws: ~40 network passes each); beyond it, those whose pixel neighbours side most with the label
+MAX_EVIDENCE_ROWS = 5000
 
 
 @dataclass
@@ -629,8 +632,9 @@ def _score_into(writer: RunWriter, ledger: StageLedger, cfg: RunConfig, data: Sa
         from core.adversarial_evidence import adversarial_evidence
         from core.flags import compute_flags
 
+        judge = None if cfg.flag_train_adversarial else table["split"].to_numpy().astype(str) != "train"
         evidence = adversarial_evidence(model, data.images, data.labels, table["pred"].to_numpy(), k=cfg.knn_k,
-                                        seed=cfg.seed, device=dev)
+                                        seed=cfg.seed, device=dev, judge=judge, max_model_rows=MAX_EVIDENCE_ROWS)
         t = table.copy()
         for c in evidence.columns:
             t[c] = evidence[c].values
@@ -680,7 +684,10 @@ def _score_into(writer: RunWriter, ledger: StageLedger, cfg: RunConfig, data: Sa
         "flags": {"n_mislabeled": int(table["flag_mislabeled"].sum()),
                   "n_adversarial": int(table["flag_adversarial"].sum()),
                   "thresholds": cfg.flag_thresholds, "withheld": not quality["trust_flags"],
-                  "train_rows_adversarial": cfg.flag_train_adversarial},
+                  "train_rows_adversarial": cfg.flag_train_adversarial,
+                  "adversarial_measured_rows": int(np.isfinite(table["noise_flip"]).sum())
+                  if "noise_flip" in table.columns else 0,
+                  "adversarial_measured_cap": MAX_EVIDENCE_ROWS},
         "user_outputs": None if user is None else {
             "features": cfg.features, "pred_probs": cfg.pred_probs, "not_computed": user["unavailable"],
             "outputs_from": "--pred-probs" if cfg.pred_probs else "linear head trained on --features"},

@@ -120,3 +120,62 @@ def test_adversarial_evidence_only_measures_disagreements():
     assert ev["reverse_eps"].isna().tolist() == [True, False, True, True]
     assert ev.loc[1, "reverse_eps"] == pytest.approx(0.10)
     assert ev["px_label_share"].notna().all()
+
+
+def test_only_judged_rows_get_network_measurements_and_the_cap_keeps_the_pixel_side_first():
+    """judge = the rows the flag may judge (held-out); max_model_rows keeps those whose pixel neighbours side
+    most with the label (what the flag needs as well); everything else stays NaN (not measured)."""
+    net = _identity_net()
+    x = np.concatenate([_img(0.31, 0.5), _img(0.30, 0.52), _img(0.32, 0.51), _img(0.9, 0.1), _img(0.85, 0.2)])
+    labels = np.array([0, 0, 0, 0, 0])
+    pred = np.array([1, 1, 1, 0, 0])  # rows 0–2 disagree
+    judge = np.array([True, False, True, True, True])
+    ev = adversarial_evidence(net, x, labels, pred, k=2, judge=judge)
+    assert ev["noise_flip"].notna().tolist() == [True, False, True, False, False]
+    full = adversarial_evidence(net, x, labels, pred, k=2)
+    assert ev.loc[0, "reverse_eps"] == full.loc[0, "reverse_eps"]  # same measurement where taken
+    capped = adversarial_evidence(net, x, labels, pred, k=2, max_model_rows=1)
+    measured = np.flatnonzero(capped["noise_flip"].notna())
+    assert len(measured) == 1
+    px = full["px_label_share"].to_numpy()[:3] - 1e-9 * full["px_pred_share"].to_numpy()[:3]
+    assert measured[0] == int(np.argmax(px))
+    with pytest.raises(ValueError, match="judge"):
+        adversarial_evidence(net, x, labels, pred, judge=np.ones(2, bool))
+
+
+def test_batches_shrink_with_the_image_not_the_dataset():
+    from core.device import rows_per_batch
+
+    assert rows_per_batch((1, 28, 28)) == 256
+    assert rows_per_batch((3, 224, 224)) == (1 << 22) // (3 * 224 * 224)
+    assert rows_per_batch((3, 4096, 4096)) == 1
+    # the measurement does not depend on the batch size
+    net = _identity_net()
+    rng = np.random.default_rng(0)
+    x = rng.uniform(size=(40, 1, 1, 2)).astype(np.float32)
+    t = np.zeros(40, dtype=np.int64)
+    np.testing.assert_array_equal(reverse_eps(net, x, t, batch=3), reverse_eps(net, x, t))
+
+
+def test_unmeasured_rows_get_no_reverse_step_reason_or_flag():
+    """A disagreeing row without network measurements is not 'no small step restores the label'."""
+    import pandas as pd
+
+    from core.flags import compute_flags
+
+    table = pd.DataFrame({"label": [0, 0, 1, 1, 0, 1], "pred": [1, 1, 1, 1, 0, 0],
+                          "pred_prob": [0.9] * 6, "loss": [3.0, 3.0, 0.1, 0.1, 0.1, 3.0],
+                          "split": ["test", "train", "train", "test", "train", "train"],
+                          "reverse_eps": [0.02, np.nan, np.nan, np.nan, np.nan, np.nan],
+                          "noise_flip": [0.0, np.nan, np.nan, np.nan, np.nan, np.nan],
+                          "px_label_share": [1.0, 0.0, 1.0, 1.0, 1.0, 0.0],
+                          "px_pred_share": [0.0, 1.0, 0.0, 0.0, 0.0, 1.0]})
+    out = compute_flags(table, None, thresholds={"min_votes": 1}, flag_train_adversarial=True)
+    assert out["flag_adversarial"].tolist() == [True, False, False, False, False, False]
+    assert out["flag_mislabeled"].tolist() == [False, True, False, False, False, True]
+    assert "a step of ε=0.02 restores" in out.loc[0, "flag_reason"]
+    assert all("no small step" not in r and "restores" not in r for r in out.loc[[1, 5], "flag_reason"])
+    measured = table.assign(reverse_eps=[0.02, np.nan, np.nan, np.nan, np.nan, np.nan],
+                            noise_flip=[0.0, 0.0, np.nan, np.nan, np.nan, np.nan])
+    again = compute_flags(measured, None, thresholds={"min_votes": 1}, flag_train_adversarial=True)
+    assert "no small step restores" in again.loc[1, "flag_reason"]  # measured and not restored: said

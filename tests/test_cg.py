@@ -156,6 +156,24 @@ def test_adapter_echoes_params_and_uses_embeddings(slice3):
     np.testing.assert_allclose(adapter(ctx).columns["cg_score"], cg_score(emb, y, negatives="all", device="cpu"))
 
 
+def test_auto_features_are_pixels_for_small_images_and_embeddings_for_large_ones(slice3):
+    from types import SimpleNamespace
+
+    from core.scores.cg import MAX_PIXEL_VALUES, adapter
+
+    x, y = slice3
+    emb = np.random.default_rng(0).normal(size=(len(y), 16))
+    big = np.zeros((len(y), 3, 80, 80), np.float32)  # 19,200 values > 12,288: never read as pixels
+    assert big[0].size > MAX_PIXEL_VALUES >= x[0].size
+    ctx = SimpleNamespace(data=SimpleNamespace(images=big, labels=y), embeddings=emb, device="cpu", seed=3,
+                          params={"repeats": 1}, progress=lambda *a, **k: None)
+    res = adapter(ctx)
+    assert res.params["features"] == "embeddings"
+    np.testing.assert_allclose(res.columns["cg_score"], cg_score(emb, y, repeats=1, seed=3, device="cpu"))
+    ctx.data = SimpleNamespace(images=x, labels=y)
+    assert adapter(ctx).params["features"] == "pixels"
+
+
 def test_adapter_default_scores_classes_up_to_5000_rows_unchunked():
     from core.scores.cg import DEFAULT_PARAMS, _problems
 

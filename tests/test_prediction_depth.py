@@ -119,3 +119,62 @@ def test_too_few_training_rows_is_a_clear_error(mnist_small):
     x, y = mnist_small
     with pytest.raises(ScoreError):
         prediction_depth(_torch_model(0, MLP, in_features=784), x[:10], y[:10], k=30, device="cpu")
+
+
+def _pooled_brute_depth(model, x_tr, y_tr, x_q, k, max_dim):
+    """Brute force with the documented pooling: stage outputs (C, H, W) with C·H·W > max_dim average-pooled to
+    the largest s × s grid with C·s² ≤ max_dim; numpy distances, nearest k (self removed), majority vote."""
+    import math
+
+    import torch.nn.functional as F
+
+    x = torch.as_tensor(np.concatenate([x_tr, x_q]))
+    reps = []
+    with torch.no_grad():
+        h = x
+        outs = [h]
+        for st in model.stages:
+            h = st(h)
+            outs.append(h)
+    for o in outs:
+        if o.dim() == 4 and o[0].numel() > max_dim:
+            side = max(1, math.isqrt(max(max_dim // o.shape[1], 1)))
+            o = F.adaptive_avg_pool2d(o, (min(o.shape[2], side), min(o.shape[3], side)))
+        reps.append(o.reshape(len(o), -1).double().numpy())
+    final = reps[-1].argmax(1)
+    n = len(x_tr)
+    agree = []
+    for rep in reps:
+        d = ((rep[:, None, :] - rep[None, :n, :]) ** 2).sum(-1)
+        d[np.arange(n), np.arange(n)] = np.inf
+        nn_idx = np.argsort(d, axis=1, kind="stable")[:, :k]
+        votes = []
+        for row in y_tr[nn_idx]:
+            counts = np.bincount(row, minlength=10)
+            tied = np.flatnonzero(counts == counts.max())
+            votes.append(next(lab for lab in row if lab in tied))
+        agree.append(np.array(votes) == final)
+    return depth_from_agreement(np.stack(agree)), [r.shape[1] for r in reps]
+
+
+def test_large_probes_are_pooled_as_documented_and_streamed_from_a_store(mnist_small):
+    """A cap of 100 values per row pools the input (784 → 100) and the first conv maps (1568 → 72); the depth
+    equals the brute force on the pooled representations, the adapter's record says which probes were pooled,
+    and reading the rows from an image store in small batches gives the same depths as an array."""
+    from core.data.image_store import ImageStore
+
+    x, y = mnist_small
+    x_tr, y_tr, x_q = x[:120], y[:120], x[120:160]
+    model = _torch_model(2, SmallCNN)
+    res = prediction_depth(model, x_tr, y_tr, x_q, k=5, device="cpu", max_dim=100)
+    want, dims = _pooled_brute_depth(model, x_tr, y_tr, x_q, 5, 100)
+    np.testing.assert_array_equal(np.concatenate([res.train, res.query]), want)
+    assert res.pooled["input"] == [784, 100] and res.pooled["stage1"] == [1568, dims[1]] and dims[1] == 72
+    assert "logits" not in res.pooled
+    store = ImageStore.from_array(x[:160])
+    streamed = prediction_depth(model, store.take(np.arange(120)), y_tr, store.take(np.arange(120, 160)), k=5,
+                                device="cpu", max_dim=100, batch=7)
+    np.testing.assert_array_equal(streamed.train, res.train)
+    np.testing.assert_array_equal(streamed.query, res.query)
+    unpooled = prediction_depth(model, x_tr, y_tr, x_q, k=5, device="cpu")
+    assert unpooled.pooled == {} and unpooled.max_dim == 4096

@@ -460,11 +460,13 @@ def cg_score(
 
 # ------------------------------------------------------------------------------------------- adapter
 
+MAX_PIXEL_VALUES = 3 * 64 * 64  # "auto" features: pixels up to this many values per image, embeddings above
+
 DEFAULT_PARAMS: dict[str, Any] = {
     "negatives": "balanced",
     "ratio": 1.0,
     "repeats": 5,
-    "features": "pixels",
+    "features": "auto",
     "max_class_size": 5000,
     "dataset_level": True,
     "dataset_max_rows": 4096,
@@ -475,7 +477,10 @@ def adapter(ctx) -> Any:
     """Pipeline adapter: ``cg_score`` over all rows (train and test) with their given labels.
 
     ``features="pixels"`` (the paper's setting) uses the images, ``"embeddings"`` the network's penultimate
-    features. The adapter bounds the problem size with ``max_class_size=5000`` by default (classes above it are
+    features (the CG paper's kernel applies to any input representation); ``"auto"`` (default) uses pixels
+    while an image has at most ``MAX_PIXEL_VALUES`` values (3·64·64: MNIST, CIFAR and the small demo images) and
+    the embeddings above (a 224×224 photo's 150,528 pixel values would make every class problem gigabytes, and
+    pixel-space angles between photos say little); the manifest records which. The adapter bounds the problem size with ``max_class_size=5000`` by default (classes above it are
     scored in chunks, see ``bench/results/cg_chunk.md``); set it to ``None`` in the config to score whole classes.
     With ``dataset_level`` (default) it also records the dataset's, each class's and each source's data
     complexity and bound in ``info``, on a seeded subsample of ``dataset_max_rows`` (4096) rows when the run is
@@ -485,12 +490,15 @@ def adapter(ctx) -> Any:
     from core.scores.registry import ScoreResult
 
     params = {**DEFAULT_PARAMS, **(ctx.params or {})}
+    if params["features"] == "auto":
+        values = int(np.prod(ctx.data.images.shape[1:]))
+        params["features"] = "pixels" if values <= MAX_PIXEL_VALUES or ctx.embeddings is None else "embeddings"
     if params["features"] == "pixels":
         feats = ctx.data.images
     elif params["features"] == "embeddings":
         feats = ctx.embeddings
     else:
-        raise ValueError(f"cg features must be 'pixels' or 'embeddings', got {params['features']!r}")
+        raise ValueError(f"cg features must be 'auto', 'pixels' or 'embeddings', got {params['features']!r}")
     ctx.progress("cg_score: NTK Gram and one-vs-rest gaps", None)
     res = cg_score_details(
         feats, ctx.data.labels, negatives=params["negatives"], ratio=params["ratio"], repeats=params["repeats"],
