@@ -114,13 +114,14 @@ def noise_response(model: nn.Module, x: np.ndarray, pred: np.ndarray, label: np.
     return flip / draws, to_label / draws
 
 
-def pixel_vectors(images: np.ndarray, max_side: int = 14, batch: int = 4096) -> np.ndarray:
+def pixel_vectors(images: np.ndarray, max_side: int = 14, batch: int | None = None) -> np.ndarray:
     """Images (n, C, H, W) → float32 (n, C·h·w): average-pooled to at most ``max_side`` per side, each vector
     mean-centred and scaled to unit L2 norm (constant images map to 0). Pooled ``batch`` rows at a time."""
     if not hasattr(images, "shape"):  # a list; arrays and image stores are read a batch at a time
         images = np.asarray(images)
     if images.ndim == 3:
         images = images[:, None]
+    batch = batch or rows_per_batch(tuple(images.shape[1:]), cap=4096, budget_values=1 << 24)
     out = []
     for s in range(0, len(images), batch):
         x = torch.as_tensor(np.asarray(images[s:s + batch]), dtype=torch.float32)

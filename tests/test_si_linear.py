@@ -15,6 +15,7 @@ from core.scores.si_linear import (
     retrain_without,
     solve_linear_problem,
     solve_weights,
+    time_grid,
 )
 
 
@@ -122,7 +123,11 @@ def test_problem_solver_and_bad_input():
     y = torch.nn.functional.one_hot(torch.as_tensor(rng.integers(0, 2, 20)), 2).double()
     yv = torch.nn.functional.one_hot(torch.as_tensor(rng.integers(0, 2, 6)), 2).double()
     res = solve_linear_problem(x, xv, y, yv, lam=1e-3, t="auto", sets=[np.arange(5)])
-    assert res["eta_t"] in np.logspace(-1, 5, 25)
+    phi = linear_design(x, xv)[0]
+    a = np.linalg.eigvalsh((phi.T @ phi).numpy()) + 1e-3
+    grid = time_grid(a)
+    assert res["eta_t"] in grid and grid[0] == pytest.approx(0.1 / a.max()) and grid[-1] == pytest.approx(100 / a.min())
+    assert [p for p, _ in res["path"]] == pytest.approx(list(grid))
     assert np.all(np.isfinite(res["loo"].dw2)) and len(res["sets"]) == 1
     with pytest.raises(ScoreError, match="λ"):
         linear_head_loo(*linear_design(x, xv)[:1], None, y, lam=0.0, eta_t=None)

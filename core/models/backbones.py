@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from core.device import resolve_device
+from core.device import resolve_device, rows_per_batch
 from core.errors import InfoscopeError
 from core.models.nets import StagedNet
 
@@ -255,8 +255,9 @@ def load_backbone_weights(model: Backbone, state: dict[str, torch.Tensor], path:
 
 
 @torch.no_grad()
+@torch.no_grad()
 def backbone_features(model: StagedNet, images_or_loader: np.ndarray | torch.Tensor | Iterable, device: Any = "cpu",
-                      batch_size: int = 256) -> np.ndarray:
+                      batch_size: int | None = None) -> np.ndarray:
     """Penultimate features ``model.embed(x)`` of every image, computed once in eval mode: float32 (n, d).
 
     ``images_or_loader`` is an array/tensor/:class:`~core.data.image_store.ImageStore` (n, C, H, W) in [0, 1]
@@ -268,6 +269,7 @@ def backbone_features(model: StagedNet, images_or_loader: np.ndarray | torch.Ten
     model.to(dev).eval()
     if isinstance(images_or_loader, np.ndarray | torch.Tensor) or hasattr(images_or_loader, "shape"):
         x = images_or_loader
+        batch_size = batch_size or rows_per_batch(tuple(x.shape[1:]))
         batches: Iterable = (x[i:i + batch_size] for i in range(0, len(x), batch_size))
     else:
         batches = images_or_loader

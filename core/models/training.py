@@ -91,11 +91,16 @@ def predict_logits(model: nn.Module, x: np.ndarray | torch.Tensor, device: torch
 
 
 @torch.no_grad()
-def embed(model: StagedNet, x: np.ndarray, device: torch.device | str = "cpu", batch_size: int = 512) -> np.ndarray:
-    """Penultimate features (``model.embed``) for every row of ``x``, float32 (n, d)."""
+@torch.no_grad()
+def embed(model: StagedNet, x: np.ndarray, device: torch.device | str = "cpu", batch_size: int | None = None) -> np.ndarray:
+    """Penultimate features (``model.embed``) for every row of ``x``, float32 (n, d); ``batch_size`` rows per
+    pass (default ``core.device.rows_per_batch`` of the image shape, at most 512)."""
+    from core.device import rows_per_batch
+
     device = resolve_device(device)
     model.eval()
-    out = [model.embed(torch.as_tensor(x[i:i + batch_size], dtype=torch.float32, device=device)).float().cpu()
+    batch_size = batch_size or rows_per_batch(tuple(x.shape[1:]), cap=512)
+    out = [model.embed(torch.as_tensor(np.asarray(x[i:i + batch_size]), dtype=torch.float32, device=device)).float().cpu()
            for i in range(0, len(x), batch_size)]
     return torch.cat(out).numpy()
 

@@ -81,11 +81,14 @@ def solve_weights(phi: torch.Tensor, y: torch.Tensor, *, lam: float, eta_t: floa
 def choose_time_linear(phi: torch.Tensor, phiv: torch.Tensor, y: torch.Tensor, yv: torch.Tensor, *, lam: float,
                        grid: np.ndarray | None = None,
                        eig: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[float, list[tuple[float, float]]]:
-    """Early stopping in closed form: the ηt on a log grid (that of ``si_head.choose_time``) minimising the
-    held-out MSE of the linear head. Returns (ηt, [(ηt, held-out MSE), ...])."""
-    grid = np.logspace(-1, 5, 25) if grid is None else np.asarray(grid, dtype=np.float64)
+    """Early stopping in closed form: the ηt on a log grid minimising the held-out MSE of the linear head.
+    Returns (ηt, [(ηt, held-out MSE), ...]).
+
+    The default grid follows the spectrum of C + λI (its eigenvalues grow with n): 25 points from
+    ηt = 0.1/a_max (hardly trained) to 100/a_min (converged in every direction)."""
     c, u = eig if eig is not None else _eig(phi)
     a = (c + lam).numpy()
+    grid = time_grid(a) if grid is None else np.asarray(grid, dtype=np.float64)
     bt = (u.T @ (phi.T @ y)).numpy()
     pv = (phiv @ u).numpy()
     yvn = yv.numpy()
@@ -94,6 +97,14 @@ def choose_time_linear(phi: torch.Tensor, phiv: torch.Tensor, y: torch.Tensor, y
         pred = pv @ (flow_filter(a, float(s))[:, None] * bt)
         path.append((float(s), float(((pred - yvn) ** 2).sum(1).mean())))
     return min(path, key=lambda p: p[1])[0], path
+
+
+def time_grid(a: np.ndarray, points: int = 25) -> np.ndarray:
+    """ηt from 0.1/max(a) to 100/min(a) (a > 0: eigenvalues of C + λI), log-spaced."""
+    a = np.asarray(a, dtype=np.float64)
+    top = float(a.max())
+    low = float(a[a > 1e-12 * top].min()) if top > 0 else 1.0
+    return np.logspace(math.log10(0.1 / top), math.log10(100.0 / low), points)
 
 
 def _val_factor(phiv: torch.Tensor | None, u: torch.Tensor) -> torch.Tensor | None:

@@ -131,6 +131,8 @@ class RunWriter:
         hidden temporary folder that is renamed to ``images/`` once all are written."""
         from PIL import Image
 
+        from core.device import rows_per_batch
+
         out = np.asarray(image_path, dtype=object).copy()
         todo = np.flatnonzero([not p for p in out])
         final = self.path / layout.IMAGES
@@ -138,8 +140,9 @@ class RunWriter:
         shutil.rmtree(tmp_dir, ignore_errors=True)
         tmp_dir.mkdir()
         try:
-            for s in range(0, len(todo), 1024):  # read a batch of rows at a time (images may be an ImageStore)
-                rows = todo[s:s + 1024]
+            step = rows_per_batch(tuple(images.shape[1:]), cap=1024, budget_values=1 << 24)
+            for s in range(0, len(todo), step):  # read a batch of rows at a time (images may be an ImageStore)
+                rows = todo[s:s + step]
                 batch = np.asarray(images[rows])
                 for i, img in zip(rows, batch, strict=True):
                     arr = np.clip(np.rint(img * 255.0), 0, 255).astype(np.uint8)
