@@ -501,6 +501,20 @@ def _score_into(writer: RunWriter, ledger: StageLedger, cfg: RunConfig, data: Sa
 
     user = _user_arrays(cfg, data)  # None unless --features / --pred-probs
 
+    if tcfg.freeze_backbone and cfg.weights and user is None:  # w₀ from a file: one pass, sharded, resumable
+        def backbone_pass() -> np.ndarray:
+            from core.models.backbones import backbone_features
+            from core.models.training import build_initial_model
+
+            net0 = build_initial_model(tcfg, tuple(data.image_shape), data.n_classes).to(dev)
+            steps.progress("backbone features (computed once, in shards)", None)
+            return stages.sharded("backbone_features", data_deps, len(data),
+                                  lambda rows: backbone_features(net0, take_rows(data.images, rows), dev))
+
+        feature_cache[len(data)] = stages.run(
+            "backbone_features", data_deps, backbone_pass, lambda f: StageOutput(arrays={"features": f}),
+            lambda o: o.arrays["features"], step="backbone features")
+
     def train(d: Samples, sp: np.ndarray, seed: int) -> TrainResult:
         if user is not None:
             return _user_result(user, d, sp, tcfg, seed, dev, steps)

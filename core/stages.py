@@ -20,7 +20,14 @@ attempts of the run (a finished stage is never started again).
 Test hooks (for tests only; they kill the process with SIGKILL, as ``kill -9`` would; ``<stage>`` is a stage
 name or an ``fnmatch`` pattern such as ``subset.*``):
 ``INFOSCOPE_KILL_AFTER_STAGE=<stage>`` right after the first matching stage's ledger commit;
-``INFOSCOPE_KILL_BEFORE_COMMIT=<stage>`` after its files are written but before its commit.
+``INFOSCOPE_KILL_BEFORE_COMMIT=<stage>`` after its files are written but before its commit;
+``INFOSCOPE_KILL_AFTER_SHARD=<stage>:<k>`` right after shard k (0-based) of a sharded stage is written;
+``INFOSCOPE_SHARD_ROWS=<rows>`` sets the rows per shard (default 4,096), so small test runs have several.
+
+Sharded stages (``StageRunner.sharded``: the frozen backbone's features of every row) also keep each finished
+shard of rows (``stages/<stage>.shards/<inputs fingerprint>/<start>-<end>.npy``, written atomically) until the
+stage commits, so a run killed in the middle of a long pass resumes from its last finished shard; shards of
+other inputs (another config or data) sit under another fingerprint and are never read.
 """
 
 from __future__ import annotations
@@ -54,6 +61,8 @@ LOCK = "lock"
 LEDGER_VERSION = 1
 KILL_AFTER = "INFOSCOPE_KILL_AFTER_STAGE"
 KILL_BEFORE_COMMIT = "INFOSCOPE_KILL_BEFORE_COMMIT"
+KILL_AFTER_SHARD = "INFOSCOPE_KILL_AFTER_SHARD"
+SHARD_ROWS = 4096
 
 _NAME = re.compile(r"^[A-Za-z0-9_.+-]{1,120}$")
 
@@ -335,6 +344,44 @@ class StageRunner:
         self.ledger = ledger
         self.steps = steps
 
+    def sharded(self, name: str, deps: list[str], n: int, compute_rows: Any, *, key: Any = None,
+                shard_rows: int = SHARD_ROWS) -> np.ndarray:
+        """``compute_rows(rows) -> array (len(rows), ...)`` over ``range(n)`` shard by shard, each finished shard
+        kept on disk for a resumed attempt (see the module docstring); the shards concatenated. Call inside
+        the ``compute`` of ``run(name, deps, ...)`` with the same ``deps`` and ``key``."""
+        shard_rows = int(os.environ.get("INFOSCOPE_SHARD_ROWS", shard_rows))
+        if shard_rows < 1:
+            raise RunStoreError(f"rows per shard must be ≥ 1, got {shard_rows}")
+        folder = self.ledger.dir / f"{name}.shards" / self.ledger.inputs_fp(name, deps, key)[:24]
+        folder.mkdir(parents=True, exist_ok=True)
+        counts = self.ledger.state["counts"].setdefault(name, {"started": 0, "committed": 0})
+        parts = []
+        for k, start in enumerate(range(0, n, shard_rows)):
+            end = min(n, start + shard_rows)
+            path = folder / f"{start:010d}-{end:010d}.npy"
+            part = None
+            if path.exists():
+                try:
+                    part = np.load(path, allow_pickle=False)
+                    if len(part) != end - start or (part.dtype.kind == "f" and not np.isfinite(part).all()):
+                        part = None
+                except (OSError, ValueError):
+                    part = None
+            if part is None:
+                part = np.asarray(compute_rows(np.arange(start, end)))
+                with atomic_path(path, ".npy") as tmp, open(tmp, "wb") as fh:
+                    np.save(fh, part)
+                with self.ledger._lock:  # counted at once: a kill after this shard keeps the count
+                    counts["shards_computed"] = counts.get("shards_computed", 0) + 1
+                    self.ledger._save()
+                _kill_hook(KILL_AFTER_SHARD, f"{name}:{k}")
+            else:
+                counts["shards_reused"] = counts.get("shards_reused", 0) + 1
+            parts.append(part)
+        with self.ledger._lock:
+            self.ledger._save()
+        return np.concatenate(parts) if parts else np.zeros((0,), np.float32)
+
     def run(self, name: str, deps: list[str], compute: Any, dump: Any, restore: Any, *,
             step: str | None = None, key: Any = None) -> Any:
         inputs = self.ledger.inputs_fp(name, deps, key)
@@ -352,4 +399,5 @@ class StageRunner:
             value = compute()
         wall = time.perf_counter() - t0
         self.ledger.commit(name, inputs, dump(value), wall)
+        shutil.rmtree(self.ledger.dir / f"{name}.shards", ignore_errors=True)  # the stage's own files hold it
         return value

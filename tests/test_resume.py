@@ -39,7 +39,8 @@ def recipe(sources: list[str], runs: Path) -> list[str]:
 
 def cli(args: list[str], **env: str) -> subprocess.CompletedProcess:
     e = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT), **env}
-    for k in ("INFOSCOPE_KILL_AFTER_STAGE", "INFOSCOPE_KILL_BEFORE_COMMIT"):
+    for k in ("INFOSCOPE_KILL_AFTER_STAGE", "INFOSCOPE_KILL_BEFORE_COMMIT", "INFOSCOPE_KILL_AFTER_SHARD",
+              "INFOSCOPE_SHARD_ROWS"):
         if k not in env:
             e.pop(k, None)
     return subprocess.run([sys.executable, "-m", "core.cli", "score", *args], capture_output=True, text=True,
@@ -354,6 +355,37 @@ def test_frozen_backbone_run_resumes_with_its_rebuilt_network(tmp_path):
                                                     )["model"]["weights_info"]
     assert m["resumed"]["stage_counts"]["train"] == {"started": 1, "committed": 1}
     assert "train" in m["resumed"]["reused_stages"]
+
+
+def test_backbone_features_resume_from_the_last_finished_shard(tmp_path):
+    """The frozen backbone's one pass over every row is sharded: killed after its second shard, the resumed run
+    reads the two finished shards, computes only the rest, and ends with the uninterrupted run's scores."""
+    from torchvision.models import resnet18
+
+    from tests.test_scale_pipeline import _photo_folder
+
+    top = _photo_folder(tmp_path / "photos", per_class=24)  # 49 images: 4 shards of 16 rows
+    torch.manual_seed(0)
+    torch.save(resnet18(weights=None).state_dict(), tmp_path / "r18.pt")
+
+    def args(runs: Path) -> list[str]:
+        return ["--source", f"p=folder:{top}", "--model", "resnet18", "--weights", str(tmp_path / "r18.pt"),
+                "--image-size", "32", "--epochs", "2", "--holdout", "0.25", "--scores", "loss,uniqueness",
+                "--map", "pca", "--device", "cpu", "--runs-dir", str(runs)]
+
+    ref = cli(args(tmp_path / "ref"), INFOSCOPE_SHARD_ROWS="16")  # same shards, so the same batches of rows
+    assert ref.returncode == 0, ref.stderr
+    killed = cli(args(tmp_path / "runs"), INFOSCOPE_SHARD_ROWS="16", INFOSCOPE_KILL_AFTER_SHARD="backbone_features:1")
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    run = only_run(tmp_path / "runs")
+    shards = list((run / STAGES / "backbone_features.shards").rglob("*.npy"))
+    assert sorted(p.name for p in shards) == ["0000000000-0000000016.npy", "0000000016-0000000032.npy"]
+    assert "backbone_features" not in ledger_of(run)["stages"]  # killed inside the stage: not committed
+    done = cli(["--resume", str(run)], INFOSCOPE_SHARD_ROWS="16")
+    assert done.returncode == 0, done.stderr
+    assert_same_scores(run, only_run(tmp_path / "ref"))
+    counts = json.loads((run / "manifest.json").read_text())["resumed"]["stage_counts"]["backbone_features"]
+    assert counts == {"started": 2, "committed": 1, "shards_computed": 4, "shards_reused": 2}
 
 
 def test_resume_refuses_a_changed_weights_file(tmp_path):

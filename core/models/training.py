@@ -156,7 +156,7 @@ def train_model(x_all: np.ndarray, y_all: np.ndarray, train_idx: np.ndarray, n_c
         if features is None:
             if progress:
                 progress("backbone features (computed once)", None)
-            features = backbone_features(model, x_all, dev, batch_size=max(config.batch_size, 64))
+            features = backbone_features(model, x_all, dev)
         epoch_logits = _train_head(model.classifier, features, y_all, train_idx, config, gen, dev, progress, stopper)
         epoch_logits = stopper.finish(model.classifier, epoch_logits)
     else:
