@@ -169,3 +169,36 @@ def test_solve_problem_reports_the_heads_label_information(with_probs):
     assert out["label_info"]["function"] == pytest.approx(ref["function"], rel=1e-9)
     assert out["label_info"]["sets"]["class:a"] == pytest.approx(ref["sets"]["c"], rel=1e-9)
     assert "all" not in out["label_info"]["sets"]
+
+
+def _frozen_ctx(params):
+    from core.data.dataset import Samples
+    from core.scores.registry import ScoreContext
+
+    rng = np.random.default_rng(7)
+    n, k = 90, 3
+    labels = rng.integers(0, k, n)
+    feats = rng.normal(size=(n, 5)) + 1.5 * np.eye(k)[labels] @ rng.normal(size=(k, 5))
+    split = np.array(["train"] * 70 + ["test"] * 20)
+    src = np.where(np.arange(n) % 2, "a", "b")
+    data = Samples(images=np.zeros((n, 1, 4, 4), np.float32), labels=labels, class_names=["x", "y", "z"],
+                   source=src, sample_id=np.array([f"s:{i}" for i in range(n)]), image_path=np.array([""] * n),
+                   is_adversarial=np.zeros(n, bool))
+    return ScoreContext(data=data, split=split, model=None, init_state={}, logits=np.zeros((n, k)),
+                        epoch_logits=np.zeros((1, n, k)), embeddings=np.zeros((n, 2)), device="cpu", params=params,
+                        seed=0, train_model=lambda s: None, extra={"frozen_features": feats})
+
+
+def test_adapter_records_label_information_or_says_why_not():
+    from core.scores.si_crossfit import head_adapter
+
+    res = head_adapter(_frozen_ctx({}), {})
+    li = res.info["label_information"]
+    assert li["unit"] == "nats" and li["sigma"] == 0.01 and "leave-one-out" in li["labels_given_inputs"]
+    assert set(li["classes"]) == {"x", "y", "z"} and set(li["sources"]) == {"a", "b"}
+    assert li["all"]["weights"] > 0 and all(v["weights"] <= li["all"]["weights"] for v in li["classes"].values())
+    off = head_adapter(_frozen_ctx({}), {"label_information_max_rows": 50})
+    assert off.info["label_information"] == {"skipped": "70 training rows > label_information_max_rows = 50"}
+    assert "label_information" not in head_adapter(_frozen_ctx({}), {"label_information": False}).info
+    with pytest.raises(ScoreError, match="label_information_max_rows"):
+        head_adapter(_frozen_ctx({}), {"label_information_max_rows": "many"})
