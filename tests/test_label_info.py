@@ -202,3 +202,33 @@ def test_adapter_records_label_information_or_says_why_not():
     assert "label_information" not in head_adapter(_frozen_ctx({}), {"label_information": False}).info
     with pytest.raises(ScoreError, match="label_information_max_rows"):
         head_adapter(_frozen_ctx({}), {"label_information_max_rows": "many"})
+
+
+def test_gaussian_value_bounds_the_categorical_labels_information():
+    """Monte Carlo: with the labels really categorical (one-hot draws from pᵢ), I(W; Y | X) — W a mixture of
+    k^n Gaussians, enumerated — is at most the Gaussian closed form (Gaussian inputs maximise the information of an
+    additive Gaussian channel at a given covariance), and of the same order."""
+    import itertools
+
+    phi, phi_v, probs = _problem(n=3, m=2, p_dim=4, k=3, seed=8)
+    probs = 0.6 * probs + 0.4 / 3
+    lam, eta_t, sigma = 1e-2, 4.0, 0.5
+    kern = torch.as_tensor(phi @ phi.T)
+    closed = label_information(kern, None, probs, lam=lam, eta_t=eta_t, sigma=sigma)["weights"]
+
+    def weights(y):
+        return (phi.T @ solve_alpha(kern, torch.as_tensor(y), lam=lam, eta_t=eta_t).numpy()).ravel()
+
+    configs = list(itertools.product(range(3), repeat=3))
+    prior = np.array([np.prod([probs[i, c] for i, c in enumerate(cfg)]) for cfg in configs])
+    means = np.array([weights(np.eye(3)[list(cfg)]) for cfg in configs])
+    rng = np.random.default_rng(0)
+    draws = rng.choice(len(configs), 20000, p=prior)
+    w = means[draws] + sigma * rng.normal(size=(len(draws), means.shape[1]))
+    d2 = ((w[:, None, :] - means[None]) ** 2).sum(-1) / (2 * sigma**2)  # (draws, configs)
+    log_cond = -d2[np.arange(len(draws)), draws]
+    log_marg = np.log((prior[None] * np.exp(-(d2 - d2.min(1, keepdims=True)))).sum(1)) - d2.min(1)
+    terms = log_cond - log_marg
+    est, se = terms.mean(), terms.std() / np.sqrt(len(terms))
+    assert est <= closed + 3 * se
+    assert est > 0.5 * closed and closed > 0.5
