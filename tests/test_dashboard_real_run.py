@@ -120,6 +120,19 @@ def test_label_noise_information_on_overview_classes_sources(real_run, monkeypat
         assert any("Label-noise information" in c.value for c in at.caption)
 
 
+def test_overview_says_why_label_information_is_missing(real_run, monkeypatch, tmp_path):
+    run = tmp_path / real_run.name
+    shutil.copytree(real_run, run)
+    man = json.loads((run / "manifest.json").read_text())
+    man["scores"]["si_function"]["info"]["label_information"] = {"skipped": "7 training rows > label_information_max_rows = 5"}
+    (run / "manifest.json").write_text(json.dumps(man))
+    at = _app(run, monkeypatch)
+    assert not at.exception
+    text = _all_text(at)
+    assert "Label-noise information I(W; Y | X) not computed: 7 training rows > label_information_max_rows = 5" in text
+    assert "in the head's weights" not in text
+
+
 @pytest.mark.parametrize("page,kind", [("classes", "class"), ("sources", "source")])
 def test_set_information_tables(real_run, monkeypatch, page, kind):
     at = _app(real_run, monkeypatch, page)

@@ -232,3 +232,15 @@ def test_gaussian_value_bounds_the_categorical_labels_information():
     est, se = terms.mean(), terms.std() / np.sqrt(len(terms))
     assert est <= closed + 3 * se
     assert est > 0.5 * closed and closed > 0.5
+
+
+def test_a_failed_label_information_keeps_the_runs_si(monkeypatch):
+    import core.scores.si_crossfit as sc
+
+    def boom(*a, **k):
+        raise np.linalg.LinAlgError("not positive definite")
+
+    monkeypatch.setattr(sc, "label_information", boom)
+    res = sc.head_adapter(_frozen_ctx({}), {})
+    assert res.info["label_information"] == {"skipped": "failed on part 0: LinAlgError: not positive definite"}
+    assert np.isfinite(res.columns["si_function"][:70]).all() and "set_information" in res.info

@@ -185,8 +185,11 @@ def solve_problem(prob: HeadProblem, labels: np.ndarray, n_classes: int, *, lam:
     if label_info:
         probs, basis = label_probs(prob, out.loo_resid + y.numpy())
         t0 = time.perf_counter()
-        lab_info = label_information(kern, kern_val, probs, lam=lam, eta_t=eta_t, sigma=sigma, eig=eig,
-                                     sets={k: v for k, v in (label_sets or {}).items() if k != "all"})
+        try:
+            lab_info = label_information(kern, kern_val, probs, lam=lam, eta_t=eta_t, sigma=sigma, eig=eig,
+                                         sets={k: v for k, v in (label_sets or {}).items() if k != "all"})
+        except (np.linalg.LinAlgError, ScoreError) as e:  # an extra: it must not cost the run its SI
+            lab_info = {"error": f"{type(e).__name__}: {e}"}
         lab_info["basis"], lab_info["seconds"] = basis, time.perf_counter() - t0
     return {"sets": set_info, "label_info": lab_info, "si_weights": out.dw2 / (2 * sigma**2), "si_function": out.df2 / (2 * sigma**2),
             "eta_t": eta_t, "path": path, "loo_resid": out.loo_resid,
@@ -454,12 +457,15 @@ def head_adapter(ctx: ScoreContext, params: dict[str, Any]) -> ScoreResult:
         for prob in problems:
             ctx.progress(f"SI: head problem {j + 1} ({len(prob.rows)} rows, cross-fitting {rep + 1})", None)
             t0 = time.perf_counter()
-            with_labels = label_on and rep == 0
+            with_labels = label_on and rep == 0 and "skipped" not in label_meta
             all_sets = _sets_of(ctx, prob.rows) if prm.get("set_information", True) or with_labels else None
             sets = all_sets if prm.get("set_information", True) else None
             out = solve_problem(prob, labels, n_classes, lam=lam, t=t, sigma=sigma, sets=sets,
                                 label_info=with_labels, label_sets=all_sets)
-            if out["label_info"] is not None:  # summed over the first cross-fitting's independent heads
+            if out["label_info"] is not None and "error" in out["label_info"]:
+                label_on, label_sums = False, {}
+                label_meta["skipped"] = f"failed on {prob.source}: {out['label_info']['error']}"
+            elif out["label_info"] is not None:  # summed over the first cross-fitting's independent heads
                 li = out["label_info"]
                 for key, val in [("all", (li["weights"], li["function"])), *li["sets"].items()]:
                     acc = label_sums.setdefault(key, [0.0, 0.0])

@@ -108,6 +108,8 @@ def label_block(rv: RunView) -> None:
     """The label-noise information I(W; Y | X) of the run's SI head, with σ and a plain-language reading."""
     li = label_information(rv)
     allv = li.get("all") or {}
+    if li.get("skipped"):
+        st.caption(f"Label-noise information I(W; Y | X) not computed: {li['skipped']}.")
     if not allv:
         return
     st.markdown(
