@@ -99,6 +99,40 @@ def test_overview_shows_si_unit_and_verification_state(real_run, monkeypatch, tm
     assert ok and f"r = {res['pearson_weights']:.3f}" in ok[0] and "4 rows retrained" in ok[0]
 
 
+def test_label_noise_information_on_overview_classes_sources(real_run, monkeypatch):
+    from dashboard.components.si import LABEL_F, LABEL_W
+
+    li = open_run(real_run).manifest["scores"]["si_function"]["info"]["label_information"]
+    assert li["unit"] == "nats" and li["sigma"] > 0 and li["all"]["weights"] > 0
+    at = _app(real_run, monkeypatch)
+    assert not at.exception
+    text = _all_text(at)
+    assert f"**{li['all']['weights']:.4g} nats** in the head's weights" in text
+    assert f"{li['all']['function']:.4g} nats in its predictions" in text and f"(σ = {li['sigma']})" in text
+    for page, kind, one in (("classes", "classes", "class"), ("sources", "sources", "source")):
+        at = _app(real_run, monkeypatch, page)
+        assert not at.exception
+        t = next(d.value for d in at.dataframe if LABEL_W in d.value.columns).set_index(one)
+        assert set(t.index) == set(li[kind]) and len(t) >= 2
+        for name, v in li[kind].items():
+            assert t.loc[name, LABEL_W] == pytest.approx(v["weights"])
+            assert t.loc[name, LABEL_F] == pytest.approx(v["function"])
+        assert any("Label-noise information" in c.value for c in at.caption)
+
+
+def test_overview_says_why_label_information_is_missing(real_run, monkeypatch, tmp_path):
+    run = tmp_path / real_run.name
+    shutil.copytree(real_run, run)
+    man = json.loads((run / "manifest.json").read_text())
+    man["scores"]["si_function"]["info"]["label_information"] = {"skipped": "7 training rows > label_information_max_rows = 5"}
+    (run / "manifest.json").write_text(json.dumps(man))
+    at = _app(run, monkeypatch)
+    assert not at.exception
+    text = _all_text(at)
+    assert "Label-noise information I(W; Y | X) not computed: 7 training rows > label_information_max_rows = 5" in text
+    assert "in the head's weights" not in text
+
+
 @pytest.mark.parametrize("page,kind", [("classes", "class"), ("sources", "source")])
 def test_set_information_tables(real_run, monkeypatch, page, kind):
     at = _app(real_run, monkeypatch, page)

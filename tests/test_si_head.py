@@ -129,6 +129,15 @@ def test_run_si_is_the_head_and_verify_si_confirms_it(tiny_run):
     # a class's information is what leaving the whole class out changes: not the sum of its rows' scores
     assert all(abs(sets["classes"][c]["si_function"] - per_class_sum[c]) > 1e-3 * per_class_sum[c]
                for c in sets["classes"])
+    # label-noise information (Harutyunyan et al. 2020): each set's value is at most the total and the classes,
+    # a partition of the training rows, sum to at least it (labels of different rows are independent)
+    li = m["scores"]["si_function"]["info"]["label_information"]
+    assert li["unit"] == "nats" and li["sigma"] == p["sigma"] and "cross-fitted" in li["labels_given_inputs"]
+    for v in ("weights", "function"):
+        total = li["all"][v]
+        assert total > 0 and all(0 <= c[v] <= total * (1 + 1e-9) for c in li["classes"].values())
+        assert sum(c[v] for c in li["classes"].values()) >= total * (1 - 1e-9)
+    assert set(li["sources"]) == set(df["source"]) and len(li["classes"]) == 10
     res = verify_si(tiny_run, samples=8, seed=1)
     assert res["n"] == 8 and res["max_rel_error_weights"] < 1e-5 and res["max_rel_error_function"] < 1e-5
     line = fidelity_line(res)

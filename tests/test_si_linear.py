@@ -162,6 +162,7 @@ def test_run_uses_the_linear_head_above_max_problem_and_verify_si_confirms_it(ti
     assert m["params"]["head"] == "linear" and "linear head" in m["params"]["kernel"]
     assert all(p["head"] == "linear" for p in m["info"]["problems"])
     assert len(m["info"]["problems"]) == 2  # one problem per fold: not split although > 50 rows
+    assert "linear head" in m["info"]["label_information"]["skipped"]  # said, not silently missing
     z = np.load(run / "si_model.npz")
     df = pd.read_parquet(run / "samples.parquet")
     p0 = {k: z[f"p0_{k}"] for k in ("rows", "x", "val_rows", "xv", "eta_t")}

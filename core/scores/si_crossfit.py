@@ -53,6 +53,8 @@ import torch
 
 from core.data.image_store import take_rows
 from core.errors import ScoreError
+from core.scores.label_info import DEFINITION as LABEL_INFO_DEFINITION
+from core.scores.label_info import label_information, project_simplex
 from core.scores.registry import ScoreContext, ScoreResult
 from core.scores.si_head import choose_time, head_kernels, head_loo, head_set_loo
 
@@ -73,6 +75,8 @@ HEAD_DEFAULTS: dict[str, Any] = {
     "max_repeats": 6,
     "max_repeat_rows": 60000,
     "set_information": True,
+    "label_information": True,
+    "label_information_max_rows": 12000,
 }
 
 
@@ -88,6 +92,7 @@ class HeadProblem:
     repeat: int = 0
     head: str = "relu"
     info: dict[str, Any] = field(default_factory=dict)
+    probs: np.ndarray | None = None  # held-out predictive distribution of each row's label (cross-fitted network)
 
 
 def duplicate_groups(n: int, pairs: np.ndarray | None) -> np.ndarray:
@@ -163,9 +168,21 @@ def head_parts(rows: np.ndarray, groups: np.ndarray, prm: dict[str, Any], seed: 
     return head, split_problem(rows, groups, int(prm["max_problem"]), seed)
 
 
+def label_probs(prob: HeadProblem, loo_pred: np.ndarray) -> tuple[np.ndarray, str]:
+    """The label distribution pᵢ given each input used by the label-noise information, and what it is.
+
+    Cross-fitted features: the softmax of the fold's network, which did not train on the row. Fixed features
+    (no such network): the head's own leave-one-out prediction f₋ᵢ(xᵢ) projected onto the simplex."""
+    if prob.probs is not None:
+        return np.asarray(prob.probs, dtype=np.float64), "softmax of the cross-fitted network that did not train on the row"
+    return project_simplex(loo_pred), "the head's leave-one-out prediction f₋ᵢ(xᵢ) projected onto the probability simplex"
+
+
 def solve_problem(prob: HeadProblem, labels: np.ndarray, n_classes: int, *, lam: float, t: Any,
-                  sigma: float, sets: dict[str, np.ndarray] | None = None) -> dict[str, Any]:
-    """SI of every row of one problem (nats) and the problem's parameters."""
+                  sigma: float, sets: dict[str, np.ndarray] | None = None,
+                  label_info: bool = False, label_sets: dict[str, np.ndarray] | None = None) -> dict[str, Any]:
+    """SI of every row of one problem (nats) and the problem's parameters; with ``label_info`` also the
+    label-noise information of the head (``core.scores.label_info``) for the whole problem and each set."""
     if prob.head == "linear":
         return _solve_linear(prob, labels, n_classes, lam=lam, t=t, sigma=sigma, sets=sets)
     kern, kern_val = head_kernels(prob.x, prob.xv)
@@ -187,7 +204,17 @@ def solve_problem(prob: HeadProblem, labels: np.ndarray, n_classes: int, *, lam:
         names = list(sets)
         vals = head_set_loo(kern, kern_val, y, [sets[nm] for nm in names], lam=lam, eta_t=eta_t, eig=eig)
         set_info = {nm: (w / (2 * sigma**2), f / (2 * sigma**2)) for nm, (w, f) in zip(names, vals, strict=True)}
-    return {"sets": set_info, "si_weights": out.dw2 / (2 * sigma**2), "si_function": out.df2 / (2 * sigma**2),
+    lab_info = None
+    if label_info:
+        probs, basis = label_probs(prob, out.loo_resid + y.numpy())
+        t0 = time.perf_counter()
+        try:
+            lab_info = label_information(kern, kern_val, probs, lam=lam, eta_t=eta_t, sigma=sigma, eig=eig,
+                                         sets={k: v for k, v in (label_sets or {}).items() if k != "all"})
+        except (np.linalg.LinAlgError, ScoreError) as e:  # an extra: it must not cost the run its SI
+            lab_info = {"error": f"{type(e).__name__}: {e}"}
+        lab_info["basis"], lab_info["seconds"] = basis, time.perf_counter() - t0
+    return {"sets": set_info, "label_info": lab_info, "si_weights": out.dw2 / (2 * sigma**2), "si_function": out.df2 / (2 * sigma**2),
             "eta_t": eta_t, "path": path, "loo_resid": out.loo_resid,
             "val_acc": float((out.val_pred.argmax(1) == labels[prob.val_rows]).mean())
             if out.val_pred is not None and len(prob.val_rows) else None}
@@ -204,8 +231,9 @@ def _solve_linear(prob: HeadProblem, labels: np.ndarray, n_classes: int, *, lam:
     res = solve_linear_problem(prob.x, prob.xv, y, yv, lam=lam, t=t, sets=[sets[nm] for nm in names] if sets else None)
     out = res["loo"]
     set_info = {nm: (w / (2 * sigma**2), f / (2 * sigma**2)) for nm, (w, f) in zip(names, res["sets"], strict=True)}
-    return {"sets": set_info, "si_weights": out.dw2 / (2 * sigma**2), "si_function": out.df2 / (2 * sigma**2),
-            "eta_t": res["eta_t"], "path": res["path"], "loo_resid": out.loo_resid,
+    return {"sets": set_info, "label_info": None, "si_weights": out.dw2 / (2 * sigma**2),
+            "si_function": out.df2 / (2 * sigma**2), "eta_t": res["eta_t"], "path": res["path"],
+            "loo_resid": out.loo_resid,
             "val_acc": float((out.val_pred.argmax(1) == labels[prob.val_rows]).mean())
             if out.val_pred is not None and len(prob.val_rows) else None}
 
@@ -296,7 +324,10 @@ def iter_problems(ctx: ScoreContext, prm: dict[str, Any], meta: dict[str, Any],
                 net = train_subset(tr[fold != f], seed_r + 1000 + f)
                 meta["crossfit_train_s"].append(round(time.perf_counter() - t0, 2))
                 rows_f = tr[fold == f]
-                pred = predict_logits(net, take_rows(ctx.data.images, rows_f), ctx.device).argmax(1)
+                logits = predict_logits(net, take_rows(ctx.data.images, rows_f), ctx.device).astype(np.float64)
+                probs = np.exp(logits - logits.max(1, keepdims=True))
+                probs /= probs.sum(1, keepdims=True)
+                pred = logits.argmax(1)
                 meta["fold_network_acc_on_unseen_fold"].append(
                     round(float((pred == ctx.data.labels[rows_f]).mean()), 4))
                 xf = _embed_with(ctx, net, rows_f)
@@ -304,7 +335,7 @@ def iter_problems(ctx: ScoreContext, prm: dict[str, Any], meta: dict[str, Any],
                 head, parts = head_parts(np.arange(len(rows_f)), groups[rows_f], prm, seed_r + f)
                 for part in parts:
                     problems.append(HeadProblem(rows_f[part], xf[part], val, xv, source=f"repeat {rep} fold {f}",
-                                                repeat=rep, head=head))
+                                                repeat=rep, head=head, probs=probs[part]))
             yield problems
         return
     from core.models.training import clone_at
@@ -386,6 +417,25 @@ def _set_table(totals: dict[str, list[float]], sigma: float) -> dict[str, Any]:
             "classes": pick("class:"), "sources": pick("source:")}
 
 
+def _label_table(totals: dict[str, list[float]], sigma: float, meta: dict[str, Any]) -> dict[str, Any]:
+    """The manifest's ``label_information`` section (nats, σ stated) from the summed per-problem values."""
+    def pick(prefix: str) -> dict[str, dict[str, float]]:
+        return {k.split(":", 1)[1]: {"weights": round(v[0], 4), "function": round(v[1], 4)}
+                for k, v in totals.items() if k.startswith(prefix)}
+
+    allv = totals["all"]
+    return {"unit": "nats", "sigma": sigma, "definition": LABEL_INFO_DEFINITION,
+            "paper": "Harutyunyan, Reing, Ver Steeg, Galstyan, Improving Generalization by Controlling Label-Noise "
+                     "Information in Neural Network Weights, ICML 2020",
+            "labels_given_inputs": meta.get("basis"),
+            "computed_on": f"the first cross-fitting's {meta.get('problems', 0)} head problem(s), summed (independent heads on "
+                           "disjoint rows); features held fixed",
+            "gaussian": "labels replaced by Gaussians of the same covariance: an upper bound for categorical labels",
+            "seconds": round(meta.get("seconds", 0.0), 2),
+            "all": {"weights": round(allv[0], 4), "function": round(allv[1], 4)},
+            "classes": pick("class:"), "sources": pick("source:")}
+
+
 def check_params(params: dict[str, Any]) -> dict[str, Any]:
     """The head SI's parameters merged with ``HEAD_DEFAULTS``, each checked (one-line ``ScoreError``); called
     by ``RunConfig.validate`` before any work starts and again by the adapter."""
@@ -396,8 +446,10 @@ def check_params(params: dict[str, Any]) -> dict[str, Any]:
     try:
         lam, sigma = float(prm["lam"]), float(prm["sigma"])
         folds, max_problem, max_val = int(prm["folds"]), int(prm["max_problem"]), int(prm["max_val"])
+        prm["label_information_max_rows"] = int(prm["label_information_max_rows"])
     except (TypeError, ValueError) as e:
-        raise ScoreError(f"SI parameters lam, sigma, folds, max_problem and max_val must be numbers: {e}") from None
+        raise ScoreError(f"SI parameters lam, sigma, folds, max_problem, max_val and label_information_max_rows "
+                         f"must be numbers: {e}") from None
     if not (lam >= 0 and np.isfinite(lam)):
         raise ScoreError(f"lam must be ≥ 0, got {lam}")
     if not (sigma > 0 and np.isfinite(sigma)):
@@ -448,6 +500,14 @@ def head_adapter(ctx: ScoreContext, params: dict[str, Any]) -> ScoreResult:
     arrays: dict[str, np.ndarray] = {}
     runs: list[dict[str, Any]] = []
     set_sums: dict[str, list[float]] = {}
+    label_sums: dict[str, list[float]] = {}
+    label_meta: dict[str, Any] = {}
+    label_on = bool(prm.get("label_information", True))
+    if label_on and len(ctx.train_idx) > int(prm["label_information_max_rows"]):
+        # ≈ k·n³ per head problem: skipped above the cap rather than reported for part of the data
+        label_on = False
+        label_meta["skipped"] = (f"{len(ctx.train_idx)} training rows > label_information_max_rows = "
+                                 f"{int(prm['label_information_max_rows'])}")
     per_rep: dict[str, list[np.ndarray]] = {"si_weights": [], "si_function": []}
     trace: list[dict[str, Any]] = []
     j = 0
@@ -458,8 +518,27 @@ def head_adapter(ctx: ScoreContext, params: dict[str, Any]) -> ScoreResult:
         for prob in problems:
             ctx.progress(f"SI: head problem {j + 1} ({len(prob.rows)} rows, cross-fitting {rep + 1})", None)
             t0 = time.perf_counter()
-            sets = _sets_of(ctx, prob.rows) if prm.get("set_information", True) else None
-            out = solve_problem(prob, labels, n_classes, lam=lam, t=t, sigma=sigma, sets=sets)
+            if label_on and prob.head == "linear" and "skipped" not in label_meta:
+                label_on, label_sums = False, {}
+                label_meta["skipped"] = ("not computed for the linear head (problems above max_problem rows); "
+                                         "its k·n³ cost is what the linear head avoids")
+            with_labels = label_on and rep == 0 and "skipped" not in label_meta
+            all_sets = _sets_of(ctx, prob.rows) if prm.get("set_information", True) or with_labels else None
+            sets = all_sets if prm.get("set_information", True) else None
+            out = solve_problem(prob, labels, n_classes, lam=lam, t=t, sigma=sigma, sets=sets,
+                                label_info=with_labels, label_sets=all_sets)
+            if out["label_info"] is not None and "error" in out["label_info"]:
+                label_on, label_sums = False, {}
+                label_meta["skipped"] = f"failed on {prob.source}: {out['label_info']['error']}"
+            elif out["label_info"] is not None:  # summed over the first cross-fitting's independent heads
+                li = out["label_info"]
+                for key, val in [("all", (li["weights"], li["function"])), *li["sets"].items()]:
+                    acc = label_sums.setdefault(key, [0.0, 0.0])
+                    acc[0] += val[0]
+                    acc[1] += val[1]
+                label_meta["basis"] = li["basis"]
+                label_meta["seconds"] = label_meta.get("seconds", 0.0) + li["seconds"]
+                label_meta["problems"] = label_meta.get("problems", 0) + 1
             for key, (w, f) in out["sets"].items():  # summed over a repeat's disjoint problems
                 acc = set_sums.setdefault(key, [0.0, 0.0])
                 acc[0] += w
@@ -529,4 +608,8 @@ def head_adapter(ctx: ScoreContext, params: dict[str, Any]) -> ScoreResult:
     if set_sums:
         info["set_information"] = _set_table({k: [v[0] / n_reps, v[1] / n_reps] for k, v in set_sums.items()},
                                              sigma)
+    if label_sums:
+        info["label_information"] = _label_table(label_sums, sigma, label_meta)
+    elif "skipped" in label_meta:
+        info["label_information"] = {"skipped": label_meta["skipped"]}
     return ScoreResult(columns=cols, params=effective, info=info, arrays={"si_model": arrays})

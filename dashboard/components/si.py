@@ -11,15 +11,33 @@ from dashboard.state import RunView
 _ONE = {"classes": "class", "sources": "source"}
 
 
+LABEL_W, LABEL_F = "label-noise info, weights (nats)", "label-noise info, predictions (nats)"
+
+
+def label_information(rv: RunView) -> dict:
+    """The manifest's label-noise information section of the SI score ({} if absent)."""
+    meta = (rv.run.manifest.get("scores", {}) or {}).get("si_function") or {}
+    return (meta.get("info") or {}).get("label_information") or {}
+
+
 def set_information(rv: RunView, kind: str) -> pd.DataFrame | None:
-    """Unique information of each class / source left out as a whole (nats), from the manifest; None if absent."""
+    """Unique information of each class / source left out as a whole, and the label-noise information about its
+    labels (nats), from the manifest; None if neither is there."""
     meta = (rv.run.manifest.get("scores", {}) or {}).get("si_function") or {}
     sets = ((meta.get("info") or {}).get("set_information") or {}).get(kind) or {}
-    if not sets:
+    labels = label_information(rv).get(kind) or {}
+    if not sets and not labels:
         return None
     one = _ONE.get(kind, kind)
-    rows = [{one: k, "SI weights (nats)": v.get("si_weights"), "SI predictions (nats)": v.get("si_function")}
-            for k, v in sets.items()]
+    rows = []
+    for k in list(sets) + [k for k in labels if k not in sets]:
+        v, lv = sets.get(k) or {}, labels.get(k) or {}
+        row = {one: k}
+        if sets:
+            row.update({"SI weights (nats)": v.get("si_weights"), "SI predictions (nats)": v.get("si_function")})
+        if labels:
+            row.update({LABEL_W: lv.get("weights"), LABEL_F: lv.get("function")})
+        rows.append(row)
     return pd.DataFrame(rows)
 
 
@@ -31,6 +49,11 @@ def set_information_table(rv: RunView, kind: str) -> None:
     one = _ONE.get(kind, kind)
     st.markdown(f"**Unique information of each {one}** (the whole {one} left out at once, in nats; "
                 "not a sum of its images' scores: redundant images each score low but together carry a lot)")
+    if LABEL_W in t.columns:
+        st.caption(f"**Label-noise information** of a {one}: what the head's weights (predictions) hold about this "
+                   f"{one}'s labels beyond its images, given every other label, I(W; Y_S | X, rest) in nats "
+                   f"(σ = {label_information(rv).get('sigma')}; Harutyunyan et al., ICML 2020). High where the "
+                   "labels are uncertain yet the head fits them: memorised noise.")
     st.dataframe(t, hide_index=True, width="stretch")
 
 
@@ -70,6 +93,7 @@ def si_block(rv: RunView) -> None:
     if allv:
         st.markdown(f"Information of the whole training set in the heads: **{allv.get('si_function', 0):.4g} nats** "
                     f"(predictions), {allv.get('si_weights', 0):.4g} nats (weights).")
+    label_block(rv)
     ver = rv.run.si_verification()
     if ver:
         st.success(f"Verified on this data: r = {ver['pearson_weights']:.3f} (weights) / "
@@ -78,3 +102,22 @@ def si_block(rv: RunView) -> None:
     else:
         st.info(f"Not verified on this data yet: run `infoscope verify-si --run {rv.run.path}`.",
                 icon=":material/help:")
+
+
+def label_block(rv: RunView) -> None:
+    """The label-noise information I(W; Y | X) of the run's SI head, with σ and a plain-language reading."""
+    li = label_information(rv)
+    allv = li.get("all") or {}
+    if li.get("skipped"):
+        st.caption(f"Label-noise information I(W; Y | X) not computed: {li['skipped']}.")
+    if not allv:
+        return
+    st.markdown(
+        f"**Label-noise information** I(W; Y | X): **{allv.get('weights', 0):.4g} nats** in the head's weights, "
+        f"{allv.get('function', 0):.4g} nats in its predictions on held-out images (σ = {li.get('sigma')}). "
+        "How much the trained head remembers about the labels *beyond what the images say*: labels are treated "
+        "as random around a prediction from a network that did not see them, so a clean, easy dataset scores "
+        "low and noisy or ambiguous labels that the head fits anyway score high (Harutyunyan, Reing, Ver Steeg, "
+        "Galstyan, ICML 2020).")
+    st.caption(f"Labels given the images: {li.get('labels_given_inputs', '?')}; computed on "
+               f"{li.get('computed_on', '?')}. {li.get('gaussian', '')}.")
