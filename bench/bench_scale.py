@@ -217,8 +217,8 @@ def data_path_lines(results: list[dict], argv: list[str]) -> list[str]:
         "load step's peak); the flags' pixel vectors are n × (C·14·14) float32; near-duplicate search keeps the n "
         "unit pixel vectors in its faiss index (plus one 16,384-row query batch); CG materialises the unit pixel "
         "rows (float64) only while its full Gram fits (n ≤ 16,384, n²·8 B ≤ 2 GiB), above that it reads rows per "
-        "problem; prediction depth still copies the training images and keeps each probe layer's output for all "
-        "rows; the network-SI method (`method = \"network\"`, not the default) copies the training images. "
+        "problem; prediction depth keeps one probe's representation of all rows at a time (pooled above "
+        "min(4,096, 1 GiB ÷ (4 B × rows)) values per row), the others wait in temporary files; the network-SI method (`method = \"network\"`, not the default) copies the training images. "
         "The time of the full run is dominated by the n² steps (head SI, CG, prediction depth), see the first "
         "table.",
         "",
