@@ -42,6 +42,7 @@ import json
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -49,6 +50,7 @@ import torch
 
 from core.data.image_store import take_rows
 from core.errors import ScoreError
+from core.executors import LocalExecutor
 from core.scores.registry import ScoreContext, ScoreResult
 from core.scores.si_head import choose_time, head_kernels, head_loo, head_set_loo
 
@@ -168,6 +170,16 @@ def solve_problem(prob: HeadProblem, labels: np.ndarray, n_classes: int, *, lam:
             "eta_t": eta_t, "path": path, "loo_resid": out.loo_resid,
             "val_acc": float((out.val_pred.argmax(1) == labels[prob.val_rows]).mean())
             if out.val_pred is not None and len(prob.val_rows) else None}
+
+
+def solve_item(item: tuple[HeadProblem, dict[str, np.ndarray] | None], labels: np.ndarray, *, n_classes: int,
+               lam: float, t: Any, sigma: float) -> tuple[dict[str, Any], float]:
+    """:func:`solve_problem` of one ``(problem, sets)`` and its wall time: the unit of the head SI on every
+    executor (``core.executors``)."""
+    prob, sets = item
+    t0 = time.perf_counter()
+    out = solve_problem(prob, labels, n_classes, lam=lam, t=t, sigma=sigma, sets=sets)
+    return out, time.perf_counter() - t0
 
 
 def _val_rows(ctx: ScoreContext, max_val: int) -> np.ndarray:
@@ -381,6 +393,7 @@ def head_adapter(ctx: ScoreContext, params: dict[str, Any]) -> ScoreResult:
     prm = check_params(params)
     lam, sigma, t = float(prm["lam"]), float(prm["sigma"]), prm["t"]
     min_reps, max_reps, target = _repeat_plan(prm, len(ctx.train_idx))
+    executor = ctx.extra.get("executor") or LocalExecutor()
     labels = np.asarray(ctx.data.labels)
     n_classes = int(ctx.data.n_classes)
     n_all = len(labels)
@@ -395,16 +408,18 @@ def head_adapter(ctx: ScoreContext, params: dict[str, Any]) -> ScoreResult:
     for rep, problems in enumerate(iter_problems(ctx, prm, meta, max_reps)):
         sums = {c: np.zeros(n_all) for c in per_rep}
         count = np.zeros(n_all)
-        for prob in problems:
-            ctx.progress(f"SI: head problem {j + 1} ({len(prob.rows)} rows, cross-fitting {rep + 1})", None)
-            t0 = time.perf_counter()
-            sets = _sets_of(ctx, prob.rows) if prm.get("set_information", True) else None
-            out = solve_problem(prob, labels, n_classes, lam=lam, t=t, sigma=sigma, sets=sets)
+        ctx.progress(f"SI: {len(problems)} head problem(s) ({sum(len(p.rows) for p in problems)} rows, "
+                     f"cross-fitting {rep + 1})", None)
+        items = [(prob, _sets_of(ctx, prob.rows) if prm.get("set_information", True) else None)
+                 for prob in problems]
+        solved = executor.map(partial(solve_item, n_classes=n_classes, lam=lam, t=t, sigma=sigma), items,
+                              shared=(labels,))
+        for prob, (out, seconds) in zip(problems, solved, strict=True):  # reduced in the problems' order
             for key, (w, f) in out["sets"].items():  # summed over a repeat's disjoint problems
                 acc = set_sums.setdefault(key, [0.0, 0.0])
                 acc[0] += w
                 acc[1] += f
-            meta.setdefault("solve_s", []).append(round(time.perf_counter() - t0, 2))
+            meta.setdefault("solve_s", []).append(round(seconds, 2))
             sums["si_weights"][prob.rows] += out["si_weights"]
             sums["si_function"][prob.rows] += out["si_function"]
             count[prob.rows] += 1
