@@ -86,6 +86,9 @@ class Executor:
         """What the manifest records about the executor."""
         return {"name": self.name}
 
+    def check_device(self, device: Any) -> None:
+        """Refuse, before any work, a run device the executor cannot give its units."""
+
     def close(self) -> None:
         """Release what the executor started (a Ray cluster it launched itself)."""
 
@@ -163,6 +166,12 @@ class RayExecutor(Executor):
         return {"name": self.name, "address": self.address, "cluster_cpus": self.cpus, "cluster_gpus": self.gpus,
                 "nodes": len([n for n in self.ray.nodes() if n.get("Alive")]), "ray": self.ray.__version__}
 
+    def check_device(self, device: Any) -> None:
+        """A CUDA run needs GPUs in the cluster: its GPU tasks and actors would otherwise wait for ever."""
+        if str(device).startswith("cuda") and self.gpus == 0:
+            raise InfoscopeError("--device cuda with --executor ray: the Ray cluster has no GPUs (start its nodes "
+                                 "with GPUs visible, e.g. `ray start --num-gpus 1`, or use --device cpu)")
+
     def _put(self, shared: tuple) -> list:
         return [self.ray.put(s) for s in shared]
 
@@ -172,8 +181,12 @@ class RayExecutor(Executor):
         return self.ray.get([task.remote(fn, item, *refs) for item in items])
 
     def map_batches(self, fn, bounds, *, shared=(), gpu=False):
+        import logging
+
         import ray.data
 
+        logging.getLogger("ray.data").setLevel(logging.WARNING)  # no per-dataset progress lines in the CLI
+        ray.data.DataContext.get_current().enable_progress_bars = False
         bounds = list(bounds)
         if not bounds:
             return np.zeros((0,), np.float32)

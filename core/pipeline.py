@@ -379,6 +379,7 @@ def score_run(cfg: RunConfig, report: Callable[[str, str, float | None], None] |
     _check_runs_dir(runs_dir)
     executor = make_executor(cfg.executor, cfg.ray_address)  # joins the cluster before any run folder exists
     try:
+        executor.check_device(dev)
         with steps.step("load"):
             data, corruptions = _load(cfg)
         with RunWriter(runs_dir, cfg.name or "run") as writer:
@@ -480,6 +481,7 @@ def resume_run(run: str | Path, *, runs_dir: str | Path | None = None, given: di
         _check_load(ledger, cfg, data, corruptions, steps)  # before the run is taken over: a refusal changes nothing
         executor = make_executor(cfg.executor, cfg.ray_address)
         try:
+            executor.check_device(dev)
             ledger.begin_attempt()
             with RunWriter.reopen(path) as writer:
                 out = _score_into(writer, ledger, cfg, data, corruptions, dev, steps, executor)

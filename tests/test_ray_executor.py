@@ -64,6 +64,9 @@ def test_executor_map_and_map_batches_equal_the_local_loop(cluster):
     np.testing.assert_array_equal(got, LocalExecutor().map_batches(partial(_rows, scale=2.0), bounds, shared=(a,)))
     np.testing.assert_array_equal(got, a * 2.0)
     assert ex.info()["name"] == "ray" and ex.info()["cluster_cpus"] == 2
+    with pytest.raises(InfoscopeError, match="the Ray cluster has no GPUs"):  # GPU tasks would wait for ever
+        ex.check_device("cuda")
+    ex.check_device("cpu")
 
 
 def test_check_executor_refuses_bad_options_in_one_line():
