@@ -45,7 +45,7 @@ lint: install
 
 ## Benchmarks (slow; each writes bench/results/<name>.md, then bench/RESULTS.md is assembled)
 bench: install
-	$(BIN)/python -m pip install -e '.[dev,bench]'
+	$(BIN)/python -m pip install -e '.[dev,bench,ray]'
 	for f in bench/bench_*.py; do $(BIN)/python $$f || exit 1; done
 	$(BIN)/python bench/collect.py
 

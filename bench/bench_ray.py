@@ -5,6 +5,7 @@ Run: .venv/bin/python bench/bench_ray.py --stage features --n 50000      (one st
      .venv/bin/python bench/bench_ray.py --stage cg --n 5000
      .venv/bin/python bench/bench_ray.py --stage si --n 6000
      .venv/bin/python bench/bench_ray.py --report          (writes bench/results/ray.md from bench/results/ray.json)
+     .venv/bin/python bench/bench_ray.py                   (all four as above, then the report: ~5 min)
 
 Workload: the 50k synthetic-but-real 32×32 RGB images of ``bench/bench_scale.py`` (``make_parquet``: coloured
 MNIST digits over photo crops, PNG bytes in a parquet file), decoded once through the ``parquet:`` source into
@@ -142,6 +143,12 @@ def stage_si(n: int, ex, emb: np.ndarray, labels: np.ndarray, rows: int) -> tupl
     return {"seconds": time.perf_counter() - t0, "units": len(probs), "unit": f"problems of {rows} rows"}, scores
 
 
+def _command(args: argparse.Namespace) -> str:
+    extra = {"knn": f" --knn-shard {args.knn_shard}", "cg": f" --cg-repeats {args.cg_repeats}",
+             "si": f" --si-rows {args.si_rows}"}.get(args.stage, "")
+    return f"--stage {args.stage} --n {args.n}{extra}"
+
+
 def run(args: argparse.Namespace) -> None:
     import torch
 
@@ -150,7 +157,7 @@ def run(args: argparse.Namespace) -> None:
     data, decode_s = _images(n)
     entry: dict = {"stage": args.stage, "n": n, "decode_s": round(decode_s, 2),
                    "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores",
-                   "load_before": round(os.getloadavg()[0], 1), "command": " ".join(sys.argv[1:]), "runs": {}}
+                   "load_before": round(os.getloadavg()[0], 1), "command": _command(args), "runs": {}}
     emb = None
     if args.stage in ("knn", "si"):
         from core.executors import LocalExecutor
@@ -247,8 +254,11 @@ def main() -> None:
         report()
     elif args.stage:
         run(args)
-    else:
-        ap.error("give --stage or --report")
+    else:  # `make bench`: every stage at the sizes of the committed table, then the table
+        for stage, n in (("features", 50000), ("knn", 50000), ("cg", 5000), ("si", 6000)):
+            run(argparse.Namespace(**{**vars(args), "stage": stage, "n": n,
+                                      "cg_repeats": 5 if stage == "cg" else args.cg_repeats}))
+        report()
 
 
 if __name__ == "__main__":
