@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import importlib.util
 import re
+import socket
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -125,6 +126,18 @@ class _ShardActor:
         return {"shard": np.concatenate(shard), "out": np.concatenate(outs)}
 
 
+def _check_reachable(address: str | None, timeout: float = 5.0) -> None:
+    """A ``HOST:PORT`` head must answer a TCP connection: ``ray.init`` would otherwise retry for minutes."""
+    if address in (None, "local", "auto"):
+        return
+    host, _, port = str(address).removeprefix("ray://").rpartition(":")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except (OSError, ValueError) as e:
+        raise InfoscopeError(f"--ray-address {address}: no Ray head answers at {host}:{port} "
+                             f"({getattr(e, 'strerror', None) or e}); start it with `ray start --head`") from None
+
+
 def _call(fn: Callable[..., Any], item: Any, *shared: Any) -> Any:
     return fn(item, *shared)
 
@@ -146,6 +159,7 @@ class RayExecutor(Executor):
         self.address = address
         self.started = False
         if not ray.is_initialized():
+            _check_reachable(address)
             kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
             try:
                 if address in (None, "local"):

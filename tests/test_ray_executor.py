@@ -262,6 +262,20 @@ def test_no_ray_needed_without_executor_ray(tiny_sources, tmp_path):
     assert json.loads((run / "manifest.json").read_text())["executor"] == {"name": "local"}
 
 
+def test_unreachable_ray_address_is_one_line_and_leaves_no_run(tiny_sources, tmp_path):
+    import socket
+
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    runs = tmp_path / "runs"
+    res = _cli(["--source", tiny_sources[1], "--scores", "loss", "--runs-dir", str(runs), "--executor", "ray",
+                "--ray-address", f"127.0.0.1:{port}"])
+    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
+    assert res.returncode == 2 and len(lines) == 1 and "no Ray head answers" in lines[0], res.stderr
+    assert not runs.exists() or not any(runs.iterdir())
+
+
 def test_executor_is_not_part_of_the_fingerprints(tiny_sources, tmp_path):
     from dataclasses import asdict
 
