@@ -4,6 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+RAY_STAMP := $(VENV)/.installed-ray
 RUNS_DIR ?= runs
 PORT ?= 8501
 
@@ -14,6 +15,11 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --upgrade pip
 	$(BIN)/python -m pip install -e '.[dev]'
 	touch $(STAMP)
+
+## The ray extra (`--executor ray`): the test suite starts a local Ray cluster; the demo never needs it
+$(RAY_STAMP): $(STAMP) pyproject.toml
+	$(BIN)/python -m pip install -e '.[dev,ray]'
+	touch $(RAY_STAMP)
 
 install: $(STAMP)
 
@@ -29,7 +35,7 @@ app: install
 	$(BIN)/infoscope app --runs-dir $(RUNS_DIR) --port $(PORT)
 
 ## The whole test suite (lint, unit, property, AppTest and browser tests); installs Debian chromium if missing
-test: install
+test: install $(RAY_STAMP)
 	bash scripts/ensure-chromium.sh
 	$(BIN)/ruff check core dashboard tests bench
 	$(BIN)/python -m pytest
@@ -39,7 +45,7 @@ lint: install
 
 ## Benchmarks (slow; each writes bench/results/<name>.md, then bench/RESULTS.md is assembled)
 bench: install
-	$(BIN)/python -m pip install -e '.[dev,bench]'
+	$(BIN)/python -m pip install -e '.[dev,bench,ray]'
 	for f in bench/bench_*.py; do $(BIN)/python $$f || exit 1; done
 	$(BIN)/python bench/collect.py
 

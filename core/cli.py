@@ -162,6 +162,8 @@ def score(
     runs_dir: RunsDir = None,
     name: Annotated[str | None, typer.Option(help="A name for the run (part of its folder name).")] = None,
     config: Annotated[Path | None, typer.Option(help="TOML file with any of these options ([scores.<name>] tables for score parameters); flags override it.")] = None,
+    executor: Annotated[str | None, typer.Option(help="Where the parallel steps run (features, kNN search, CG problems, SI head problems): local (default, this process) or ray (a Ray cluster; needs pip install 'infoscope[ray]'). Same numbers, same run folder either way.")] = None,
+    ray_address: Annotated[str | None, typer.Option(help="With --executor ray: the cluster to join, auto (the one `ray start` made on this node), HOST:PORT or ray://HOST:PORT; default: start a Ray instance in this process.")] = None,
     resume: Annotated[str | None, typer.Option(help="Continue a killed run (its folder, or its name in --runs-dir) from its last finished stage, with the options stored in it (options given must agree with them).")] = None,
 ) -> None:
     """Score a dataset and write a run; prints the run's path at the end."""
@@ -173,7 +175,8 @@ def score(
                      freeze_backbone=freeze_backbone, image_size=image_size, features=features, pred_probs=pred_probs,
                      holdout=holdout, scores=scores, map_method=map_method, device=device, seed=seed,
                      skip_bad=skip_bad or None, runs_dir=str(runs_dir) if runs_dir else None, name=name,
-                     flag_train_adversarial=flag_train_adversarial or None)
+                     flag_train_adversarial=flag_train_adversarial or None, executor=executor,
+                     ray_address=ray_address)
     try:
         if resume is not None:  # the run's own config; what is given here must agree with it
             given = {**(RunConfig.toml_values(config) if config else {}),

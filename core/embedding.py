@@ -9,6 +9,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pandas as pd
 
@@ -36,10 +38,12 @@ def map_2d(features: np.ndarray, *, method: str = "umap", seed: int = 0, n_neigh
     return reducer.fit_transform(x).astype(np.float32)
 
 
-def neighbors(features: np.ndarray, k: int = 10, device: str = "auto") -> tuple[np.ndarray, np.ndarray]:
-    """Exact k nearest other rows of every row: (Euclidean distances (n, k), row indices (n, k))."""
+def neighbors(features: np.ndarray, k: int = 10, device: str = "auto", *,
+              executor: Any = None) -> tuple[np.ndarray, np.ndarray]:
+    """Exact k nearest other rows of every row: (Euclidean distances (n, k), row indices (n, k)); the query
+    shards are searched on ``executor`` (``core.executors``; default this process)."""
     k = min(k, len(features) - 1)
-    return knn(features, features, k, exclude_self=True, device=device)
+    return knn(features, features, k, exclude_self=True, device=device, executor=executor)
 
 
 def uniqueness(features: np.ndarray, k: int = 10, device: str = "auto") -> np.ndarray:

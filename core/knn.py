@@ -19,6 +19,7 @@ appears (not merely the first hit, which may be an exact duplicate of the point)
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from typing import Literal
 
 import numpy as np
@@ -101,12 +102,41 @@ def _build_index(support: np.ndarray, gpu: bool, kind: str = "flat", k: int = 10
     return index
 
 
-def _search(index, query: np.ndarray, k: int, batch: int) -> tuple[np.ndarray, np.ndarray]:
+def search_shard(bounds: tuple[int, int], index, query: np.ndarray, k: int,
+                 gpu: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """The ``k`` nearest indexed rows of query rows ``[lo, hi)``: the unit of a sharded search on every executor.
+    ``index`` is a faiss index, or its bytes (``faiss.serialize_index``, as a remote executor ships it), read
+    back here (onto the GPU when ``gpu``)."""
+    lo, hi = bounds
+    if isinstance(index, np.ndarray):
+        import faiss
+
+        index = faiss.deserialize_index(index)
+        if gpu:
+            res = faiss.StandardGpuResources()
+            index = faiss.index_cpu_to_gpu(res, 0, index)
+            index._infoscope_res = res
+    return index.search(query[lo:hi], k)
+
+
+def _search(index, query: np.ndarray, k: int, batch: int, executor=None) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`search_shard` over shards of ``batch`` query rows, in this process or on ``executor``
+    (``core.executors``): the same shards either way, so the same neighbours."""
+    from core.executors import shard_bounds
+
+    bounds = shard_bounds(len(query), batch)
+    if executor is not None and executor.remote:
+        import faiss
+
+        gpu = hasattr(index, "getDevice")
+        blob = faiss.serialize_index(faiss.index_gpu_to_cpu(index) if gpu else index)
+        parts = executor.map(partial(search_shard, k=k, gpu=gpu), bounds, shared=(blob, query), gpu=gpu)
+    else:
+        parts = [search_shard(b, index, query, k) for b in bounds]
     dists = np.empty((len(query), k), dtype=np.float32)
     idx = np.empty((len(query), k), dtype=np.int64)
-    for s in range(0, len(query), batch):
-        d, i = index.search(query[s : s + batch], k)
-        dists[s : s + batch], idx[s : s + batch] = d, i
+    for (lo, hi), (d, i) in zip(bounds, parts, strict=True):
+        dists[lo:hi], idx[lo:hi] = d, i
     return dists, idx
 
 
@@ -133,6 +163,7 @@ def knn(
     device: str | None = "auto",
     batch: int = 16384,
     index: IndexKind = "auto",
+    executor=None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The k nearest support rows of every query row (exact below 100,000 support rows, see the module doc).
 
@@ -147,6 +178,7 @@ def knn(
         device: ``"cpu"`` forces the CPU index; anything else uses a GPU index when faiss sees a GPU.
         batch: query rows per faiss call (bounds the result memory).
         index: ``"auto"`` (by support size), or force ``"flat"`` (exact), ``"hnsw"`` or ``"ivf"``.
+        executor: where the ``batch``-row query shards are searched (``core.executors``; None: here).
 
     Returns:
         ``(distances, indices)``: float32 (m, k) Euclidean distances, nearest first, and int64 (m, k) support
@@ -171,7 +203,7 @@ def knn(
     gpu = _use_gpu(device)
     kind = choose_index(len(s), gpu, index)
     built = _build_index(s, gpu and kind != "hnsw", kind, k + 1)
-    dists, idx = _search(built, q, k + 1 if drop else k, batch)
+    dists, idx = _search(built, q, k + 1 if drop else k, batch, executor)
     short = np.flatnonzero((idx < 0).any(axis=1))
     if len(short):  # an approximate index found fewer than k rows for these queries: search them exactly
         dists[short], idx[short] = _search(_build_index(s, gpu, "flat"), q[short], idx.shape[1], batch)

@@ -19,6 +19,7 @@ import typing
 from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,7 @@ from core.data.image_store import take_rows
 from core.device import resolve_device
 from core.embedding import map_2d, near_duplicates, neighbors
 from core.errors import InfoscopeError, RunStoreError
+from core.executors import Executor, make_executor, shard_bounds
 from core.models.training import TrainConfig, TrainResult, embed, train_model
 from core.scores.registry import SCORE_SPECS, ScoreContext, ScoreResult, parse_score_names
 from core.stages import StageLedger, StageOutput, StageRunner, samples_digest
@@ -93,6 +95,9 @@ class RunConfig:
     flag_thresholds: dict[str, float] = field(default_factory=dict)
     flag_train_adversarial: bool = False  # also flag training rows as adversarial (off: only held-out rows)
     min_heldout_acc: float = 0.75  # below this held-out accuracy the flags are withheld and a warning is given
+    # where the parallel steps run (core.executors): not part of any stage fingerprint (same numbers either way)
+    executor: str = "local"
+    ray_address: str | None = None
 
     @classmethod
     def from_toml(cls, path: str | Path, **overrides: Any) -> RunConfig:
@@ -198,6 +203,9 @@ class RunConfig:
         for name, v in [("name", self.name), ("runs_dir", self.runs_dir)]:
             if v is not None:
                 _check_utf8(v, f"--{name.replace('_', '-')}")
+        from core.executors import check_executor
+
+        check_executor(self.executor, self.ray_address)
 
     def frozen(self, dev: torch.device) -> bool:
         """Whether only the head is trained: ``freeze_backbone`` if set, else True for an ImageNet backbone
@@ -372,15 +380,20 @@ def score_run(cfg: RunConfig, report: Callable[[str, str, float | None], None] |
     steps = Steps(report)
     runs_dir = Path(cfg.runs_dir).expanduser() if cfg.runs_dir else default_runs_dir()
     _check_runs_dir(runs_dir)
-    with steps.step("load"):
-        data, corruptions = _load(cfg)
-    with RunWriter(runs_dir, cfg.name or "run") as writer:
-        ledger = StageLedger.create(writer.path, asdict(cfg), _stage_context(dev))
-        _check_load(ledger, cfg, data, corruptions, steps)
-        try:
-            path = _score_into(writer, ledger, cfg, data, corruptions, dev, steps)
-        finally:
-            ledger.release()
+    executor = make_executor(cfg.executor, cfg.ray_address)  # joins the cluster before any run folder exists
+    try:
+        executor.check_device(dev)
+        with steps.step("load"):
+            data, corruptions = _load(cfg)
+        with RunWriter(runs_dir, cfg.name or "run") as writer:
+            ledger = StageLedger.create(writer.path, asdict(cfg), _stage_context(dev))
+            _check_load(ledger, cfg, data, corruptions, steps)
+            try:
+                path = _score_into(writer, ledger, cfg, data, corruptions, dev, steps, executor)
+            finally:
+                ledger.release()
+    finally:
+        executor.close()
     _carry_decisions(path, steps)
     return path
 
@@ -404,12 +417,13 @@ def find_partial_run(run: str | Path, runs_dir: str | Path | None = None) -> Pat
 def config_conflicts(stored: RunConfig, given: dict[str, Any]) -> list[str]:
     """The options in ``given`` (field -> value, as the CLI or a TOML file sets them; ``score_params`` merged
     per score) whose value differs from ``stored``, as ``"name: run has X, given Y"`` (``runs_dir`` ignored: it
-    only says where to find the run)."""
+    only says where to find the run; ``executor`` / ``ray_address`` too: a run may continue on another
+    executor, the numbers are the same)."""
     import copy
 
     cand = copy.deepcopy(stored)
     for key, value in given.items():
-        if key == "runs_dir" or value is None:
+        if key in _RESUME_FREE or value is None:
             continue
         if key == "score_params":
             for score, params in value.items():
@@ -420,7 +434,10 @@ def config_conflicts(stored: RunConfig, given: dict[str, Any]) -> list[str]:
             setattr(cand, key, value)
     cand.validate()
     a, b = asdict(stored), asdict(cand)
-    return [f"{k}: the run has {a[k]!r}, given {b[k]!r}"[:200] for k in a if k != "runs_dir" and a[k] != b[k]]
+    return [f"{k}: the run has {a[k]!r}, given {b[k]!r}"[:200] for k in a if k not in _RESUME_FREE and a[k] != b[k]]
+
+
+_RESUME_FREE = ("runs_dir", "executor", "ray_address")
 
 
 def resume_run(run: str | Path, *, runs_dir: str | Path | None = None, given: dict[str, Any] | None = None,
@@ -454,6 +471,10 @@ def resume_run(run: str | Path, *, runs_dir: str | Path | None = None, given: di
             raise InfoscopeError(f"--resume {path.name}: option(s) differ from the run's own config ("
                                  f"{'; '.join(conflicts)}); drop them to continue the run, or start a new run")
         cfg = stored
+        if given and given.get("executor") is not None:  # the executor may change; the numbers do not
+            cfg.executor, cfg.ray_address = given["executor"], given.get("ray_address")
+        elif given and given.get("ray_address") is not None:
+            cfg.ray_address = given["ray_address"]
         cfg.validate()
         dev = resolve_device(cfg.device)
         steps = Steps(report)
@@ -461,9 +482,14 @@ def resume_run(run: str | Path, *, runs_dir: str | Path | None = None, given: di
             data, corruptions = _load(cfg)
         ledger.set_context(_stage_context(dev))
         _check_load(ledger, cfg, data, corruptions, steps)  # before the run is taken over: a refusal changes nothing
-        ledger.begin_attempt()
-        with RunWriter.reopen(path) as writer:
-            out = _score_into(writer, ledger, cfg, data, corruptions, dev, steps)
+        executor = make_executor(cfg.executor, cfg.ray_address)
+        try:
+            executor.check_device(dev)
+            ledger.begin_attempt()
+            with RunWriter.reopen(path) as writer:
+                out = _score_into(writer, ledger, cfg, data, corruptions, dev, steps, executor)
+        finally:
+            executor.close()
     finally:
         ledger.release()
     _carry_decisions(out, steps)
@@ -486,10 +512,11 @@ def _carry_decisions(path: Path, steps: Steps) -> None:
 
 
 def _score_into(writer: RunWriter, ledger: StageLedger, cfg: RunConfig, data: Samples, corruptions: list[dict],
-                dev: torch.device, steps: Steps) -> Path:
+                dev: torch.device, steps: Steps, executor: Executor | None = None) -> Path:
     """The stages after ``load``, each reused from ``ledger`` when it finished before (``core.stages``):
     split → train → adversarial → features → duplicates → one stage per score adapter → map → flags, then
     the run's files and manifest."""
+    executor = executor or make_executor("local")
     stages = StageRunner(ledger, steps)
     split = stages.run("split", ["load"], lambda: stratified_split(data.labels, cfg.holdout, cfg.seed),
                        lambda sp: StageOutput(arrays={"split": sp.astype(str)}),
@@ -552,8 +579,8 @@ def _score_into(writer: RunWriter, ledger: StageLedger, cfg: RunConfig, data: Sa
                      else result.features[:0])
             emb = np.concatenate([result.features, extra]).astype(np.float32)
         else:
-            emb = embed(model, data.images, dev)
-        return (emb, *neighbors(emb, cfg.knn_k, str(dev)))
+            emb = embed_rows(model, data.images, dev, executor)
+        return (emb, *neighbors(emb, cfg.knn_k, str(dev), executor=executor))
 
     emb, nb_dist, nb_idx = stages.run(
         "features", [*data_deps, "train"], features,
@@ -595,6 +622,7 @@ def _score_into(writer: RunWriter, ledger: StageLedger, cfg: RunConfig, data: Sa
                     train_model=lambda s: train_again(s).model, progress=steps.progress,
                     extra={"train_run": train_again, "train_subset": train_subset, "neighbor_dist": nb_dist,
                            "neighbor_idx": nb_idx, "train_config": asdict(tcfg), "duplicate_pairs": dup_pairs,
+                           "executor": executor,
                            # features of a frozen backbone at w0 (or the user's --features), for a head-only SI
                            "frozen_features": emb if (tcfg.freeze_backbone and user is None)
                            or (user is not None and user["features"] is not None) else None})
@@ -676,6 +704,7 @@ def _score_into(writer: RunWriter, ledger: StageLedger, cfg: RunConfig, data: Sa
         "infoscope_version": core.__version__,
         "versions": _versions(),
         "device": str(dev),
+        "executor": executor.info(),
         "config": asdict(cfg),
         "sources": _source_summary(cfg, data),
         "class_names": list(data.class_names),
@@ -715,6 +744,32 @@ def _score_into(writer: RunWriter, ledger: StageLedger, cfg: RunConfig, data: Sa
     path = writer.finish(manifest)
     ledger.discard()
     return path
+
+
+EMBED_SHARD_ROWS = 4096
+"""Rows per features shard (a multiple of ``embed``'s batch of 512, so the local executor makes the calls it
+always made)."""
+
+
+def embed_shard(bounds: tuple[int, int], model: Any, images: Any, device: str) -> np.ndarray:
+    """Penultimate features of rows ``[lo, hi)`` of ``images`` (an array or an image store, read lazily):
+    the unit of the features stage on every executor."""
+    lo, hi = bounds
+    part = images[lo:hi] if isinstance(images, np.ndarray) else take_rows(images, np.arange(lo, hi))
+    return embed(model, part, device)
+
+
+def embed_rows(model: Any, images: Any, dev: torch.device, executor: Executor) -> np.ndarray:
+    """``embed(model, images)`` over shards of :data:`EMBED_SHARD_ROWS` rows on ``executor`` (a remote one gets
+    a CPU copy of the network; its actors move it to their GPU when the run's device is CUDA)."""
+    import copy
+
+    bounds = shard_bounds(len(images), EMBED_SHARD_ROWS)
+    gpu = dev.type == "cuda"
+    net = copy.deepcopy(model).cpu() if executor.remote else model
+    device = "cuda" if gpu else str(dev)
+    return executor.map_batches(partial(embed_shard, device=device), bounds, shared=(net, images),
+                                gpu=gpu).astype(np.float32)
 
 
 def _user_arrays(cfg: RunConfig, data: Samples) -> dict[str, Any] | None:

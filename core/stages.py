@@ -64,6 +64,7 @@ KILL_BEFORE_COMMIT = "INFOSCOPE_KILL_BEFORE_COMMIT"
 KILL_AFTER_SHARD = "INFOSCOPE_KILL_AFTER_SHARD"
 SHARD_ROWS = 4096
 
+NOT_FINGERPRINTED = ("runs_dir", "name", "executor", "ray_address")
 _NAME = re.compile(r"^[A-Za-z0-9_.+-]{1,120}$")
 
 
@@ -83,8 +84,8 @@ def _digest(obj: Any) -> str:
 
 def config_hash(config: dict[str, Any]) -> str:
     """SHA-256 of a run config (``dataclasses.asdict(RunConfig)``) without the keys that name where the run
-    lives (``runs_dir``, ``name``): they do not change any output."""
-    return _digest({k: v for k, v in config.items() if k not in ("runs_dir", "name")})
+    lives or runs (``runs_dir``, ``name``, ``executor``, ``ray_address``): they do not change any output."""
+    return _digest({k: v for k, v in config.items() if k not in NOT_FINGERPRINTED})
 
 
 def samples_digest(data: Any, extra: Any = None, batch: int = 4096) -> str:

@@ -40,6 +40,18 @@ class _CacheDir:
         self.path = Path(tempfile.mkdtemp(prefix="infoscope-images-", dir=parent))
         self._finalizer = weakref.finalize(self, shutil.rmtree, str(self.path), True)
 
+    def __reduce__(self) -> tuple:
+        """A copy sent to another process (a Ray worker) only borrows the folder: it never removes it."""
+        return (_borrowed_cache, (str(self.path),))
+
+
+def _borrowed_cache(path: str) -> _CacheDir:
+    """A :class:`_CacheDir` naming an existing folder, without the finalizer that would remove it."""
+    cache = _CacheDir.__new__(_CacheDir)
+    cache.path = Path(path)
+    cache._finalizer = None
+    return cache
+
 
 class _ArrayPart:
     """Rows held in memory (float32 ``(m, C, H, W)``)."""

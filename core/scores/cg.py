@@ -61,6 +61,7 @@ import math
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Literal
 
 import numpy as np
@@ -69,6 +70,7 @@ import torch
 from core.data.image_store import ImageStore
 from core.device import resolve_device
 from core.errors import ScoreError
+from core.executors import LocalExecutor
 
 Negatives = Literal["balanced", "all"]
 
@@ -357,8 +359,12 @@ def cg_score_details(
     groups: np.ndarray | None = None,
     dataset_level: bool = False,
     dataset_max_rows: int | None = 4096,
+    executor: Any = None,
 ) -> CGResult:
     """``cg_score`` with the effective parameters and run notes (jitter, problem count, kernel mode).
+
+    The one-vs-rest problems are solved by :func:`solve_problem` on ``executor`` (``core.executors``; default
+    this process) and summed here in their order, so every executor gives the same scores.
 
     ``info["class_complexity"]`` holds, per class, the data complexity yᵀH⁻¹y of its one-vs-rest problems, their
     mean size n and the bound sqrt(2 yᵀH⁻¹y / n) (averaged over the class's problems). With ``dataset_level``,
@@ -383,12 +389,16 @@ def cg_score_details(
     count = np.zeros(n)
     jitters: list[float] = []
     per_class: dict[int, list[tuple[float, int]]] = {}
-    for pos, neg in _problems(canon_labels, negatives, ratio, repeats, seed, max_class_size):
+    problems = list(_problems(canon_labels, negatives, ratio, repeats, seed, max_class_size))
+    ex = executor or LocalExecutor()
+    source = gram if gram is not None else x
+    if ex.remote and isinstance(source, torch.Tensor):  # a CUDA Gram travels as host memory
+        source = source.cpu().numpy()
+    solved = ex.map(partial(solve_problem, full=gram is not None, device=str(dev)),
+                    [(np.concatenate([neg, pos]), len(pos)) for pos, neg in problems], shared=(source,),
+                    gpu=dev.type == "cuda")
+    for (pos, neg), (s, lam, comp) in zip(problems, solved, strict=True):  # summed in the problems' order
         idx = np.concatenate([neg, pos])
-        h = _take(gram, idx) if gram is not None else _gram_of(x[idx], dev)
-        y = np.concatenate([-np.ones(len(neg)), np.ones(len(pos))])
-        s, lam, comp = _gap_and_complexity(torch.as_tensor(h, device=dev), torch.as_tensor(y, device=dev),
-                                           last=len(pos))
         total[pos] += s
         count[pos] += 1
         jitters.append(lam)
@@ -411,6 +421,18 @@ def cg_score_details(
             seed=seed, device=dev, gram=gram)
         info["dataset_complexity"]["seconds"] = round(time.perf_counter() - t1, 3)
     return CGResult(scores=scores, params=params, info=info)
+
+
+def solve_problem(problem: tuple[np.ndarray, int], source: Any, *, full: bool,
+                  device: str) -> tuple[np.ndarray, float, float]:
+    """One one-vs-rest problem, the unit of the CG score on every executor: ``problem = (idx, p)`` lists the
+    negatives then the ``p`` positives (canonical indices); ``source`` is the Gram of all rows (``full``) or
+    the unit rows, whose sub-Gram is computed here. Returns (the positives' gaps, jitter λ, yᵀH⁻¹y)."""
+    idx, p = problem
+    dev = resolve_device(device)
+    h = _take(source, idx) if full else _gram_of(source[idx], dev)
+    y = np.concatenate([-np.ones(len(idx) - p), np.ones(p)])
+    return _gap_and_complexity(torch.as_tensor(h, device=dev), torch.as_tensor(y, device=dev), last=p)
 
 
 def _take(gram: np.ndarray | torch.Tensor, idx: np.ndarray) -> np.ndarray | torch.Tensor:
@@ -504,7 +526,7 @@ def adapter(ctx) -> Any:
         feats, ctx.data.labels, negatives=params["negatives"], ratio=params["ratio"], repeats=params["repeats"],
         seed=int(params.get("seed", ctx.seed)), device=ctx.device, max_class_size=params["max_class_size"],
         groups=getattr(ctx.data, "source", None), dataset_level=bool(params["dataset_level"]),
-        dataset_max_rows=params["dataset_max_rows"],
+        dataset_max_rows=params["dataset_max_rows"], executor=(getattr(ctx, "extra", None) or {}).get("executor"),
     )
     out_params = {**res.params, "features": params["features"], "dataset_level": bool(params["dataset_level"]),
                   "dataset_max_rows": params["dataset_max_rows"]}

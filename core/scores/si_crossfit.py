@@ -46,6 +46,7 @@ import json
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -53,6 +54,7 @@ import torch
 
 from core.data.image_store import take_rows
 from core.errors import ScoreError
+from core.executors import LocalExecutor
 from core.scores.label_info import DEFINITION as LABEL_INFO_DEFINITION
 from core.scores.label_info import label_information, project_simplex
 from core.scores.registry import ScoreContext, ScoreResult
@@ -236,6 +238,17 @@ def _solve_linear(prob: HeadProblem, labels: np.ndarray, n_classes: int, *, lam:
             "loo_resid": out.loo_resid,
             "val_acc": float((out.val_pred.argmax(1) == labels[prob.val_rows]).mean())
             if out.val_pred is not None and len(prob.val_rows) else None}
+
+
+def solve_item(item: tuple[HeadProblem, dict[str, np.ndarray] | None, bool, dict[str, np.ndarray] | None],
+               labels: np.ndarray, *, n_classes: int, lam: float, t: Any, sigma: float) -> tuple[dict[str, Any], float]:
+    """:func:`solve_problem` of one ``(problem, sets, label_info, label_sets)`` and its wall time: the unit of
+    the head SI on every executor (``core.executors``)."""
+    prob, sets, with_labels, label_sets = item
+    t0 = time.perf_counter()
+    out = solve_problem(prob, labels, n_classes, lam=lam, t=t, sigma=sigma, sets=sets, label_info=with_labels,
+                        label_sets=label_sets)
+    return out, time.perf_counter() - t0
 
 
 def _val_rows(ctx: ScoreContext, max_val: int) -> np.ndarray:
@@ -493,6 +506,7 @@ def head_adapter(ctx: ScoreContext, params: dict[str, Any]) -> ScoreResult:
     prm = check_params(params)
     lam, sigma, t = float(prm["lam"]), float(prm["sigma"]), prm["t"]
     min_reps, max_reps, target = _repeat_plan(prm, len(ctx.train_idx))
+    executor = ctx.extra.get("executor") or LocalExecutor()
     labels = np.asarray(ctx.data.labels)
     n_classes = int(ctx.data.n_classes)
     n_all = len(labels)
@@ -515,23 +529,26 @@ def head_adapter(ctx: ScoreContext, params: dict[str, Any]) -> ScoreResult:
     for rep, problems in enumerate(iter_problems(ctx, prm, meta, max_reps)):
         sums = {c: np.zeros(n_all) for c in per_rep}
         count = np.zeros(n_all)
+        ctx.progress(f"SI: {len(problems)} head problem(s) ({sum(len(p.rows) for p in problems)} rows, "
+                     f"cross-fitting {rep + 1})", None)
+        if label_on and any(p.head == "linear" for p in problems) and "skipped" not in label_meta:
+            label_on, label_sums = False, {}
+            label_meta["skipped"] = ("not computed for the linear head (problems above max_problem rows); "
+                                     "its k·n³ cost is what the linear head avoids")
+        with_labels = label_on and rep == 0 and "skipped" not in label_meta
+        items = []
         for prob in problems:
-            ctx.progress(f"SI: head problem {j + 1} ({len(prob.rows)} rows, cross-fitting {rep + 1})", None)
-            t0 = time.perf_counter()
-            if label_on and prob.head == "linear" and "skipped" not in label_meta:
-                label_on, label_sums = False, {}
-                label_meta["skipped"] = ("not computed for the linear head (problems above max_problem rows); "
-                                         "its k·n³ cost is what the linear head avoids")
-            with_labels = label_on and rep == 0 and "skipped" not in label_meta
             all_sets = _sets_of(ctx, prob.rows) if prm.get("set_information", True) or with_labels else None
-            sets = all_sets if prm.get("set_information", True) else None
-            out = solve_problem(prob, labels, n_classes, lam=lam, t=t, sigma=sigma, sets=sets,
-                                label_info=with_labels, label_sets=all_sets)
+            items.append((prob, all_sets if prm.get("set_information", True) else None, with_labels, all_sets))
+        solved = executor.map(partial(solve_item, n_classes=n_classes, lam=lam, t=t, sigma=sigma), items,
+                              shared=(labels,))
+        for prob, (out, seconds) in zip(problems, solved, strict=True):  # reduced in the problems' order
             if out["label_info"] is not None and "error" in out["label_info"]:
-                label_on, label_sums = False, {}
-                label_meta["skipped"] = f"failed on {prob.source}: {out['label_info']['error']}"
-            elif out["label_info"] is not None:  # summed over the first cross-fitting's independent heads
-                li = out["label_info"]
+                if "skipped" not in label_meta:
+                    label_on, label_sums = False, {}
+                    label_meta["skipped"] = f"failed on {prob.source}: {out['label_info']['error']}"
+            elif out["label_info"] is not None and "skipped" not in label_meta:  # summed over the first
+                li = out["label_info"]                                             # cross-fitting's heads
                 for key, val in [("all", (li["weights"], li["function"])), *li["sets"].items()]:
                     acc = label_sums.setdefault(key, [0.0, 0.0])
                     acc[0] += val[0]
@@ -543,7 +560,7 @@ def head_adapter(ctx: ScoreContext, params: dict[str, Any]) -> ScoreResult:
                 acc = set_sums.setdefault(key, [0.0, 0.0])
                 acc[0] += w
                 acc[1] += f
-            meta.setdefault("solve_s", []).append(round(time.perf_counter() - t0, 2))
+            meta.setdefault("solve_s", []).append(round(seconds, 2))
             sums["si_weights"][prob.rows] += out["si_weights"]
             sums["si_function"][prob.rows] += out["si_function"]
             count[prob.rows] += 1
