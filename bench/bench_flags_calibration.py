@@ -9,15 +9,16 @@ against the run's network, appended as held-out rows.
 - **evaluate** (never looked at while fitting): seeds 11 and 12; clean data (nothing injected); class-pair noise
   at 30% on pairs no bench used before (2↔7, 5↔6; 0↔6, 3↔8); FGSM and PGD-10 at ε = 0.1 / 0.2 / 0.3.
 
-Fitting: a grid over the adversarial route-1 thresholds (``pixel_keep_share``, ``pixel_pred_max``,
-``reverse_max``, route 2 off), then route 2's ``noise_z_min`` with route 1 fixed, then the mislabeled rule
-(``min_votes``, ``min_vote_share``, ``model_prob``, ``name_other_by``); objective = F1 on the fit runs
-(adversarial: every row; mislabeled: every row), subject to at most 0.25% of the fit runs' clean rows flagged adversarial and 1% flagged
+Fitting: a grid over the adversarial route-1 thresholds (``pixel_keep_share``, ``pixel_pred_max``, ``reverse_max``,
+route 2 off), then route 2's ``noise_z_min`` with route 1 fixed, then the mislabeled rule (``min_votes``,
+``min_vote_share``, ``model_prob``, ``name_other_by``); objective = F1 on the fit runs (adversarial: every row;
+mislabeled: every row), subject to at most 0.25% of the fit runs' clean rows flagged adversarial and 1% flagged
 mislabeled (half the bars). The chosen values are printed and written into the report; ``core.flags``'s
 ``DEFAULT_THRESHOLDS`` carry them.
 
 Run: ``OMP_NUM_THREADS=1 python bench/bench_flags_calibration.py`` (each run is cached under ``--cache``;
-``--only NAME`` runs one setting; ``--report-only`` refits and rewrites the report from the cache).
+``--only NAME`` runs one setting; ``--report-only`` refits and rewrites the report from the cache; a cached run
+written before the pipeline stored ``noise_level``/``noise_z`` gets them from its own PNG images, ``noise_from_pngs``).
 Writes ``bench/results/flags_calibration.md``.
 """
 

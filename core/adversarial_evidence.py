@@ -2,7 +2,8 @@
 
 An adversarial copy keeps the pixels of its (correctly labelled) original plus a small L∞ perturbation, and the
 network's prediction moves to another class. A mislabeled image has pixels of another class and the network
-agrees with its pixels. Four measurements tell the two apart (functions of arrays; the first three also of the network):
+agrees with its pixels. Four measurements tell the two apart (functions of arrays; the first three also of the
+network):
 
 - ``reverse_eps``: the smallest L∞ budget of a few signed-gradient steps *towards the given label*
   (x ← clip(x − α·sign ∇ₓ CE(f(x), label)), stopped as soon as argmax f(x) = label) that restores the label;

@@ -2,9 +2,9 @@
 
 Inputs: the run's sample table (given ``label``, the model's ``pred``/``pred_prob``/``loss``/``margin``,
 Data-Maps ``confidence``, ``split``, score columns, and the measurements of ``core.adversarial_evidence``:
-``reverse_eps``, ``noise_flip``, ``px_label_share``, ``px_pred_share``, ``noise_level``, ``noise_z``) and optionally the embeddings (for
-feature-space neighbours). Every signal is optional: a missing or all-NaN column is skipped, and each reason
-lists the evidence that held.
+``reverse_eps``, ``noise_flip``, ``px_label_share``, ``px_pred_share``, ``noise_level``, ``noise_z``) and optionally
+the embeddings (for feature-space neighbours). Every signal is optional: a missing or all-NaN column is skipped, and
+each reason lists the evidence that held.
 
 Mislabeled: the label is wrong, the image is a normal image of another class
 ----------------------------------------------------------------------------
@@ -52,8 +52,9 @@ the network still agrees with the label): the image's high-frequency noise level
 ratio to the class's median level ("pixel noise 3.7× the typical level of class '7'").
 
 No CG condition: attacked copies can have a *high* CG score (PGD ε = 0.3, bench/results/evidence_detection.md).
-Without the adversarial measurements (route 1) and ``noise_z`` (route 2) no row is flagged adversarial. The two rules are evaluated independently;
-a row carries both flags only when both kinds of evidence hold, and ``flag_reason`` then lists both.
+Without the adversarial measurements (route 1) and ``noise_z`` (route 2) no row is flagged adversarial. The two
+rules are evaluated independently; a row carries both flags only when both kinds of evidence hold, and
+``flag_reason`` then lists both.
 
 Suspicion (for ranking; in [0, 1], higher = more suspicious)
 ------------------------------------------------------------
@@ -62,8 +63,9 @@ Suspicion (for ranking; in [0, 1], higher = more suspicious)
 disagreement, within-class CG percentile, …). ``suspicion_adversarial`` = weighted geometric mean of
 ``px_label_share``, 1 − ``px_pred_share`` and 1 − ``reverse_eps``/``reverse_scale`` on rows where the network
 disagrees with the label (0 elsewhere), then raised to ``clip(noise_z / noise_z_scale, 0, 1)`` where that is
-larger (the perturbation's trace, also on rows where the attack failed). Without the measurements it falls back to the geometric mean of model loss, Data-Maps, uniqueness and prediction-depth
-percentiles (ranking only, never a flag).
+larger (the perturbation's trace, also on rows where the attack failed). Without the measurements it falls back
+to the geometric mean of model loss, Data-Maps, uniqueness and prediction-depth percentiles (ranking only,
+never a flag).
 
 Relabel suggestion
 ------------------
