@@ -2,7 +2,8 @@
 
 An adversarial copy keeps the pixels of its (correctly labelled) original plus a small L∞ perturbation, and the
 network's prediction moves to another class. A mislabeled image has pixels of another class and the network
-agrees with its pixels. Three measurements tell the two apart (each is a function of arrays and the network):
+agrees with its pixels. Four measurements tell the two apart (functions of arrays; the first three also of the
+network):
 
 - ``reverse_eps``: the smallest L∞ budget of a few signed-gradient steps *towards the given label*
   (x ← clip(x − α·sign ∇ₓ CE(f(x), label)), stopped as soon as argmax f(x) = label) that restores the label;
@@ -26,7 +27,13 @@ both flipped labels and the network's own errors; ``reverse_eps`` separates copi
 ``noise_flip`` separates neither (FGSM/PGD copies at ε ≥ 0.1 are as stable as natural errors), so
 ``core.flags`` records it but does not use it.
 
-``adversarial_evidence`` runs all three and returns one column per measurement (the pipeline's flags step
+- ``noise_level`` / ``noise_z`` (model-free): the image's high-frequency noise level σ̂ (Immerkær's fast
+  noise-variance estimator, CVIU 1996) and how far it sits above the training images of the same given label
+  (robust z of log σ̂: median / MAD). An L∞ sign perturbation adds pixel-level noise of size ε whether or not it
+  fooled the network (on MNIST the background becomes 0 or ε), so this is evidence also for the copies the
+  attack failed on; being relative to the class, it does not fire on datasets whose images are naturally noisy.
+
+``adversarial_evidence`` runs all four and returns one column per measurement (the pipeline's flags step
 stores them in ``samples.parquet``; ``core.flags`` reads them). The model-based measurements are computed only
 for rows the adversarial flag may judge (``judge``: the pipeline passes the held-out rows, or every row with
 ``--flag-train-adversarial``) where the network's prediction differs from the given label, NaN elsewhere (a
@@ -135,6 +142,101 @@ def pixel_vectors(images: np.ndarray, max_side: int = 14, batch: int | None = No
     return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
 
 
+IMMERKAER_MASK = np.array([[1.0, -2.0, 1.0], [-2.0, 4.0, -2.0], [1.0, -2.0, 1.0]])
+
+
+def noise_level(images: np.ndarray, batch: int | None = None) -> np.ndarray:
+    """Per-image high-frequency noise level σ̂ (Immerkær, "Fast noise variance estimation", Computer Vision and
+    Image Understanding 64(2), 1996):
+
+        σ̂ = √(π/2) · 1 / (6 (W − 2)(H − 2)) · Σ_{x,y} |(I ∗ N)(x, y)|,   N = [[1, −2, 1], [−2, 4, −2], [1, −2, 1]]
+
+    over the (H − 2)(W − 2) interior positions of each channel (a valid convolution), averaged over channels.
+    N is the difference of two Laplacians, so it is blind to the smooth structure of an image (constant, linear
+    and most edges) and responds to pixel-to-pixel noise: for i.i.d. Gaussian noise of standard deviation σ on a
+    smooth image σ̂ ≈ σ. An L∞ sign perturbation (FGSM/PGD) is exactly such pixel-level noise (on MNIST the
+    background becomes 0 or ε). Images (n, C, H, W) or (n, H, W) in the units given (the pipeline: [0, 1]);
+    returns float64 (n,), NaN where H or W < 3. Read ``batch`` rows at a time (``core.device.rows_per_batch``;
+    arrays and image stores alike).
+    """
+    if not hasattr(images, "shape"):
+        images = np.asarray(images)
+    shape = tuple(images.shape)
+    n = shape[0]
+    if len(shape) == 3:
+        c, h, w = 1, shape[1], shape[2]
+    else:
+        c, h, w = shape[1], shape[2], shape[3]
+    if h < 3 or w < 3:
+        return np.full(n, np.nan)
+    batch = batch or rows_per_batch((c, h, w), cap=4096, budget_values=1 << 24)
+    kernel = torch.as_tensor(IMMERKAER_MASK, dtype=torch.float64).reshape(1, 1, 3, 3)
+    scale = np.sqrt(np.pi / 2.0) / (6.0 * (w - 2) * (h - 2))
+    out = np.empty(n)
+    for s in range(0, n, batch):
+        x = torch.as_tensor(np.asarray(images[s:s + batch]), dtype=torch.float64)
+        x = x.reshape(len(x) * c, 1, h, w)
+        r = F.conv2d(x, kernel).abs().sum(dim=(1, 2, 3)).reshape(-1, c)
+        out[s:s + len(r)] = (scale * r).mean(dim=1).numpy()
+    return out
+
+
+NOISE_FLOOR = 1e-4  # σ̂ below this (a flat image) counts as this level before the logarithm
+MIN_SCALE = 0.05  # smallest robust spread of log σ̂ (a class whose reference images all have one noise level)
+
+
+def noise_z(level: np.ndarray, labels: np.ndarray, reference: np.ndarray | None = None,
+            min_rows: int = 5) -> np.ndarray:
+    """How far each row's noise level sits above the reference rows of its class, as a robust z-score of log σ̂:
+
+        z = (log σ̂ − median_ref(log σ̂)) / max(1.4826 · MAD_ref(log σ̂), MIN_SCALE)
+
+    with the median and the median absolute deviation (MAD; 1.4826 · MAD estimates the standard deviation of a
+    normal sample, Rousseeuw & Croux, JASA 1993) over the ``reference`` rows (the pipeline: training rows;
+    default every row) carrying the row's given label; a class with fewer than ``min_rows`` finite reference
+    rows uses every reference row. Relative to the class, so it transfers across datasets whose natural noise
+    differs (digits on a black background vs photographs). float64 (n,); NaN where σ̂ is NaN."""
+    level = np.asarray(level, dtype=np.float64)
+    labels = np.asarray(labels)
+    ref = np.ones(len(level), bool) if reference is None else np.asarray(reference, dtype=bool)
+    logv = np.log(np.maximum(level, NOISE_FLOOR))
+    logv[np.isnan(level)] = np.nan
+    ok = ref & np.isfinite(logv)
+    out = np.full(len(level), np.nan)
+    if not ok.any():
+        return out
+
+    def stats(sel: np.ndarray) -> tuple[float, float]:
+        med = float(np.median(logv[sel]))
+        return med, max(1.4826 * float(np.median(np.abs(logv[sel] - med))), MIN_SCALE)
+
+    overall = stats(ok)
+    for c in np.unique(labels):
+        rows = labels == c
+        sel = ok & rows
+        med, sc = stats(sel) if sel.sum() >= min_rows else overall
+        out[rows] = (logv[rows] - med) / sc
+    return out
+
+
+def class_noise_median(level: np.ndarray, labels: np.ndarray, reference: np.ndarray | None = None,
+                       min_rows: int = 5) -> np.ndarray:
+    """Per row, the median σ̂ of the reference rows of its class (all reference rows when fewer than
+    ``min_rows``): the 'typical level' a row's noise is compared with in ``core.flags``' reasons."""
+    level = np.asarray(level, dtype=np.float64)
+    labels = np.asarray(labels)
+    ref = np.ones(len(level), bool) if reference is None else np.asarray(reference, dtype=bool)
+    ok = ref & np.isfinite(level)
+    out = np.full(len(level), np.nan)
+    if not ok.any():
+        return out
+    overall = float(np.median(level[ok]))
+    for c in np.unique(labels):
+        sel = ok & (labels == c)
+        out[labels == c] = float(np.median(level[sel])) if sel.sum() >= min_rows else overall
+    return out
+
+
 def pixel_neighbour_shares(images: np.ndarray, labels: np.ndarray, pred: np.ndarray, *, k: int = 10,
                            max_side: int = 14) -> tuple[np.ndarray, np.ndarray]:
     """(px_label_share, px_pred_share): among each row's ``k`` nearest other rows in ``pixel_vectors`` space
@@ -155,18 +257,23 @@ def adversarial_evidence(model: nn.Module | None, images: np.ndarray, labels: np
                          k: int = 10, step: float = DEFAULT_STEP, steps: int = DEFAULT_STEPS,
                          sigma: float = DEFAULT_SIGMA, draws: int = DEFAULT_DRAWS, seed: int = 0,
                          device: str | torch.device = "cpu", judge: np.ndarray | None = None,
-                         max_model_rows: int | None = None) -> pd.DataFrame:
+                         max_model_rows: int | None = None, reference: np.ndarray | None = None) -> pd.DataFrame:
     """All measurements for every row: ``reverse_eps``, ``noise_flip``, ``noise_to_label`` (rows in ``judge``,
     default every row, where ``pred ≠ labels``, at most ``max_model_rows`` of them; NaN elsewhere, and
     everywhere when there is no network, e.g. ``--pred-probs``), ``px_label_share`` and ``px_pred_share``
-    (every row)."""
+    (every row), and the model-free ``noise_level`` (Immerkær σ̂) and ``noise_z`` (its robust z-score within
+    the ``reference`` rows of the row's class; the pipeline passes the training rows, default every row)."""
     labels = np.asarray(labels, dtype=np.int64)
     pred = np.asarray(pred, dtype=np.int64)
     n = len(labels)
     if judge is not None and len(judge) != n:
         raise ValueError(f"judge has {len(judge)} rows, the table {n}")
     rev, flip, to_label = np.full(n, np.nan), np.full(n, np.nan), np.full(n, np.nan)
+    if reference is not None and len(reference) != n:
+        raise ValueError(f"reference has {len(reference)} rows, the table {n}")
     px_label, px_pred = pixel_neighbour_shares(images, labels, pred, k=k)
+    level = noise_level(images)
+    level_z = noise_z(level, labels, reference)
     mask = pred != labels
     if judge is not None:
         mask &= np.asarray(judge, dtype=bool)
@@ -182,4 +289,5 @@ def adversarial_evidence(model: nn.Module | None, images: np.ndarray, labels: np
         flip[dis], to_label[dis] = noise_response(model, x_dis, pred[dis], labels[dis], sigma=sigma,
                                                   draws=draws, seed=seed, device=device)
     return pd.DataFrame({"reverse_eps": rev, "noise_flip": flip, "noise_to_label": to_label,
-                         "px_label_share": px_label, "px_pred_share": px_pred})
+                         "px_label_share": px_label, "px_pred_share": px_pred, "noise_level": level,
+                         "noise_z": level_z})

@@ -2,9 +2,9 @@
 
 Inputs: the run's sample table (given ``label``, the model's ``pred``/``pred_prob``/``loss``/``margin``,
 Data-Maps ``confidence``, ``split``, score columns, and the measurements of ``core.adversarial_evidence``:
-``reverse_eps``, ``noise_flip``, ``px_label_share``, ``px_pred_share``) and optionally the embeddings (for
-feature-space neighbours). Every signal is optional: a missing or all-NaN column is skipped, and each reason
-lists the evidence that held.
+``reverse_eps``, ``noise_flip``, ``px_label_share``, ``px_pred_share``, ``noise_level``, ``noise_z``) and optionally
+the embeddings (for feature-space neighbours). Every signal is optional: a missing or all-NaN column is skipped, and
+each reason lists the evidence that held.
 
 Mislabeled: the label is wrong, the image is a normal image of another class
 ----------------------------------------------------------------------------
@@ -15,7 +15,9 @@ Votes (each a yes/no per row):
   (the row itself excluded, exact faiss search) carry another label;
 - pixels: fewer than ``pixel_keep_share`` of the nearest rows in pixel space carry the given label
   (``px_label_share < pixel_keep_share``: exactly the complement of the adversarial rule's pixel condition, so a
-  held-out row's pixels cannot support both flags);
+  held-out row's pixels cannot support both flags), on a natural image: not where ``noise_z ≥ noise_z_min``
+  (the image carries a perturbation, adversarial route 2; its pixel neighbours do not show which class it is a
+  normal image of, and attacked copies fooled into another class otherwise get this vote);
 - datamaps: ``confidence < confidence_max`` (the given label was not learned; Swayamdipta et al., 2020);
 - cg: ``cg_score`` in the top ``cg_top`` of its class (Ki et al., 2023: a mislabeled image has a large
   complexity gap).
@@ -29,7 +31,10 @@ Adversarial: the image was pushed across a decision boundary
 ------------------------------------------------------------
 ``flag_adversarial`` only where there is adversarial evidence, on every row the rule may judge (held-out rows;
 training rows only when ``flag_train_adversarial`` is set, because injected or incoming attacked inputs are
-never trained on, and a training row the network got wrong is a mislabel or a hard case):
+never trained on, and a training row the network got wrong is a mislabel or a hard case). Two routes, either
+suffices:
+
+*Route 1, the attack worked* (all must hold):
 
 - the network disagrees with the label (``pred ≠ label``);
 - the pixels do not explain it: a share ≥ ``pixel_keep_share`` of the pixel-space neighbours carry the *given*
@@ -39,9 +44,17 @@ never trained on, and a training row the network got wrong is a mislabel or a ha
 - the disagreement is fragile: a few signed-gradient steps towards the label restore it within an L∞ budget
   ``reverse_eps ≤ reverse_max`` (an image of another class often needs more than the measured budget).
 
+*Route 2, the image carries an attack's perturbation* (model-free; also the copies the attack failed on, where
+the network still agrees with the label): the image's high-frequency noise level (Immerkær's estimator,
+``noise_level``) sits far above that of the training images of its given label: ``noise_z ≥ noise_z_min``
+(robust z of log σ̂ within the class, ``core.adversarial_evidence.noise_z``). An L∞ sign perturbation of size
+ε turns smooth regions into a 0/ε pattern, which natural images of the class do not have; the reason states the
+ratio to the class's median level ("pixel noise 3.7× the typical level of class '7'").
+
 No CG condition: attacked copies can have a *high* CG score (PGD ε = 0.3, bench/results/evidence_detection.md).
-Without the adversarial measurements no row is flagged adversarial. The two rules are evaluated independently;
-a row carries both flags only when both kinds of evidence hold, and ``flag_reason`` then lists both.
+Without the adversarial measurements (route 1) and ``noise_z`` (route 2) no row is flagged adversarial. The two
+rules are evaluated independently; a row carries both flags only when both kinds of evidence hold, and
+``flag_reason`` then lists both.
 
 Suspicion (for ranking; in [0, 1], higher = more suspicious)
 ------------------------------------------------------------
@@ -49,9 +62,10 @@ Suspicion (for ranking; in [0, 1], higher = more suspicious)
 (``weights_mislabeled``: model loss, 1 − Data-Maps confidence, feature-neighbour disagreement, pixel-neighbour
 disagreement, within-class CG percentile, …). ``suspicion_adversarial`` = weighted geometric mean of
 ``px_label_share``, 1 − ``px_pred_share`` and 1 − ``reverse_eps``/``reverse_scale`` on rows where the network
-disagrees with the label (0 elsewhere: an attack that failed leaves no trace in these measurements). Without the
-measurements it falls back to the geometric mean of model loss, Data-Maps, uniqueness and prediction-depth
-percentiles (ranking only, never a flag).
+disagrees with the label (0 elsewhere), then raised to ``clip(noise_z / noise_z_scale, 0, 1)`` where that is
+larger (the perturbation's trace, also on rows where the attack failed). Without the measurements it falls back
+to the geometric mean of model loss, Data-Maps, uniqueness and prediction-depth percentiles (ranking only,
+never a flag).
 
 Relabel suggestion
 ------------------
@@ -84,6 +98,8 @@ DEFAULT_THRESHOLDS: dict[str, Any] = {
     "pixel_pred_max": 1.0,  # fitted (the fit runs gave no reason to use it: 1.0 = off)
     "reverse_max": 0.2,  # fitted
     "reverse_scale": 0.2,
+    "noise_z_min": 3.0,  # fitted: route 2, noise level this many robust SDs above the class (inf = off)
+    "noise_z_scale": 8.0,  # noise_z at which the noise part of suspicion_adversarial reaches 1
     "weights_mislabeled": {"model": 1.0, "datamaps": 1.0, "neighbours": 1.0, "pixels": 1.0, "cg": 1.0,
                            "depth": 0.0, "uniqueness": 0.0, "el2n": 0.0, "forgetting": 0.0, "si_function": 0.0,
                            "si_weights": 0.0, "variability": 0.0},
@@ -193,6 +209,8 @@ class _Signals:
         self.noise_flip = _col(table, "noise_flip")
         self.px_label = _col(table, "px_label_share")
         self.px_pred = _col(table, "px_pred_share")
+        self.noise_level = _col(table, "noise_level")
+        self.noise_z = _col(table, "noise_z")
         self.split = table["split"].to_numpy().astype(str) if "split" in table.columns else None
         self.extra = {name: v for name, v in ((s, _col(table, s)) for s in _PLAIN_SCORES) if v is not None}
         self.nbr = self._neighbours(embeddings, k)
@@ -221,6 +239,30 @@ class _Signals:
             if sel.any():
                 cut[self.label == c] = np.quantile(self.cg[sel], q)
         return cut
+
+    @cached_property
+    def noise_ratio(self) -> np.ndarray | None:
+        """``noise_level`` / the median ``noise_level`` of the training rows (every row without a split) of the
+        row's given label: the 'N× the typical level' of the reasons."""
+        if self.noise_level is None:
+            return None
+        ref = (self.split == "train") if self.split is not None else np.ones(self.n, bool)
+        ok = ref & np.isfinite(self.noise_level)
+        if not ok.any():
+            ok = np.isfinite(self.noise_level)
+        overall = float(np.median(self.noise_level[ok]))
+        med = np.full(self.n, overall)
+        for c in np.unique(self.label):
+            sel = ok & (self.label == c)
+            if sel.sum() >= 5:
+                med[self.label == c] = float(np.median(self.noise_level[sel]))
+        return self.noise_level / np.maximum(med, 1e-12)
+
+    def noise_part(self) -> np.ndarray | None:
+        """clip(noise_z / noise_z_scale, 0, 1), 0 where unmeasured."""
+        if self.noise_z is None:
+            return None
+        return np.clip(np.nan_to_num(self.noise_z, nan=0.0) / float(self.th["noise_z_scale"]), 0.0, 1.0)
 
     @property
     def disagrees(self) -> np.ndarray:
@@ -318,6 +360,8 @@ def _mislabeled_votes(s: _Signals) -> dict[str, np.ndarray]:
         votes["neighbours"] = s.nbr["other"] >= th["neighbour_share"]
     if s.px_label is not None:  # the complement of the adversarial rule's "pixel neighbours keep the label"
         votes["pixels"] = ~np.isnan(s.px_label) & (np.nan_to_num(s.px_label, nan=1.0) < th["pixel_keep_share"])
+        if s.noise_z is not None:  # a perturbed image's pixels do not show which class it is a normal image of
+            votes["pixels"] &= ~(np.nan_to_num(s.noise_z, nan=-np.inf) >= float(th["noise_z_min"]))
     if s.confidence is not None:
         votes["datamaps"] = np.nan_to_num(s.confidence, nan=np.inf) < th["confidence_max"]
     if s.cg is not None:
@@ -352,12 +396,32 @@ def mislabeled_flag(votes: dict[str, np.ndarray], min_votes: int, n: int,
     return (n_votes >= need) & names_other & data_side
 
 
+def _eligible(s: _Signals, flag_train: bool) -> np.ndarray:
+    return np.ones(s.n, bool) if (flag_train or s.split is None) else s.split != "train"
+
+
+def _noise_route(s: _Signals, flag_train: bool) -> np.ndarray:
+    """Route 2 of the adversarial flag: a judged row whose noise level is ``noise_z_min`` robust SDs or more
+    above its class's training rows. All False without ``noise_z``."""
+    if s.noise_z is None:
+        return np.zeros(s.n, bool)
+    return _eligible(s, flag_train) & (np.nan_to_num(s.noise_z, nan=-np.inf) >= float(s.th["noise_z_min"]))
+
+
+def adversarial_flag(s: _Signals, flag_train: bool) -> tuple[np.ndarray, dict[str, np.ndarray], np.ndarray]:
+    """(flag, route-1 conditions, route-2 rows): the flag is route 1 (every condition) or route 2."""
+    votes = _adversarial_votes(s, flag_train)
+    route1 = np.logical_and.reduce(list(votes.values())) if votes else np.zeros(s.n, bool)
+    route2 = _noise_route(s, flag_train)
+    return route1 | route2, votes, route2
+
+
 def _adversarial_votes(s: _Signals, flag_train: bool) -> dict[str, np.ndarray]:
-    """The conditions of the adversarial flag (all must hold); empty without adversarial evidence."""
+    """The conditions of route 1 of the adversarial flag (all must hold); empty without its measurements."""
     if not s.has_adversarial_evidence:
         return {}
     th = s.th
-    eligible = np.ones(s.n, bool) if (flag_train or s.split is None) else s.split != "train"
+    eligible = _eligible(s, flag_train)
     return {
         "held-out row": eligible,
         "model disagrees": s.disagrees,
@@ -414,6 +478,8 @@ def _evidence_bits(i: int, s: _Signals, name: _Names) -> list[str]:
     if s.reverse is not None and s.disagrees[i] and s.adv_measured[i]:
         r = s.reverse[i]
         bits.append("no small step restores the label" if np.isnan(r) else f"a step of ε={r:.2g} restores '{lab}'")
+    if s.noise_z is not None and np.isfinite(s.noise_z[i]) and s.noise_z[i] >= s.th["noise_z_min"]:
+        bits.append(_noise_text(i, s, name))
     if s.cg is not None and not np.isnan(s.cg[i]):
         top = 100.0 * (1.0 - s.cg_pct[i]) + 100.0 / max(1, (s.label == s.label[i]).sum())
         bits.append(f"cg_score in top {max(top, 1.0):.0f}% of class '{lab}' ({s.cg[i]:.3g})")
@@ -424,9 +490,21 @@ def _evidence_bits(i: int, s: _Signals, name: _Names) -> list[str]:
     return bits
 
 
-def _head(i: int, votes: dict[str, np.ndarray], kind: str) -> str:
-    agree = [k for k, v in votes.items() if v[i] and k != "held-out row"]
+def _noise_text(i: int, s: _Signals, name: _Names) -> str:
+    ratio = s.noise_ratio[i] if s.noise_ratio is not None else np.nan
+    times = f"{ratio:.1f}× the typical level" if np.isfinite(ratio) else "far above the level"
+    return f"pixel noise {times} of class '{name(s.label[i])}' (robust z {s.noise_z[i]:.1f})"
+
+
+def _head(i: int, votes: dict[str, np.ndarray], kind: str, extra: list[str] | None = None) -> str:
+    agree = [k for k, v in votes.items() if v[i] and k != "held-out row"] + list(extra or [])
     return f"{kind}? ({', '.join(agree)})" if agree else f"{kind}?"
+
+
+def _adversarial_head(i: int, votes: dict[str, np.ndarray], route2: np.ndarray) -> str:
+    route1 = bool(votes) and all(bool(v[i]) for v in votes.values())
+    shown = votes if route1 else {}
+    return _head(i, shown, "adversarial", ["pixel noise far above its class"] if route2[i] else [])
 
 
 # ------------------------------------------------------------------------------------------ entry point
@@ -467,11 +545,12 @@ def compute_flags(
     else:
         fb = s.fallback_adversarial_parts()
         sus_adv = _weighted_mean(fb, th["weights_adversarial_fallback"], geometric=True) if fb else np.zeros(n)
+    if (noise := s.noise_part()) is not None:
+        sus_adv = np.maximum(sus_adv, noise)
     votes = _mislabeled_votes(s)
     flag_mis = mislabeled_flag(votes, th["min_votes"], n, tuple(th["name_other_by"]), _vote_available(s),
                                th["min_vote_share"])
-    adv_votes = _adversarial_votes(s, flag_train_adversarial)
-    flag_adv = np.logical_and.reduce(list(adv_votes.values())) if adv_votes else np.zeros(n, bool)
+    flag_adv, adv_votes, noise_route = adversarial_flag(s, flag_train_adversarial)
     if not trust_model:
         flag_mis, flag_adv = np.zeros(n, bool), np.zeros(n, bool)
     sug, agree = suggest_label(s.pred, s.pred_prob, None if s.nbr is None else s.nbr["top"],
@@ -480,7 +559,7 @@ def compute_flags(
     reasons = np.full(n, "", dtype=object)
     for i in np.flatnonzero(flag_mis | flag_adv):
         heads = ([_head(i, votes, "mislabeled")] if flag_mis[i] else []) + \
-                ([_head(i, adv_votes, "adversarial")] if flag_adv[i] else [])
+                ([_adversarial_head(i, adv_votes, noise_route)] if flag_adv[i] else [])
         tail = [suggestion[i]] if flag_mis[i] and suggestion[i] else []
         reasons[i] = " + ".join(heads) + ": " + "; ".join(_evidence_bits(i, s, name) + tail)
     return pd.DataFrame(

@@ -676,7 +676,8 @@ def _score_into(writer: RunWriter, ledger: StageLedger, cfg: RunConfig, data: Sa
 
         judge = None if cfg.flag_train_adversarial else table["split"].to_numpy().astype(str) != "train"
         evidence = adversarial_evidence(model, data.images, data.labels, table["pred"].to_numpy(), k=cfg.knn_k,
-                                        seed=cfg.seed, device=dev, judge=judge, max_model_rows=MAX_EVIDENCE_ROWS)
+                                        seed=cfg.seed, device=dev, judge=judge, max_model_rows=MAX_EVIDENCE_ROWS,
+                                        reference=table["split"].to_numpy().astype(str) == "train")
         t = table.copy()
         for c in evidence.columns:
             t[c] = evidence[c].values

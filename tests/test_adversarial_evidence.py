@@ -9,7 +9,9 @@ from torch import nn
 
 from core.adversarial_evidence import (
     adversarial_evidence,
+    noise_level,
     noise_response,
+    noise_z,
     pixel_neighbour_shares,
     pixel_vectors,
     reverse_eps,
@@ -116,7 +118,9 @@ def test_adversarial_evidence_only_measures_disagreements():
     labels = np.array([0, 0, 1, 0])
     pred = np.array([0, 1, 1, 0])
     ev = adversarial_evidence(net, x, labels, pred, k=2)
-    assert list(ev.columns) == ["reverse_eps", "noise_flip", "noise_to_label", "px_label_share", "px_pred_share"]
+    assert list(ev.columns) == ["reverse_eps", "noise_flip", "noise_to_label", "px_label_share", "px_pred_share",
+                                "noise_level", "noise_z"]
+    assert ev["noise_level"].isna().all()  # 1×2 images: no 3×3 interior, no noise estimate
     assert ev["reverse_eps"].isna().tolist() == [True, False, True, True]
     assert ev.loc[1, "reverse_eps"] == pytest.approx(0.10)
     assert ev["px_label_share"].notna().all()
@@ -179,3 +183,83 @@ def test_unmeasured_rows_get_no_reverse_step_reason_or_flag():
                             noise_flip=[0.0, 0.0, np.nan, np.nan, np.nan, np.nan])
     again = compute_flags(measured, None, thresholds={"min_votes": 1}, flag_train_adversarial=True)
     assert "no small step restores" in again.loc[1, "flag_reason"]  # measured and not restored: said
+
+
+def _brute_immerkaer(img: np.ndarray) -> float:
+    """Immerkær (1996) written out: √(π/2)/(6(W−2)(H−2)) Σ |I ∗ N| over interior pixels, mean over channels."""
+    mask = np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]], dtype=np.float64)
+    c, h, w = img.shape
+    per_channel = []
+    for ch in range(c):
+        total = 0.0
+        for y in range(1, h - 1):
+            for x in range(1, w - 1):
+                total += abs(float((img[ch, y - 1:y + 2, x - 1:x + 2] * mask).sum()))
+        per_channel.append(np.sqrt(np.pi / 2) * total / (6 * (w - 2) * (h - 2)))
+    return float(np.mean(per_channel))
+
+
+def test_noise_level_matches_the_formula_on_tiny_images():
+    rng = np.random.default_rng(0)
+    x = rng.random((5, 2, 4, 6)).astype(np.float32)
+    got = noise_level(x, batch=2)  # several batches
+    np.testing.assert_allclose(got, [_brute_immerkaer(im.astype(np.float64)) for im in x], rtol=1e-6)
+    gray = rng.random((3, 5, 5))
+    np.testing.assert_allclose(noise_level(gray), [_brute_immerkaer(im[None]) for im in gray], rtol=1e-9)
+    # the mask sums to zero along every row and column: constant and linear images have no noise
+    yy, xx = np.mgrid[0:8, 0:8] / 8.0
+    assert np.allclose(noise_level(np.stack([np.full((8, 8), 0.3), 0.2 + 0.5 * xx + 0.1 * yy])), 0.0)
+    assert np.isnan(noise_level(np.zeros((2, 1, 2, 8)))).all()
+
+
+def test_noise_level_recovers_the_sigma_of_added_gaussian_noise():
+    """Known-noise check: σ of i.i.d. Gaussian noise added to a smooth image is recovered within 10%."""
+    from core.data.image_store import ImageStore
+
+    rng = np.random.default_rng(1)
+    yy, xx = np.mgrid[0:96, 0:96] / 96.0
+    smooth = 0.5 + 0.2 * np.sin(2 * np.pi * xx) * np.cos(np.pi * yy) + 0.1 * xx
+    for sigma in (0.01, 0.03, 0.1):
+        noisy = smooth[None, None] + rng.normal(0, sigma, (4, 3, 96, 96))
+        est = noise_level(noisy)
+        np.testing.assert_allclose(est, sigma, rtol=0.1)
+    store = ImageStore.from_array(noisy.astype(np.float32))  # an image store is read a batch at a time
+    np.testing.assert_allclose(noise_level(store, batch=3), noise_level(noisy.astype(np.float32)), rtol=1e-6)
+    assert store.materialized == 0
+
+
+def test_noise_z_is_a_robust_z_within_the_reference_rows_of_the_class():
+    rng = np.random.default_rng(2)
+    labels = np.r_[np.zeros(30, int), np.ones(30, int), [2, 2]]
+    level = np.r_[rng.uniform(0.01, 0.02, 30), rng.uniform(0.1, 0.3, 30), [0.05, 0.5]]
+    ref = np.ones(len(level), bool)
+    ref[[0, 31]] = False  # two rows not in the reference
+    z = noise_z(level, labels, ref)
+    logv = np.log(level)
+    for c in (0, 1):
+        sel = ref & (labels == c)
+        med = np.median(logv[sel])
+        mad = 1.4826 * np.median(np.abs(logv[sel] - med))
+        np.testing.assert_allclose(z[labels == c], (logv[labels == c] - med) / max(mad, 0.05))
+    sel = ref  # class 2 has 2 reference rows (< min_rows): every reference row is its reference
+    med = np.median(logv[sel])
+    mad = 1.4826 * np.median(np.abs(logv[sel] - med))
+    np.testing.assert_allclose(z[labels == 2], (logv[labels == 2] - med) / mad)
+    # relative to the class: a row 10× its class's level is far out, whatever the class's own level
+    z2 = noise_z(np.r_[level, 0.15, 2.0], np.r_[labels, 0, 1], np.r_[ref, False, False])
+    assert z2[-2] > 5 and z2[-1] > 5
+    assert np.isnan(noise_z(np.array([np.nan, 0.1]), np.array([0, 0]))[0])
+
+
+def test_adversarial_evidence_noise_columns_use_the_reference_rows():
+    rng = np.random.default_rng(3)
+    x = np.clip(0.5 + rng.normal(0, 0.02, (12, 1, 8, 8)), 0, 1).astype(np.float32)
+    x[-1] = np.clip(x[-1] + 0.2 * np.sign(rng.standard_normal((1, 8, 8))), 0, 1)  # a sign perturbation
+    labels = np.zeros(12, int)
+    ref = np.r_[np.ones(10, bool), False, False]
+    ev = adversarial_evidence(None, x, labels, labels, k=2, reference=ref)
+    np.testing.assert_allclose(ev["noise_level"], noise_level(x))
+    np.testing.assert_allclose(ev["noise_z"], noise_z(noise_level(x), labels, ref))
+    assert ev["noise_z"].iloc[-1] > 5 > ev["noise_z"].iloc[:-1].max()
+    with pytest.raises(ValueError, match="reference"):
+        adversarial_evidence(None, x, labels, labels, reference=np.ones(2, bool))

@@ -283,3 +283,48 @@ def test_vote_share_counts_only_the_votes_that_exist():
     # naming another class is required: pixels and Data Maps alone do not flag
     only_data = {**votes, "model": np.array([False, False]), "neighbours": np.array([False, False])}
     assert not mislabeled_flag(only_data, 1, 2, available=avail).any()
+
+
+def _noise_table() -> pd.DataFrame:
+    """20 natural training rows of class 0 (noise levels around 0.03) plus four rows to judge (see the test)."""
+    rng = np.random.default_rng(0)
+    base = 0.03 * np.exp(rng.normal(0, 0.1, 20))
+    level = np.r_[base, [0.03, 0.12, 0.12, 0.12]]
+    from core.adversarial_evidence import noise_z
+
+    split = np.array(["train"] * 20 + ["test", "test", "train", "test"])
+    return pd.DataFrame({
+        "label": np.zeros(24, int), "pred": np.r_[np.zeros(23, int), [1]], "pred_prob": np.full(24, 0.9),
+        "split": split, "px_label_share": np.r_[np.ones(23), [0.2]], "px_pred_share": np.r_[np.zeros(23), [0.8]],
+        "reverse_eps": np.full(24, np.nan), "noise_level": level,
+        "noise_z": noise_z(level, np.zeros(24, int), split == "train"),
+    })
+
+
+def test_noise_route_flags_perturbed_held_out_rows_the_network_agrees_on():
+    """Route 2: a held-out row whose noise level is far above its class (here 4× the training rows' level) is
+    flagged adversarial although the network agrees with its label; a training row with the same noise is not
+    (unless asked); a natural held-out row is not; the reason states the ratio."""
+    t = _noise_table()
+    z = t["noise_z"].to_numpy()
+    assert z[21] > 5 and abs(z[20]) < 1
+    out = compute_flags(t, None, class_names=["zero", "one"])
+    flags = out["flag_adversarial"].to_numpy()
+    assert flags.tolist() == [False] * 21 + [True, False, True]
+    reason = out.loc[21, "flag_reason"]
+    assert reason.startswith("adversarial? (pixel noise far above its class)"), reason
+    ratio = 0.12 / np.median(t["noise_level"].to_numpy()[:20])
+    assert f"pixel noise {ratio:.1f}× the typical level of class 'zero'" in reason, reason
+    assert "mislabeled?" not in reason
+    # row 23: the network is fooled and the pixel neighbours side with the prediction; the pixels of a perturbed
+    # image do not vote "mislabeled", so it is flagged adversarial only
+    assert not out.loc[23, "flag_mislabeled"] and "pixel noise" in out.loc[23, "flag_reason"]
+    natural = t.assign(noise_z=np.where(np.arange(24) == 23, 0.0, t["noise_z"]))
+    assert compute_flags(natural, None)["flag_mislabeled"].iloc[23]  # the same row without the noise: a mislabel
+    # suspicion ranks the perturbed rows above the natural held-out row
+    sus = out["suspicion_adversarial"].to_numpy()
+    assert sus[21] > sus[20] and sus[21] == pytest.approx(min(1.0, z[21] / DEFAULT_THRESHOLDS["noise_z_scale"]))
+    assert compute_flags(t, None, flag_train_adversarial=True)["flag_adversarial"].iloc[22]
+    # the route is off without the column, and its threshold is configurable
+    assert not compute_flags(t.drop(columns=["noise_z"]), None)["flag_adversarial"].iloc[21]
+    assert not compute_flags(t, None, thresholds={"noise_z_min": z[21] + 0.1})["flag_adversarial"].iloc[21]

@@ -26,6 +26,12 @@ def test_tiny_run_has_every_score_and_the_contract(tiny_run):
         assert col in df.columns, col
     assert not (df["flag_adversarial"] & (df["split"] == "train")).any()  # held-out rows only by default
     assert df.loc[df["pred"] == df["label"], "reverse_eps"].isna().all()
+    # the model-free noise evidence: every row measured; noise_z is relative to the class's training rows
+    assert df["noise_level"].notna().all() and df["noise_z"].notna().all()
+    train = df[df["split"] == "train"]
+    assert train.groupby("label")["noise_z"].median().abs().max() < 0.5
+    adv = df["is_adversarial"].to_numpy(bool)
+    assert df.loc[adv, "noise_z"].median() > df.loc[~adv & (df["split"] == "test"), "noise_z"].median() + 2
     q = m["model"]["quality"]
     assert q["heldout_acc"] == m["model"]["test_acc"] and isinstance(q["trust_flags"], bool) and q["message"]
     for name in SCORE_SPECS:

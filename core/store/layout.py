@@ -28,7 +28,8 @@ MAP_COLUMNS = ("umap_x", "umap_y")
 FLAG_COLUMNS = ("flag_mislabeled", "flag_adversarial", "flag_reason", "suspicion_mislabeled",
                 "suspicion_adversarial", "suggested_label", "suggested_label_name", "suggestion_agrees", "suggestion")
 #: Per-row adversarial evidence (core.adversarial_evidence) the flags are decided from.
-EVIDENCE_COLUMNS = ("reverse_eps", "noise_flip", "noise_to_label", "px_label_share", "px_pred_share")
+EVIDENCE_COLUMNS = ("reverse_eps", "noise_flip", "noise_to_label", "px_label_share", "px_pred_share", "noise_level",
+                    "noise_z")
 
 
 def default_runs_dir() -> Path:
