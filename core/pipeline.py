@@ -530,13 +530,22 @@ def _score_into(writer: RunWriter, ledger: StageLedger, cfg: RunConfig, data: Sa
 
     if tcfg.freeze_backbone and cfg.weights and user is None:  # w₀ from a file: one pass, sharded, resumable
         def backbone_pass() -> np.ndarray:
-            from core.models.backbones import backbone_features
+            import copy
+
             from core.models.training import build_initial_model
 
-            net0 = build_initial_model(tcfg, tuple(data.image_shape), data.n_classes).to(dev)
+            net0 = build_initial_model(tcfg, tuple(data.image_shape), data.n_classes)
             steps.progress("backbone features (computed once, in shards)", None)
-            return stages.sharded("backbone_features", data_deps, len(data),
-                                  lambda rows: backbone_features(net0, take_rows(data.images, rows), dev))
+            gpu = dev.type == "cuda"
+            net = copy.deepcopy(net0).cpu() if executor.remote else net0.to(dev)
+            unit = partial(backbone_shard, device="cuda" if gpu else str(dev))
+
+            def waves(bounds: list[tuple[int, int]]) -> list[np.ndarray]:  # the same unit on either executor
+                out = executor.map_batches(unit, bounds, shared=(net, data.images), gpu=gpu)
+                return np.split(out, np.cumsum([hi - lo for lo, hi in bounds])[:-1])
+
+            return stages.sharded("backbone_features", data_deps, len(data), compute_shards=waves,
+                                  wave=getattr(executor, "workers", None) or 1 if executor.remote else 1)
 
         feature_cache[len(data)] = stages.run(
             "backbone_features", data_deps, backbone_pass, lambda f: StageOutput(arrays={"features": f}),
@@ -758,6 +767,15 @@ def embed_shard(bounds: tuple[int, int], model: Any, images: Any, device: str) -
     lo, hi = bounds
     part = images[lo:hi] if isinstance(images, np.ndarray) else take_rows(images, np.arange(lo, hi))
     return embed(model, part, device)
+
+
+def backbone_shard(bounds: tuple[int, int], model: Any, images: Any, device: str) -> np.ndarray:
+    """A frozen backbone's penultimate features of rows ``[lo, hi)`` (the network at w₀, eval mode): the unit
+    of the sharded ``backbone_features`` stage on every executor."""
+    from core.models.backbones import backbone_features
+
+    lo, hi = bounds
+    return backbone_features(model, take_rows(images, np.arange(lo, hi)), device)
 
 
 def embed_rows(model: Any, images: Any, dev: torch.device, executor: Executor) -> np.ndarray:

@@ -345,40 +345,53 @@ class StageRunner:
         self.ledger = ledger
         self.steps = steps
 
-    def sharded(self, name: str, deps: list[str], n: int, compute_rows: Any, *, key: Any = None,
-                shard_rows: int = SHARD_ROWS) -> np.ndarray:
+    def sharded(self, name: str, deps: list[str], n: int, compute_rows: Any = None, *, key: Any = None,
+                shard_rows: int = SHARD_ROWS, compute_shards: Any = None, wave: int = 1) -> np.ndarray:
         """``compute_rows(rows) -> array (len(rows), ...)`` over ``range(n)`` shard by shard, each finished shard
         kept on disk for a resumed attempt (see the module docstring); the shards concatenated. Call inside
-        the ``compute`` of ``run(name, deps, ...)`` with the same ``deps`` and ``key``."""
+        the ``compute`` of ``run(name, deps, ...)`` with the same ``deps`` and ``key``.
+
+        ``compute_shards(bounds) -> [array per (lo, hi)]`` instead computes up to ``wave`` missing shards in
+        one call (an executor maps them in parallel); each is written as soon as its wave returns."""
+        if (compute_rows is None) == (compute_shards is None):
+            raise ValueError("give exactly one of compute_rows and compute_shards")
+        if compute_shards is None:
+            def compute_shards(bounds: list[tuple[int, int]]) -> list[np.ndarray]:
+                return [np.asarray(compute_rows(np.arange(lo, hi))) for lo, hi in bounds]
         shard_rows = int(os.environ.get("INFOSCOPE_SHARD_ROWS", shard_rows))
         if shard_rows < 1:
             raise RunStoreError(f"rows per shard must be ≥ 1, got {shard_rows}")
         folder = self.ledger.dir / f"{name}.shards" / self.ledger.inputs_fp(name, deps, key)[:24]
         folder.mkdir(parents=True, exist_ok=True)
         counts = self.ledger.state["counts"].setdefault(name, {"started": 0, "committed": 0})
-        parts = []
-        for k, start in enumerate(range(0, n, shard_rows)):
-            end = min(n, start + shard_rows)
-            path = folder / f"{start:010d}-{end:010d}.npy"
+        bounds = [(start, min(n, start + shard_rows)) for start in range(0, n, shard_rows)]
+        paths = [folder / f"{lo:010d}-{hi:010d}.npy" for lo, hi in bounds]
+        parts: list[np.ndarray | None] = []
+        for (lo, hi), path in zip(bounds, paths, strict=True):
             part = None
             if path.exists():
                 try:
                     part = np.load(path, allow_pickle=False)
-                    if len(part) != end - start or (part.dtype.kind == "f" and not np.isfinite(part).all()):
+                    if len(part) != hi - lo or (part.dtype.kind == "f" and not np.isfinite(part).all()):
                         part = None
                 except (OSError, ValueError):
                     part = None
-            if part is None:
-                part = np.asarray(compute_rows(np.arange(start, end)))
-                with atomic_path(path, ".npy") as tmp, open(tmp, "wb") as fh:
+            if part is not None:
+                counts["shards_reused"] = counts.get("shards_reused", 0) + 1
+            parts.append(part)
+        missing = [k for k, p in enumerate(parts) if p is None]
+        for w in range(0, len(missing), max(1, int(wave))):
+            todo = missing[w:w + max(1, int(wave))]
+            outs = compute_shards([bounds[k] for k in todo])
+            for k, part in zip(todo, outs, strict=True):
+                part = np.asarray(part)
+                with atomic_path(paths[k], ".npy") as tmp, open(tmp, "wb") as fh:
                     np.save(fh, part)
+                parts[k] = part
                 with self.ledger._lock:  # counted at once: a kill after this shard keeps the count
                     counts["shards_computed"] = counts.get("shards_computed", 0) + 1
                     self.ledger._save()
                 _kill_hook(KILL_AFTER_SHARD, f"{name}:{k}")
-            else:
-                counts["shards_reused"] = counts.get("shards_reused", 0) + 1
-            parts.append(part)
         with self.ledger._lock:
             self.ledger._save()
         return np.concatenate(parts) if parts else np.zeros((0,), np.float32)

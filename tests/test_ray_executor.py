@@ -217,6 +217,44 @@ def test_ray_run_equals_local_run_and_runs_every_unit_on_ray(cluster, tiny_sourc
     assert ray.is_initialized()  # the run did not shut down a cluster it did not start
 
 
+def test_frozen_backbone_pass_runs_its_shards_on_ray_and_equals_local(cluster, tmp_path, one_thread, monkeypatch):
+    """The sharded pass of a frozen resnet18 (weights from a file) over every image: on Ray its shards are the
+    same unit (``core.pipeline.backbone_shard``) and the run equals the local one."""
+    import torch
+    from torchvision.models import resnet18
+
+    from core.executors import RayExecutor
+    from core.pipeline import RunConfig, score_run
+    from tests.test_scale_pipeline import _photo_folder
+
+    top = _photo_folder(tmp_path / "photos", per_class=24)
+    torch.manual_seed(0)
+    torch.save(resnet18(weights=None).state_dict(), tmp_path / "r18.pt")
+    monkeypatch.setenv("INFOSCOPE_SHARD_ROWS", "16")  # 49 images: 4 shards, mapped in waves of 2
+
+    def cfg(name: str, executor: str) -> RunConfig:
+        return RunConfig(sources=[f"p=folder:{top}"], model="resnet18", weights=str(tmp_path / "r18.pt"),
+                         image_size=32, epochs=2, holdout=0.25, scores=["loss", "uniqueness"], map_method="pca",
+                         device="cpu", seed=0, runs_dir=str(tmp_path / name), executor=executor)
+
+    seen: list[int] = []
+    orig = RayExecutor.map_batches
+
+    def spy(self, fn, bounds, *a, **kw):
+        if (fn.func if isinstance(fn, partial) else fn).__name__ == "backbone_shard":
+            seen.append(len(bounds))
+        return orig(self, fn, bounds, *a, **kw)
+
+    monkeypatch.setattr(RayExecutor, "map_batches", spy)
+    local = score_run(cfg("local", "local"))
+    remote = score_run(cfg("ray", "ray"))
+    assert seen == [2, 2]
+    np.testing.assert_allclose(np.load(remote / "embeddings.npy"), np.load(local / "embeddings.npy"), rtol=1e-6)
+    a, b = pd.read_parquet(remote / "samples.parquet"), pd.read_parquet(local / "samples.parquet")
+    np.testing.assert_allclose(a["loss"], b["loss"], rtol=1e-6)
+    assert (a["pred"] == b["pred"]).all()
+
+
 def test_ray_run_killed_then_resumed_equals_local_and_redoes_nothing(cluster, tiny_sources, tmp_path, local_run):
     """A CLI run on the test's cluster (``--ray-address``), SIGKILLed right after the CG stage, resumed on Ray."""
     runs = tmp_path / "runs"
