@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -88,26 +89,46 @@ def uniqueness_adapter(ctx: ScoreContext) -> ScoreResult:
     return ScoreResult({"uniqueness": dist[:, :k].mean(1)}, {"k": k, "space": "penultimate features"})
 
 
+DUP_MAX_VALUES = 4096  # pixel values per image compared by near_duplicates; larger images are pooled first
+
+
 def near_duplicates(images: np.ndarray, sample_id: np.ndarray, *, threshold: float = 0.995, k: int = 5,
-                    device: str = "auto", batch: int = 16384) -> pd.DataFrame:
+                    device: str = "auto", batch: int = 16384, max_values: int = DUP_MAX_VALUES) -> pd.DataFrame:
     """Pairs (a, b), a before b, with cosine similarity ≥ ``threshold`` between their pixel vectors, among each
     row's ``k`` nearest rows. ``images`` (an array or an :class:`~core.data.image_store.ImageStore`) is read
-    ``batch`` rows at a time (unit vectors computed per row, exactly as for the whole array); the faiss index
-    holds the n unit pixel vectors, nothing else grows with n."""
+    a batch of rows at a time (unit vectors computed per row, exactly as for the whole array); the faiss index
+    holds the n unit pixel vectors, nothing else grows with n.
+
+    Images with more than ``max_values`` values (C·H·W) are compared as average-pooled thumbnails: each channel
+    pooled to the largest s × s grid with C·s² ≤ ``max_values`` (3 × 36 × 36 for RGB). MNIST- and CIFAR-size
+    images are compared pixel for pixel; a 224×224 photo's 150,528 values would make the index 600 kB per row."""
+    from core.device import rows_per_batch
     from core.knn import knn_self_batches
 
     n = len(images)
     k = min(k, n - 1)
     if k < 1:
         return pd.DataFrame(columns=["sample_id_a", "sample_id_b", "cosine"])
-    dim = int(np.prod(images.shape[1:]))
+    shape = tuple(int(v) for v in images.shape[1:])
+    dim = int(np.prod(shape))
+    side = None
+    if dim > max_values and len(shape) == 3:
+        side = max(1, math.isqrt(max(max_values // shape[0], 1)))
+        dim = shape[0] * min(shape[1], side) * min(shape[2], side)
+    batch = min(int(batch), rows_per_batch(shape, cap=int(batch), budget_values=1 << 26))
 
     def unit(rows: np.ndarray) -> np.ndarray:
         if len(rows) and rows[-1] - rows[0] == len(rows) - 1 and np.all(np.diff(rows) == 1):
             x = images[int(rows[0]):int(rows[-1]) + 1]
         else:
             x = images[rows]
-        x = np.asarray(x).reshape(len(rows), -1).astype(np.float32)
+        x = np.asarray(x, dtype=np.float32)
+        if side is not None:
+            import torch
+            import torch.nn.functional as F
+
+            x = F.adaptive_avg_pool2d(torch.as_tensor(x), (min(shape[1], side), min(shape[2], side))).numpy()
+        x = x.reshape(len(rows), -1)
         x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
         if not np.isfinite(x).all():
             raise ScoreError("kNN support contains NaN or infinite values")

@@ -53,3 +53,29 @@ def test_map_above_max_fit_is_fitted_on_a_sample_and_places_every_row(mnist_smal
     assert not np.allclose(got, full)  # a real sample, not the full fit
     with pytest.raises(ValueError, match="max_fit"):
         map_2d(f, method="pca", max_fit=2)
+
+
+def test_near_duplicates_of_large_images_compare_pooled_thumbnails():
+    """Images above max_values values are compared as average-pooled thumbnails: a resized-then-restored copy
+    (not equal pixel for pixel) is found, the cosine is that of the pooled vectors (brute force), and the
+    index holds C·s² values per row, not C·H·W."""
+    import torch
+    import torch.nn.functional as F
+
+    rng = np.random.default_rng(0)
+    base = rng.uniform(size=(30, 3, 8, 8)).astype(np.float32)
+    x = F.interpolate(torch.as_tensor(base), size=(96, 96), mode="bilinear", align_corners=False).numpy()
+    x += rng.normal(scale=0.05, size=x.shape).astype(np.float32)  # distinct at full resolution
+    x[20] = np.clip(x[3] + rng.normal(scale=0.02, size=x[3].shape), 0, None)  # near copy of row 3
+    ids = np.array([f"p:{i}" for i in range(30)], dtype=object)
+    got = near_duplicates(x, ids, threshold=0.995, device="cpu", max_values=300, batch=7)
+    side = int(np.sqrt(300 // 3))  # 10 → 3 × 10 × 10 = 300 values
+    pooled = F.adaptive_avg_pool2d(torch.as_tensor(x), (side, side)).numpy().reshape(30, -1)
+    u = pooled / np.linalg.norm(pooled, axis=1, keepdims=True)
+    cos = u @ u.T
+    np.fill_diagonal(cos, -1)
+    want = {(f"p:{i}", f"p:{j}") for i, j in zip(*np.nonzero(cos >= 0.995), strict=True) if i < j}
+    assert ("p:3", "p:20") in want
+    assert set(map(tuple, got[["sample_id_a", "sample_id_b"]].values)) == want
+    row = got[(got.sample_id_a == "p:3") & (got.sample_id_b == "p:20")]
+    assert row["cosine"].iloc[0] == pytest.approx(cos[3, 20], abs=1e-5)
