@@ -5,6 +5,7 @@ function on the *same* unit and only decide where the call runs:
 
 | step (module)                               | unit                                            | executor call     |
 | ------------------------------------------- | ----------------------------------------------- | ----------------- |
+| decoding (``core.data.sources``)            | a chunk of file rows decoded at the run's size  | ``map``           |
 | frozen backbone (``core.pipeline``)         | a shard of rows through the network at w₀       | ``map_batches``   |
 | features (``core.pipeline``)                | a shard of rows: read, ``model.embed``          | ``map_batches``   |
 | kNN search (``core.knn``)                   | a shard of query rows against one faiss index   | ``map``           |

@@ -340,13 +340,13 @@ def _versions() -> dict[str, str]:
             "platform": platform.platform()}
 
 
-def _load(cfg: RunConfig) -> tuple[Samples, list[dict]]:
+def _load(cfg: RunConfig, executor: Executor | None = None) -> tuple[Samples, list[dict]]:
     from core.models.nets import default_image_size, model_channels
 
     side = cfg.image_size or default_image_size(cfg.model)  # 224 for ImageNet backbones, else most common
     size = (side, side) if side else None
     data = load_sources(cfg.sources, image_size=size, skip_bad=cfg.skip_bad, channels=model_channels(cfg.model),
-                        max_pixels=cfg.max_image_pixels)
+                        max_pixels=cfg.max_image_pixels, executor=executor)
     data.load_info["image_size_from"] = ("--image-size" if cfg.image_size else
                                          f"default of {cfg.model}" if side else data.load_info.get("size_rule"))
     records: list[dict] = []
@@ -384,7 +384,7 @@ def score_run(cfg: RunConfig, report: Callable[[str, str, float | None], None] |
     try:
         executor.check_device(dev)
         with steps.step("load"):
-            data, corruptions = _load(cfg)
+            data, corruptions = _load(cfg, executor)
         with RunWriter(runs_dir, cfg.name or "run") as writer:
             ledger = StageLedger.create(writer.path, asdict(cfg), _stage_context(dev))
             _check_load(ledger, cfg, data, corruptions, steps)
@@ -478,13 +478,13 @@ def resume_run(run: str | Path, *, runs_dir: str | Path | None = None, given: di
         cfg.validate()
         dev = resolve_device(cfg.device)
         steps = Steps(report)
-        with steps.step("load"):
-            data, corruptions = _load(cfg)
-        ledger.set_context(_stage_context(dev))
-        _check_load(ledger, cfg, data, corruptions, steps)  # before the run is taken over: a refusal changes nothing
         executor = make_executor(cfg.executor, cfg.ray_address)
         try:
             executor.check_device(dev)
+            with steps.step("load"):
+                data, corruptions = _load(cfg, executor)
+            ledger.set_context(_stage_context(dev))
+            _check_load(ledger, cfg, data, corruptions, steps)  # before the run is taken over: a refusal changes nothing
             ledger.begin_attempt()
             with RunWriter.reopen(path) as writer:
                 out = _score_into(writer, ledger, cfg, data, corruptions, dev, steps, executor)

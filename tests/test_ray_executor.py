@@ -217,6 +217,38 @@ def test_ray_run_equals_local_run_and_runs_every_unit_on_ray(cluster, tiny_sourc
     assert ray.is_initialized()  # the run did not shut down a cluster it did not start
 
 
+def test_decoding_on_ray_equals_the_local_decode_row_for_row(cluster, tmp_path, monkeypatch):
+    """File sources decoded by Ray tasks (chunks of rows, ``core.data.sources.decode_chunk``) give the same
+    store, the same kept rows and the same skipped rows (a corrupt file, with --skip-bad) as the local
+    decode."""
+    from core.data import sources
+    from core.data.sources import load_sources
+    from core.executors import RayExecutor
+    from tests.test_scale_pipeline import _photo_folder
+
+    top = _photo_folder(tmp_path / "photos", per_class=12)
+    bad = next(iter(sorted(top.rglob("*.png"))))
+    bad.write_bytes(b"not a png")
+    monkeypatch.setattr(sources, "DECODE_CHUNK", 7)  # several chunks, waves of 2 on the 2-CPU cluster
+    calls: list[tuple[str, int]] = []
+    orig = RayExecutor.map
+
+    def spy(self, fn, items, *a, **kw):
+        calls.append((fn.__name__, len(items)))
+        return orig(self, fn, items, *a, **kw)
+
+    monkeypatch.setattr(RayExecutor, "map", spy)
+    local = load_sources([f"p=folder:{top}"], image_size=(32, 32), channels=3, skip_bad=True)
+    assert calls == []  # the local decode does not go through the executor
+    remote = load_sources([f"p=folder:{top}"], image_size=(32, 32), channels=3, skip_bad=True,
+                          executor=RayExecutor())
+    n_rows = len(local) + 1  # the corrupt file was a row too
+    assert calls == [("decode_chunk", 2)] * (-(-n_rows // 7) // 2) + ([("decode_chunk", 1)] if -(-n_rows // 7) % 2 else [])
+    np.testing.assert_array_equal(np.asarray(remote.images), np.asarray(local.images))
+    assert list(remote.sample_id) == list(local.sample_id) and len(remote.skipped) == len(local.skipped) == 1
+    np.testing.assert_array_equal(remote.labels, local.labels)
+
+
 def test_frozen_backbone_pass_runs_its_shards_on_ray_and_equals_local(cluster, tmp_path, one_thread, monkeypatch):
     """The sharded pass of a frozen resnet18 (weights from a file) over every image: on Ray its shards are the
     same unit (``core.pipeline.backbone_shard``) and the run equals the local one."""

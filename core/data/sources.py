@@ -182,7 +182,7 @@ class RawSource:
         return out
 
     def stacked(self, size: tuple[int, int], channels: int, resize_first: bool = False,
-                cache_dir: str | Path | None = None) -> np.ndarray | ImageStore:
+                cache_dir: str | Path | None = None, executor: Any = None) -> np.ndarray | ImageStore:
         """All images at ``(channels, *size)`` (aspect-keeping resize + centre crop): one float32 array for an
         array source; for a file source an :class:`ImageStore` decoded batch by batch into shard files (rows
         that fail to decode are reported, or skipped and dropped from this source's row lists)."""
@@ -192,7 +192,7 @@ class RawSource:
                 x = np.stack([convert_channels(img, channels) for img in x])
             return resize_crop(x, size)
         lazy = self.images
-        store, kept, skipped = lazy.decode(size, channels, resize_first, cache_dir)
+        store, kept, skipped = lazy.decode(size, channels, resize_first, cache_dir, executor=executor)
         if not kept:
             raise DataError(f"{lazy.origin}: no usable images (all {len(self.skipped) + len(skipped)} rows "
                             "were skipped)")
@@ -357,6 +357,16 @@ def _as_list(batch: list) -> list:
     return batch
 
 
+def decode_chunk(bounds: tuple[int, int], dataset: _DecodeRows) -> list[tuple[int, np.ndarray | None, str]]:
+    """Rows ``[lo, hi)`` of ``dataset`` decoded: ``(row, image or None, why)`` each — the unit of decoding on a
+    remote executor (``core.executors``; the same per-row function the DataLoader workers call)."""
+    lo, hi = bounds
+    return [dataset[i] for i in range(lo, hi)]
+
+
+DECODE_CHUNK = 1024  # rows per decoding unit on a remote executor
+
+
 DECODE_BATCH = 64
 
 
@@ -383,18 +393,29 @@ class _LazyImages:
     skip_bad: bool
 
     def decode(self, size: tuple[int, int], channels: int, resize_first: bool,
-               cache_dir: str | Path | None = None) -> tuple[ImageStore, list[int], list[tuple[str, str]]]:
-        """Decode every row at ``(channels, *size)`` in batches (DataLoader workers for large sources) into shard
-        files; returns the store of the rows kept, their indices, and the ``(where, why)`` of rows skipped."""
+               cache_dir: str | Path | None = None,
+               executor: Any = None) -> tuple[ImageStore, list[int], list[tuple[str, str]]]:
+        """Decode every row at ``(channels, *size)`` in batches (DataLoader workers for large sources, or the
+        tasks of a remote ``executor``, e.g. Ray: chunks of :data:`DECODE_CHUNK` rows in waves of one chunk
+        per worker) into shard files; returns the store of the rows kept, their indices, and the ``(where,
+        why)`` of rows skipped. Rows reach the shard files in row order either way."""
         import torch.utils.data as tud
 
         errors = _RowErrors(self.skip_bad)
         writer = ShardWriter((channels, int(size[0]), int(size[1])), cache_dir)
         kept: list[int] = []
         dataset = _DecodeRows(self.rows, self.max_pixels, size, channels, resize_first)
-        workers = decode_workers(len(dataset))
-        loader = tud.DataLoader(dataset, batch_size=DECODE_BATCH, num_workers=workers, collate_fn=_as_list,
-                                **({"prefetch_factor": 2} if workers else {}))
+        if executor is not None and getattr(executor, "remote", False):
+            from core.executors import shard_bounds
+
+            chunks = shard_bounds(len(dataset), DECODE_CHUNK)
+            wave = max(1, int(getattr(executor, "workers", 1) or 1))
+            loader: Any = (batch for w in range(0, len(chunks), wave)
+                           for batch in executor.map(decode_chunk, chunks[w:w + wave], shared=(dataset,)))
+        else:
+            workers = decode_workers(len(dataset))
+            loader = tud.DataLoader(dataset, batch_size=DECODE_BATCH, num_workers=workers, collate_fn=_as_list,
+                                    **({"prefetch_factor": 2} if workers else {}))
         for batch in loader:
             for i, img, why in batch:
                 if img is None:
@@ -895,7 +916,7 @@ def _shape_counts(raws: list[RawSource]) -> tuple[dict[tuple[int, int], int], di
 
 
 def merge_sources(raws: list[RawSource], image_size: tuple[int, int] | None = None,
-                  channels: int | None = None, cache_dir: str | Path | None = None) -> Samples:
+                  channels: int | None = None, cache_dir: str | Path | None = None, executor: Any = None) -> Samples:
     """Map labels onto the union of class names, bring every image to one size and mode, and put them in one
     array (array sources only) or one :class:`ImageStore` (any file source: decoded once, in batches, into shard
     files under ``cache_dir``, default a temporary folder removed with the store)."""
@@ -903,7 +924,8 @@ def merge_sources(raws: list[RawSource], image_size: tuple[int, int] | None = No
     size = image_size or most_common_size(sizes)
     if channels is None:
         channels = 1 if modes.get(1, 0) > modes.get(3, 0) else 3
-    images = concat_images([r.stacked(size, channels, image_size is not None, cache_dir) for r in raws])
+    images = concat_images([r.stacked(size, channels, image_size is not None, cache_dir, executor=executor)
+                            for r in raws])
     sizes, modes = _shape_counts(raws)  # the rows kept (decoding may skip some)
     class_names = sort_class_names([name for r in raws for name in r.label_names])
     if len(class_names) < 2:
@@ -978,6 +1000,7 @@ def load_sources(
     channels: int | None = None,
     max_pixels: int | None = None,
     cache_dir: str | Path | None = None,
+    executor: Any = None,
 ) -> Samples:
     """Load and merge the sources ``specs`` (each ``NAME=SPEC`` or bare ``SPEC``, see the module docstring).
 
@@ -992,6 +1015,8 @@ def load_sources(
             :data:`core.data.images.DEFAULT_MAX_PIXELS`. Larger files are bad rows, refused before decoding.
         cache_dir: where file sources' decoded shards go (default ``$INFOSCOPE_CACHE`` or the system's temporary
             folder; a fresh sub-folder, removed when the images are garbage-collected).
+        executor: a remote ``core.executors`` executor (Ray) decodes file sources' rows in its tasks; default
+            this process (DataLoader workers for large sources).
 
     Raises:
         DataError: on any bad input, with a message naming the file or row.
@@ -1015,7 +1040,7 @@ def load_sources(
         raise DataError(f"channels must be 1 or 3, got {channels!r}")
     names = frozenset(p.name for p in parsed)
     raws = [load_one(p, base, skip_bad, names - {p.name}, size, max_pixels) for p in parsed]
-    samples = merge_sources(raws, size, channels, cache_dir)
+    samples = merge_sources(raws, size, channels, cache_dir, executor=executor)
     del raws  # file rows and encoded bytes: decoded into the store by now
     release_freed_memory()
     return samples
