@@ -11,6 +11,7 @@ function on the *same* unit and only decide where the call runs:
 | kNN search (``core.knn``)                   | a shard of query rows against one faiss index   | ``map``           |
 | CG score (``core.scores.cg``)               | one one-vs-rest problem (class, draw, chunk)    | ``map``           |
 | SI head (``core.scores.si_crossfit``)       | one head problem (fold / part of a repeat)      | ``map``           |
+| network SI (``core.scores.unique_info``)    | a shard of rows: projected Jacobian features    | ``map_batches``   |
 
 Reductions stay in the driver and are done in the units' order, so they are the same sums as the local loop:
 CG adds each problem's gaps into its positives' totals problem by problem, the SI head sums each problem's

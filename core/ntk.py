@@ -42,8 +42,9 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -518,6 +519,16 @@ def jacobian_features(
                 progress(sl.stop / len(x))
         g = torch.cat(out, 0)
     return g.reshape(len(x), k, -1)
+
+
+def jacobian_shard(bounds: tuple[int, int], model: nn.Module, x: Any, **kw: Any) -> np.ndarray:
+    """``jacobian_features`` of rows ``[lo, hi)`` of ``x`` (an array or tensor), flattened to (rows, k·d)
+    float32 numpy: the unit of the Jacobian features on every executor (``core.executors``). The projection
+    depends only on its seed, so a shard's rows equal the same rows of one call over all of ``x``."""
+    lo, hi = bounds
+    part = torch.as_tensor(np.asarray(x[lo:hi]))
+    g = jacobian_features(model, part, **kw)
+    return g.reshape(len(part), -1).float().cpu().numpy()
 
 
 def _materialise(pieces: _Pieces, names: list[str], numel: dict[str, int]) -> torch.Tensor:

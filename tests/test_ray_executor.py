@@ -217,6 +217,33 @@ def test_ray_run_equals_local_run_and_runs_every_unit_on_ray(cluster, tiny_sourc
     assert ray.is_initialized()  # the run did not shut down a cluster it did not start
 
 
+def test_network_si_jacobian_features_on_ray_equal_local(cluster, monkeypatch):
+    """``--si-method network``: the projected Jacobian features are computed in shards of rows
+    (``core.ntk.jacobian_shard``) on the executor; Ray equals the local executor, and both equal one call."""
+    import torch
+
+    from core.executors import RayExecutor
+    from core.models.nets import MLP
+    from core.scores import unique_info
+
+    monkeypatch.setattr(unique_info, "JACOBIAN_SHARD_ROWS", 16)  # 60 rows: 4 shards
+    rng = np.random.default_rng(0)
+    x = rng.uniform(size=(60, 1, 6, 6)).astype(np.float32)
+    xv = rng.uniform(size=(9, 1, 6, 6)).astype(np.float32)
+    y = rng.integers(0, 3, 60)
+    torch.manual_seed(0)
+    net = MLP(in_features=36, hidden=(12,), n_classes=3).eval()
+    kw = dict(projection_dim=64, projection="sparse", seed=5, device="cpu", t=None, lam=1e-2)
+    one = unique_info.unique_information(net, x, y, xv, **kw)
+    loc = unique_info.unique_information(net, x, y, xv, executor=LocalExecutor(), **kw)
+    rem = unique_info.unique_information(net, x, y, xv, executor=RayExecutor(), **kw)
+    # float32 Jacobians in another process (its own thread count): equal to the issue's 1e-6 relative
+    np.testing.assert_allclose(rem.si_weights, loc.si_weights, rtol=1e-6)
+    np.testing.assert_allclose(rem.si_function, loc.si_function, rtol=1e-6)
+    np.testing.assert_allclose(loc.si_weights, one.si_weights, rtol=1e-5)
+    np.testing.assert_allclose(loc.si_function, one.si_function, rtol=1e-5)
+
+
 def test_decoding_on_ray_equals_the_local_decode_row_for_row(cluster, tmp_path, monkeypatch):
     """File sources decoded by Ray tasks (chunks of rows, ``core.data.sources.decode_chunk``) give the same
     store, the same kept rows and the same skipped rows (a corrupt file, with --skip-bad) as the local

@@ -302,6 +302,7 @@ def unique_information(
     device: str | torch.device = "auto",
     chunk_size: int | None = None,
     progress: Callable[[str, float | None], None] | None = None,
+    executor: Any = None,
 ) -> UniqueInfo:
     """Smooth unique information of every training sample in the weights and in the function.
 
@@ -317,6 +318,9 @@ def unique_information(
         projection_exact: parameters kept exact (unprojected) in the projected path, e.g. ``"last:1"`` (the
             classifier, whose block kron(AAᵀ+1, I) carries much of a trained network's kernel).
         device: ``"auto"`` | ``"cpu"`` | ``"cuda"``; chunk_size: Jacobian chunk (samples).
+        executor: a ``core.executors`` executor: the projected Jacobian features are then computed in shards
+            of ``JACOBIAN_SHARD_ROWS`` rows by ``core.ntk.jacobian_shard`` on it (Ray tasks when remote);
+            None: one call in this process.
 
     Returns:
         ``UniqueInfo`` with ``si_weights`` = ‖w − w₋ᵢ‖²/(2σ²) and ``si_function`` =
@@ -361,9 +365,13 @@ def unique_information(
         fkw = dict(kw, projection_dim=projection_dim, projection=projection, seed=seed,
                    exact_params=projection_exact)
         say("SI: Jacobian features of the training set", 0.05)
-        g = jacobian_features(model, x_train, **fkw,
-                              progress=lambda f: say("SI: Jacobian features", 0.05 + 0.6 * f)).double()
-        g_val = jacobian_features(model, xv, **fkw).double() if has_val else None
+        if executor is not None:
+            g = _sharded_jacobian(executor, model, x_train, k, fkw, dev)
+            g_val = _sharded_jacobian(executor, model, xv, k, fkw, dev) if has_val else None
+        else:
+            g = jacobian_features(model, x_train, **fkw,
+                                  progress=lambda f: say("SI: Jacobian features", 0.05 + 0.6 * f)).double()
+            g_val = jacobian_features(model, xv, **fkw).double() if has_val else None
         lam_eff = lam * float(g.pow(2).sum() / (n * k)) if lam_relative else lam
         say("SI: closed-form leave-one-out", 0.75)
         out = loo_features(g, g_val, resid, lam=lam_eff, t=t, lr=lr)
@@ -387,6 +395,25 @@ def unique_information(
                 "feature_dim": d, "n_train": n, "n_val": len(xv) if has_val else 0, "n_outputs": k},
         info=info,
     )
+
+
+JACOBIAN_SHARD_ROWS = 1024
+
+
+def _sharded_jacobian(executor: Any, model: nn.Module, x: torch.Tensor, k: int, fkw: dict[str, Any],
+                      dev: torch.device) -> torch.Tensor:
+    """Jacobian features (n, k, d) float64 from shards of rows mapped on ``executor`` (a remote one gets a CPU
+    copy of the network and the device by name)."""
+    from functools import partial
+
+    from core.executors import shard_bounds
+    from core.ntk import jacobian_shard
+
+    kw = dict(fkw, device="cuda" if dev.type == "cuda" else str(dev))
+    net = copy.deepcopy(model).cpu() if getattr(executor, "remote", False) else model
+    out = executor.map_batches(partial(jacobian_shard, **kw), shard_bounds(len(x), JACOBIAN_SHARD_ROWS),
+                               shared=(net, x.cpu().numpy()), gpu=dev.type == "cuda")
+    return torch.as_tensor(out, device=dev).double().reshape(len(x), k, -1)
 
 
 def _as_tensor(x: np.ndarray | torch.Tensor, what: str) -> torch.Tensor:
@@ -500,7 +527,7 @@ def network_adapter(ctx: ScoreContext) -> ScoreResult:
         lam=float(prm["lam"]), lam_relative=bool(prm["lam_relative"]), t=t, lr=float(prm["lr"]),
         sigma=float(prm["sigma"]), params=prm["params"], projection_dim=proj, projection=str(prm["projection"]),
         projection_exact=prm["projection_exact"], seed=ctx.seed, device=ctx.device, chunk_size=prm["chunk_size"],
-        progress=ctx.progress,
+        progress=ctx.progress, executor=ctx.extra.get("executor"),
     )
     cols = {name: np.full(n_all, np.nan) for name in ("si_weights", "si_function")}
     cols["si_weights"][tr] = res.si_weights
