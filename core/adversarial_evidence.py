@@ -253,6 +253,16 @@ def pixel_neighbour_shares(images: np.ndarray, labels: np.ndarray, pred: np.ndar
     return (nl == np.asarray(labels)[:, None]).mean(1), (nl == np.asarray(pred)[:, None]).mean(1)
 
 
+def evidence_row_cap(image_shape: tuple[int, ...], rows_at_32: int = 5000, floor: int = 200) -> int:
+    """How many rows get the network-based measurements: ``rows_at_32`` for images of up to 3×32×32 values,
+    proportionally fewer for larger ones (their network passes cost about that much more), at least ``floor``:
+    5,000 for MNIST/CIFAR, 200 for 224×224 RGB."""
+    values = 1
+    for d in image_shape:
+        values *= max(int(d), 1)
+    return max(int(floor), min(int(rows_at_32), int(rows_at_32) * 3 * 32 * 32 // values))
+
+
 def adversarial_evidence(model: nn.Module | None, images: np.ndarray, labels: np.ndarray, pred: np.ndarray, *,
                          k: int = 10, step: float = DEFAULT_STEP, steps: int = DEFAULT_STEPS,
                          sigma: float = DEFAULT_SIGMA, draws: int = DEFAULT_DRAWS, seed: int = 0,

@@ -28,6 +28,7 @@ import pandas as pd
 import torch
 
 import core
+from core.adversarial_evidence import evidence_row_cap
 from core.data import (
     load_sources,
     pair_label_noise,
@@ -51,7 +52,8 @@ from core.store.layout import DUPLICATES, default_runs_dir
 
 DEMO_SOURCES = ("mnist=mnist5k", "digits=digits")
 # held-out rows the network gets wrong that get the network-based adversarial measurements (reverse steps,
-# noise draws: ~40 network passes each); beyond it, those whose pixel neighbours side most with the label
+# noise draws: ~40 network passes each) for 32×32 images; fewer for larger ones (core.adversarial_evidence.
+# evidence_row_cap); beyond it, those whose pixel neighbours side most with the label
 MAX_EVIDENCE_ROWS = 5000
 
 
@@ -685,7 +687,8 @@ def _score_into(writer: RunWriter, ledger: StageLedger, cfg: RunConfig, data: Sa
 
         judge = None if cfg.flag_train_adversarial else table["split"].to_numpy().astype(str) != "train"
         evidence = adversarial_evidence(model, data.images, data.labels, table["pred"].to_numpy(), k=cfg.knn_k,
-                                        seed=cfg.seed, device=dev, judge=judge, max_model_rows=MAX_EVIDENCE_ROWS,
+                                        seed=cfg.seed, device=dev, judge=judge,
+                                        max_model_rows=evidence_row_cap(data.image_shape, MAX_EVIDENCE_ROWS),
                                         reference=table["split"].to_numpy().astype(str) == "train")
         t = table.copy()
         for c in evidence.columns:
@@ -740,7 +743,7 @@ def _score_into(writer: RunWriter, ledger: StageLedger, cfg: RunConfig, data: Sa
                   "train_rows_adversarial": cfg.flag_train_adversarial,
                   "adversarial_measured_rows": int(np.isfinite(table["noise_flip"]).sum())
                   if "noise_flip" in table.columns else 0,
-                  "adversarial_measured_cap": MAX_EVIDENCE_ROWS},
+                  "adversarial_measured_cap": evidence_row_cap(data.image_shape, MAX_EVIDENCE_ROWS)},
         "user_outputs": None if user is None else {
             "features": cfg.features, "pred_probs": cfg.pred_probs, "not_computed": user["unavailable"],
             "outputs_from": "--pred-probs" if cfg.pred_probs else "linear head trained on --features"},

@@ -263,3 +263,11 @@ def test_adversarial_evidence_noise_columns_use_the_reference_rows():
     assert ev["noise_z"].iloc[-1] > 5 > ev["noise_z"].iloc[:-1].max()
     with pytest.raises(ValueError, match="reference"):
         adversarial_evidence(None, x, labels, labels, reference=np.ones(2, bool))
+
+
+def test_the_measured_rows_shrink_with_the_image_cost():
+    from core.adversarial_evidence import evidence_row_cap
+
+    assert evidence_row_cap((1, 28, 28)) == 5000 and evidence_row_cap((3, 32, 32)) == 5000
+    assert evidence_row_cap((3, 64, 64)) == 1250
+    assert evidence_row_cap((3, 224, 224)) == 200  # 102 by cost, raised to the floor
