@@ -102,12 +102,12 @@ import numpy as np
 import pandas as pd
 
 DEFAULT_THRESHOLDS: dict[str, Any] = {
-    "model_prob": 0.6,  # fitted
+    "model_prob": 0.4,  # fitted
     "neighbour_share": 0.5,
     "confidence_max": 0.5,
     "cg_top": 0.10,
-    "min_votes": 2,  # fitted: floor on the number of votes
-    "min_vote_share": 0.75,  # fitted: share of the row's available votes that must hold
+    "min_votes": 4,  # fitted: floor on the number of votes
+    "min_vote_share": 0.5,  # fitted: share of the row's available votes that must hold
     "name_other_by": ("model", "neighbours"),  # fitted: which votes may name the other class
     "confident_joint": True,  # fitted (on/off): the confident-joint route of the mislabeled flag
     "pixel_keep_share": 0.5,  # fitted
