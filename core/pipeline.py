@@ -48,7 +48,7 @@ from core.models.training import TrainConfig, TrainResult, embed, train_model
 from core.scores.registry import SCORE_SPECS, ScoreContext, ScoreResult, parse_score_names
 from core.stages import StageLedger, StageOutput, StageRunner, samples_digest
 from core.store import RunWriter
-from core.store.layout import DUPLICATES, default_runs_dir
+from core.store.layout import CROSSFIT_COLUMNS, DUPLICATES, default_runs_dir
 
 DEMO_SOURCES = ("mnist=mnist5k", "digits=digits")
 # held-out rows the network gets wrong that get the network-based adversarial measurements (reverse steps,
@@ -671,6 +671,8 @@ def _score_into(writer: RunWriter, ledger: StageLedger, cfg: RunConfig, data: Sa
         columns.update(res.columns)
         score_arrays.update(res.arrays)
         for col in res.columns:
+            if col in CROSSFIT_COLUMNS:  # per-row evidence for the flags, not a score of its own
+                continue
             s = SCORE_SPECS.get(col)
             score_meta[col] = {"params": res.params, "info": res.info, "wall_time_s": steps.times[f"score {label}"],
                                "direction": s.direction if s else "", "summary": s.summary if s else "",

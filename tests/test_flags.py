@@ -108,8 +108,9 @@ def test_missing_and_nan_columns_degrade(noisy):
 def test_thresholds_are_configurable(noisy):
     _, _, _, table, emb, _ = noisy
     base = compute_flags(table, emb)["flag_mislabeled"].sum()
-    strict = compute_flags(table, emb, thresholds={"min_votes": 4})["flag_mislabeled"].sum()
-    assert strict < base
+    loose = compute_flags(table, emb, thresholds={"min_votes": 2, "min_vote_share": 0.0})["flag_mislabeled"].sum()
+    strict = compute_flags(table, emb, thresholds={"model_prob": 1.01})["flag_mislabeled"].sum()  # no model vote
+    assert strict < base < loose
     w = compute_flags(table, emb, thresholds={"weights_mislabeled": {"cg": 0.0, "model": 0.0, "datamaps": 0.0}})
     expect = percentile(compute_flags(table, emb, k=10).pipe(lambda _: _neighbour_share(table, emb)))
     np.testing.assert_allclose(w["suspicion_mislabeled"], expect)
@@ -328,3 +329,74 @@ def test_noise_route_flags_perturbed_held_out_rows_the_network_agrees_on():
     # the route is off without the column, and its threshold is configurable
     assert not compute_flags(t.drop(columns=["noise_z"]), None)["flag_adversarial"].iloc[21]
     assert not compute_flags(t, None, thresholds={"noise_z_min": z[21] + 0.1})["flag_adversarial"].iloc[21]
+
+
+def _brute_confident_joint(y: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """By the definition (Northcutt et al., JAIR 2021): tⱼ = mean p[i, j] over rows labelled j; the row's class in
+    the confident joint is the argmax of p[i, j] over the j with p[i, j] ≥ tⱼ (none: not counted). Returns
+    (off-diagonal in the full confident joint, off-diagonal when the row's overall argmax is the one that qualifies)."""
+    n, k = p.shape
+    t = [np.mean([p[i, j] for i in range(n) if y[i] == j]) for j in range(k)]
+    full, top = np.zeros(n, bool), np.zeros(n, bool)
+    for i in range(n):
+        qual = [j for j in range(k) if p[i, j] >= t[j]]
+        if qual:
+            j = max(qual, key=lambda c: p[i, c])
+            full[i] = j != y[i]
+        am = int(np.argmax(p[i]))
+        top[i] = am != y[i] and p[i, am] >= t[am]
+    return full, top
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_confident_joint_vote_matches_the_per_class_thresholds(seed):
+    from core.flags import class_thresholds, confident_joint_vote
+
+    rng = np.random.default_rng(seed)
+    n, k = 30, 4
+    y = np.r_[np.arange(k), rng.integers(0, k, n - k)]
+    p = rng.dirichlet(np.full(k, 0.7), n)
+    p[np.arange(n), y] += rng.uniform(0, 1.0, n)  # mostly right, some confidently wrong
+    p /= p.sum(1, keepdims=True)
+    full, top = _brute_confident_joint(y, p)
+    lp = p[np.arange(n), y]
+    got = confident_joint_vote(y, lp, p.argmax(1), p.max(1))
+    assert np.allclose(class_thresholds(y, lp), [p[y == j, j].mean() for j in range(k)])
+    assert got.tolist() == top.tolist()
+    assert not (got & ~full).any()  # never counts a row the full confident joint keeps on the diagonal
+    assert got.any() and (~got).any()
+    # rows without out-of-sample probabilities: no vote, and they do not enter the thresholds
+    lp2, pp2 = lp.copy(), p.max(1).copy()
+    lp2[:5], pp2[:5] = np.nan, np.nan
+    got2 = confident_joint_vote(y, lp2, p.argmax(1), pp2)
+    t2 = [np.mean([p[i, j] for i in range(5, n) if y[i] == j]) for j in range(k)]
+    assert np.allclose(class_thresholds(y, lp2), t2, equal_nan=True)
+    assert not got2[:5].any()
+
+
+def test_confident_joint_route_uses_cross_fitted_and_held_out_probabilities():
+    # class 0: 6 rows; the cross-fitted network half-learned a pair flip, so t₁ is low (mean p(1) over rows labelled 1)
+    label = np.array([0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1])
+    split = np.array(["train"] * 12 + ["test"])
+    cf_label = np.r_[[0.9, 0.9, 0.9, 0.9, 0.9, 0.3], [0.5, 0.5, 0.5, 0.5, 0.5, 0.5], np.nan]
+    cf_pred = np.r_[[0, 0, 0, 0, 0, 1], [1] * 6, np.nan]
+    cf_pred_prob = np.r_[[0.9, 0.9, 0.9, 0.9, 0.9, 0.7], [0.5] * 6, np.nan]
+    # the run's network memorised row 5 (agrees with its label): the vote rule has only pixels + neighbours
+    t = pd.DataFrame({
+        "label": label, "split": split, "pred": np.r_[label[:12], [0]], "pred_prob": np.r_[np.full(12, 0.9), [0.8]],
+        "loss": np.r_[np.full(12, 0.1), [-np.log(0.2)]], "px_label_share": np.r_[np.ones(5), [0.1], np.ones(7)],
+        "crossfit_label_prob": cf_label, "crossfit_pred": cf_pred, "crossfit_pred_prob": cf_pred_prob,
+    })
+    t.loc[12, "px_label_share"] = 0.0  # held-out row 12: labelled 1, the network says 0 with p=0.8 ≥ t₀
+    emb = np.r_[np.tile([[0.0, 0.0]], (5, 1)), [[5.0, 5.0]], np.tile([[5.0, 5.0]], (6, 1)), [[0.0, 0.0]]]
+    emb = emb + np.random.default_rng(0).normal(0, 0.01, emb.shape)
+    th = {"min_votes": 3, "min_vote_share": 1.0}
+    on = compute_flags(t, emb, thresholds={**th, "confident_joint": True})
+    off = compute_flags(t, emb, thresholds={**th, "confident_joint": False})
+    assert on["flag_mislabeled"].tolist() == [False] * 5 + [True] + [False] * 6 + [True]
+    assert off["flag_mislabeled"].tolist() == [False] * 12 + [True]  # row 12 holds 3 of 3 votes anyway
+    assert "confident joint" in on.loc[5, "flag_reason"] and "cross-fitted network" in on.loc[5, "flag_reason"]
+    assert "model (held out)" in on.loc[12, "flag_reason"]
+    # without the data-side evidence the route does not fire (the image looks like its label)
+    t2 = t.assign(px_label_share=1.0)
+    assert not compute_flags(t2, emb, thresholds={**th, "confident_joint": True})["flag_mislabeled"].any()

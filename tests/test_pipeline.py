@@ -32,6 +32,17 @@ def test_tiny_run_has_every_score_and_the_contract(tiny_run):
     assert train.groupby("label")["noise_z"].median().abs().max() < 0.5
     adv = df["is_adversarial"].to_numpy(bool)
     assert df.loc[adv, "noise_z"].median() > df.loc[~adv & (df["split"] == "test"), "noise_z"].median() + 2
+    # out-of-sample predictions of the training rows from SI's cross-fitted networks (confident-joint vote)
+    from core.store.layout import CROSSFIT_COLUMNS
+
+    tr = (df["split"] == "train").to_numpy()
+    for col in CROSSFIT_COLUMNS:
+        assert df.loc[tr, col].notna().all() and df.loc[~tr, col].isna().all(), col
+        assert col not in m["scores"]
+    assert (df.loc[tr, "crossfit_pred_prob"] >= df.loc[tr, "crossfit_label_prob"] - 1e-12).all()
+    assert df.loc[tr, "crossfit_label_prob"].between(0, 1).all()
+    same = df.loc[tr, "crossfit_pred"] == df.loc[tr, "label"]
+    assert np.allclose(df.loc[tr][same]["crossfit_pred_prob"], df.loc[tr][same]["crossfit_label_prob"])
     q = m["model"]["quality"]
     assert q["heldout_acc"] == m["model"]["test_acc"] and isinstance(q["trust_flags"], bool) and q["message"]
     for name in SCORE_SPECS:

@@ -484,6 +484,26 @@ def check_params(params: dict[str, Any]) -> dict[str, Any]:
     return prm
 
 
+def crossfit_columns(prob_sum: np.ndarray, prob_count: np.ndarray, labels: np.ndarray) -> dict[str, np.ndarray]:
+    """Out-of-sample predictions of the training rows from the cross-fitted networks (NaN where a row was in
+    no cross-fitting, e.g. held-out rows, whose out-of-sample prediction is the run's own network's).
+
+    p̂ᵢ = mean over the cross-fittings of the softmax of the network that did not train on row i (the fold's
+    network); ``crossfit_label_prob`` = p̂ᵢ(yᵢ), ``crossfit_pred`` = argmax p̂ᵢ, ``crossfit_pred_prob`` = max p̂ᵢ.
+    These are the out-of-sample predicted probabilities confident learning needs (Northcutt, Jiang, Chuang,
+    JAIR 2021); ``core.flags`` uses them for its confident-joint vote.
+    """
+    seen = prob_count > 0
+    p = np.where(seen[:, None], prob_sum / np.maximum(prob_count, 1)[:, None], np.nan)
+    nan = np.full(len(p), np.nan)
+    lab = np.asarray(labels, dtype=np.int64)
+    label_prob, pred, pred_prob = nan.copy(), nan.copy(), nan.copy()
+    label_prob[seen] = p[seen, lab[seen]]
+    pred[seen] = p[seen].argmax(1)
+    pred_prob[seen] = p[seen].max(1)
+    return {"crossfit_label_prob": label_prob, "crossfit_pred": pred, "crossfit_pred_prob": pred_prob}
+
+
 def _uses(runs: list[dict[str, Any]], head: str) -> bool:
     return any(r["head"] == head for r in runs)
 
@@ -523,6 +543,8 @@ def head_adapter(ctx: ScoreContext, params: dict[str, Any]) -> ScoreResult:
         label_meta["skipped"] = (f"{len(ctx.train_idx)} training rows > label_information_max_rows = "
                                  f"{int(prm['label_information_max_rows'])}")
     per_rep: dict[str, list[np.ndarray]] = {"si_weights": [], "si_function": []}
+    prob_sum = np.zeros((n_all, n_classes))  # cross-fitted softmax, summed over the cross-fittings
+    prob_count = np.zeros(n_all)
     trace: list[dict[str, Any]] = []
     j = 0
     stop_reason = "fixed features: nothing to repeat"
@@ -564,6 +586,9 @@ def head_adapter(ctx: ScoreContext, params: dict[str, Any]) -> ScoreResult:
             sums["si_weights"][prob.rows] += out["si_weights"]
             sums["si_function"][prob.rows] += out["si_function"]
             count[prob.rows] += 1
+            if prob.probs is not None:
+                prob_sum[prob.rows] += prob.probs
+                prob_count[prob.rows] += 1
             runs.append({"source": prob.source, "n": int(len(prob.rows)), "eta_t": out["eta_t"],
                          "head": prob.head, "head_val_acc": out["val_acc"]})
             arrays.update({f"p{j}_rows": prob.rows, f"p{j}_x": prob.x.astype(np.float32),
@@ -597,6 +622,8 @@ def head_adapter(ctx: ScoreContext, params: dict[str, Any]) -> ScoreResult:
         stack = np.stack(v)
         seen = np.isfinite(stack)
         cols[c] = np.where(seen.any(0), np.where(seen, stack, 0.0).sum(0) / np.maximum(seen.sum(0), 1), np.nan)
+    if prob_count.any():
+        cols.update(crossfit_columns(prob_sum, prob_count, labels))
     if meta["features"] == "crossfit":  # the estimate after the last cross-fitting, as the stopping rule saw it
         repro = {c: trace[-1][c] for c in per_rep}
         basis = (f"Spearman–Brown from the even vs odd halves of {n_reps} cross-fittings: expected Spearman "

@@ -31,6 +31,10 @@ FLAG_COLUMNS = ("flag_mislabeled", "flag_adversarial", "flag_reason", "suspicion
 EVIDENCE_COLUMNS = ("reverse_eps", "noise_flip", "noise_to_label", "px_label_share", "px_pred_share", "noise_level",
                     "noise_z")
 
+#: Out-of-sample predictions of the training rows from the SI's cross-fitted networks (``core.scores.si_crossfit``;
+#: NaN on held-out rows and when SI does not cross-fit), read by the mislabeled flag's confident-joint vote.
+CROSSFIT_COLUMNS = ("crossfit_label_prob", "crossfit_pred", "crossfit_pred_prob")
+
 
 def default_runs_dir() -> Path:
     """``$INFOSCOPE_RUNS`` or ``./runs``."""
