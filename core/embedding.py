@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
@@ -102,8 +101,11 @@ def near_duplicates(images: np.ndarray, sample_id: np.ndarray, *, threshold: flo
     Images with more than ``max_values`` values (C·H·W) are compared as average-pooled thumbnails: each channel
     pooled to the largest s × s grid with C·s² ≤ ``max_values`` (3 × 36 × 36 for RGB). MNIST- and CIFAR-size
     images are compared pixel for pixel; a 224×224 photo's 150,528 values would make the index 600 kB per row."""
+    import torch
+
     from core.device import rows_per_batch
     from core.knn import knn_self_batches
+    from core.pooling import pool_spatial, pooled_shape
 
     n = len(images)
     k = min(k, n - 1)
@@ -111,10 +113,9 @@ def near_duplicates(images: np.ndarray, sample_id: np.ndarray, *, threshold: flo
         return pd.DataFrame(columns=["sample_id_a", "sample_id_b", "cosine"])
     shape = tuple(int(v) for v in images.shape[1:])
     dim = int(np.prod(shape))
-    side = None
-    if dim > max_values and len(shape) == 3:
-        side = max(1, math.isqrt(max(max_values // shape[0], 1)))
-        dim = shape[0] * min(shape[1], side) * min(shape[2], side)
+    pooled = len(shape) == 3 and dim > max_values
+    if pooled:
+        dim = int(np.prod(pooled_shape(shape, max_values)))
     batch = min(int(batch), rows_per_batch(shape, cap=int(batch), budget_values=1 << 26))
 
     def unit(rows: np.ndarray) -> np.ndarray:
@@ -123,11 +124,8 @@ def near_duplicates(images: np.ndarray, sample_id: np.ndarray, *, threshold: flo
         else:
             x = images[rows]
         x = np.asarray(x, dtype=np.float32)
-        if side is not None:
-            import torch
-            import torch.nn.functional as F
-
-            x = F.adaptive_avg_pool2d(torch.as_tensor(x), (min(shape[1], side), min(shape[2], side))).numpy()
+        if pooled:
+            x = pool_spatial(torch.as_tensor(x), max_values).numpy()
         x = x.reshape(len(rows), -1)
         x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
         if not np.isfinite(x).all():

@@ -546,7 +546,7 @@ def _score_into(writer: RunWriter, ledger: StageLedger, cfg: RunConfig, data: Sa
                 out = executor.map_batches(unit, bounds, shared=(net, data.images), gpu=gpu)
                 return np.split(out, np.cumsum([hi - lo for lo, hi in bounds])[:-1])
 
-            return stages.sharded("backbone_features", data_deps, len(data), compute_shards=waves,
+            return stages.sharded("backbone_features", data_deps, len(data), waves,
                                   wave=getattr(executor, "workers", None) or 1 if executor.remote else 1)
 
         feature_cache[len(data)] = stages.run(
@@ -683,6 +683,8 @@ def _score_into(writer: RunWriter, ledger: StageLedger, cfg: RunConfig, data: Sa
 
     table = build_table(data, split, logits, columns, coords)
 
+    evidence_cap = evidence_row_cap(data.image_shape, MAX_EVIDENCE_ROWS)
+
     def flags() -> tuple[pd.DataFrame, pd.DataFrame]:
         from core.adversarial_evidence import adversarial_evidence
         from core.flags import compute_flags
@@ -690,7 +692,7 @@ def _score_into(writer: RunWriter, ledger: StageLedger, cfg: RunConfig, data: Sa
         judge = None if cfg.flag_train_adversarial else table["split"].to_numpy().astype(str) != "train"
         evidence = adversarial_evidence(model, data.images, data.labels, table["pred"].to_numpy(), k=cfg.knn_k,
                                         seed=cfg.seed, device=dev, judge=judge,
-                                        max_model_rows=evidence_row_cap(data.image_shape, MAX_EVIDENCE_ROWS),
+                                        max_model_rows=evidence_cap,
                                         reference=table["split"].to_numpy().astype(str) == "train")
         t = table.copy()
         for c in evidence.columns:
@@ -745,7 +747,7 @@ def _score_into(writer: RunWriter, ledger: StageLedger, cfg: RunConfig, data: Sa
                   "train_rows_adversarial": cfg.flag_train_adversarial,
                   "adversarial_measured_rows": int(np.isfinite(table["noise_flip"]).sum())
                   if "noise_flip" in table.columns else 0,
-                  "adversarial_measured_cap": evidence_row_cap(data.image_shape, MAX_EVIDENCE_ROWS)},
+                  "adversarial_measured_cap": evidence_cap},
         "user_outputs": None if user is None else {
             "features": cfg.features, "pred_probs": cfg.pred_probs, "not_computed": user["unavailable"],
             "outputs_from": "--pred-probs" if cfg.pred_probs else "linear head trained on --features"},

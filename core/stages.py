@@ -345,19 +345,12 @@ class StageRunner:
         self.ledger = ledger
         self.steps = steps
 
-    def sharded(self, name: str, deps: list[str], n: int, compute_rows: Any = None, *, key: Any = None,
-                shard_rows: int = SHARD_ROWS, compute_shards: Any = None, wave: int = 1) -> np.ndarray:
-        """``compute_rows(rows) -> array (len(rows), ...)`` over ``range(n)`` shard by shard, each finished shard
-        kept on disk for a resumed attempt (see the module docstring); the shards concatenated. Call inside
-        the ``compute`` of ``run(name, deps, ...)`` with the same ``deps`` and ``key``.
-
-        ``compute_shards(bounds) -> [array per (lo, hi)]`` instead computes up to ``wave`` missing shards in
-        one call (an executor maps them in parallel); each is written as soon as its wave returns."""
-        if (compute_rows is None) == (compute_shards is None):
-            raise ValueError("give exactly one of compute_rows and compute_shards")
-        if compute_shards is None:
-            def compute_shards(bounds: list[tuple[int, int]]) -> list[np.ndarray]:
-                return [np.asarray(compute_rows(np.arange(lo, hi))) for lo, hi in bounds]
+    def sharded(self, name: str, deps: list[str], n: int, compute_shards: Any, *, key: Any = None,
+                shard_rows: int = SHARD_ROWS, wave: int = 1) -> np.ndarray:
+        """``compute_shards(bounds) -> [array per (lo, hi)]`` over ``range(n)`` in shards of ``shard_rows`` rows,
+        up to ``wave`` missing shards per call (an executor maps them in parallel); each shard is written as soon
+        as its wave returns and kept on disk for a resumed attempt (see the module docstring); the shards
+        concatenated. Call inside the ``compute`` of ``run(name, deps, ...)`` with the same ``deps`` and ``key``."""
         shard_rows = int(os.environ.get("INFOSCOPE_SHARD_ROWS", shard_rows))
         if shard_rows < 1:
             raise RunStoreError(f"rows per shard must be ≥ 1, got {shard_rows}")

@@ -33,7 +33,6 @@ Named ``layers`` (module names of any ``nn.Module``) are captured with forward h
 
 from __future__ import annotations
 
-import math
 import tempfile
 import time
 from collections.abc import Sequence
@@ -43,12 +42,12 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from core.device import resolve_device, rows_per_batch
 from core.errors import ScoreError
 from core.knn import knn, knn_vote
+from core.pooling import pool_spatial
 
 Layers = Sequence[int] | Sequence[str] | None
 PROBE_BUDGET_BYTES = 1 << 30  # one probe's representations of all rows stay under this (see the docstring)
@@ -88,10 +87,8 @@ def depth_from_agreement(agree: np.ndarray) -> np.ndarray:
 def pool_probe(t: torch.Tensor, max_dim: int) -> torch.Tensor:
     """A probe's batch (b, ...) as (b, d) float32 with d ≤ ``max_dim`` where pooling can reach it (see the
     module docstring): spatial average pooling of (b, C, H, W) maps, the token mean of (b, T, D) sequences."""
-    if t.dim() == 4 and t[0].numel() > max_dim:
-        c, h, w = t.shape[1:]
-        side = max(1, int(math.isqrt(max(max_dim // c, 1))))
-        t = F.adaptive_avg_pool2d(t, (min(h, side), min(w, side)))
+    if t.dim() == 4:
+        t = pool_spatial(t, max_dim)
     elif t.dim() == 3 and t[0].numel() > max_dim:
         t = t.mean(1)
     return t.reshape(len(t), -1).float()

@@ -201,11 +201,8 @@ def solve_problem(prob: HeadProblem, labels: np.ndarray, n_classes: int, *, lam:
     else:
         eta_t = None if t in (None, "inf", float("inf")) else float(t)
     out = head_loo(kern, kern_val, y, lam=lam, eta_t=eta_t, eig=eig)
-    set_info = {}
-    if sets:
-        names = list(sets)
-        vals = head_set_loo(kern, kern_val, y, [sets[nm] for nm in names], lam=lam, eta_t=eta_t, eig=eig)
-        set_info = {nm: (w / (2 * sigma**2), f / (2 * sigma**2)) for nm, (w, f) in zip(names, vals, strict=True)}
+    names = list(sets or {})
+    vals = head_set_loo(kern, kern_val, y, [sets[nm] for nm in names], lam=lam, eta_t=eta_t, eig=eig) if sets else []
     lab_info = None
     if label_info:
         probs, basis = label_probs(prob, out.loo_resid + y.numpy())
@@ -216,8 +213,17 @@ def solve_problem(prob: HeadProblem, labels: np.ndarray, n_classes: int, *, lam:
         except (np.linalg.LinAlgError, ScoreError) as e:  # an extra: it must not cost the run its SI
             lab_info = {"error": f"{type(e).__name__}: {e}"}
         lab_info["basis"], lab_info["seconds"] = basis, time.perf_counter() - t0
-    return {"sets": set_info, "label_info": lab_info, "si_weights": out.dw2 / (2 * sigma**2), "si_function": out.df2 / (2 * sigma**2),
-            "eta_t": eta_t, "path": path, "loo_resid": out.loo_resid,
+    return _problem_result(prob, labels, out, eta_t, path, dict(zip(names, vals, strict=True)), sigma, lab_info)
+
+
+def _problem_result(prob: HeadProblem, labels: np.ndarray, out: Any, eta_t: float | None, path: list,
+                    set_vals: dict[str, tuple[float, float]], sigma: float,
+                    lab_info: dict[str, Any] | None) -> dict[str, Any]:
+    """One problem's outputs in nats (÷ 2σ²) from either head's leave-one-out (``HeadLOO``) and set values."""
+    scale = 2 * sigma**2
+    return {"sets": {nm: (w / scale, f / scale) for nm, (w, f) in set_vals.items()}, "label_info": lab_info,
+            "si_weights": out.dw2 / scale, "si_function": out.df2 / scale, "eta_t": eta_t, "path": path,
+            "loo_resid": out.loo_resid,
             "val_acc": float((out.val_pred.argmax(1) == labels[prob.val_rows]).mean())
             if out.val_pred is not None and len(prob.val_rows) else None}
 
@@ -231,13 +237,8 @@ def _solve_linear(prob: HeadProblem, labels: np.ndarray, n_classes: int, *, lam:
           if len(prob.val_rows) else None)
     names = list(sets or {})
     res = solve_linear_problem(prob.x, prob.xv, y, yv, lam=lam, t=t, sets=[sets[nm] for nm in names] if sets else None)
-    out = res["loo"]
-    set_info = {nm: (w / (2 * sigma**2), f / (2 * sigma**2)) for nm, (w, f) in zip(names, res["sets"], strict=True)}
-    return {"sets": set_info, "label_info": None, "si_weights": out.dw2 / (2 * sigma**2),
-            "si_function": out.df2 / (2 * sigma**2), "eta_t": res["eta_t"], "path": res["path"],
-            "loo_resid": out.loo_resid,
-            "val_acc": float((out.val_pred.argmax(1) == labels[prob.val_rows]).mean())
-            if out.val_pred is not None and len(prob.val_rows) else None}
+    return _problem_result(prob, labels, res["loo"], res["eta_t"], res["path"],
+                           dict(zip(names, res["sets"], strict=True)), sigma, None)
 
 
 def solve_item(item: tuple[HeadProblem, dict[str, np.ndarray] | None, bool, dict[str, np.ndarray] | None],
