@@ -19,6 +19,7 @@ growth exponent log(t₂/t₁)/log(n₂/n₁) between consecutive sizes.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import json
 import math
@@ -101,6 +102,7 @@ class RssSampler:
         if msg == "" and frac == 0.0:  # a step starts
             self._note()
             self.step = step
+            print(f"{time.strftime('%H:%M:%S')} {step} (RSS {self.rss_mb():.0f} MB)", file=sys.stderr, flush=True)
         self._note()
 
     def __enter__(self) -> RssSampler:
@@ -112,8 +114,9 @@ class RssSampler:
         self._thread.join()
 
 
-def one(n: int, workdir: Path, epochs: int, map_method: str) -> dict:
-    """Score ``n`` images in this process and return the measurements."""
+def one(n: int, workdir: Path, epochs: int, map_method: str, ray_workers: int = 0) -> dict:
+    """Score ``n`` images in this process and return the measurements; with ``ray_workers`` > 0 on the Ray
+    executor, a local cluster of that many CPUs started here first (its start is timed apart)."""
     from core.pipeline import RunConfig, score_run
 
     data = workdir / f"scale_{n}.parquet"
@@ -121,8 +124,16 @@ def one(n: int, workdir: Path, epochs: int, map_method: str) -> dict:
     if not data.exists():
         make_parquet(n, data)
     make_s = time.perf_counter() - t0
-    cfg = RunConfig(sources=[f"synth=parquet:{data}"], runs_dir=str(workdir / "runs"), name=f"scale{n}", seed=0,
-                    device="cpu", epochs=epochs, map_method=map_method)
+    cluster_s = None
+    if ray_workers:
+        import ray
+
+        t0 = time.perf_counter()
+        ray.init(num_cpus=ray_workers, include_dashboard=False, log_to_driver=False)
+        cluster_s = round(time.perf_counter() - t0, 1)
+    tag = f"_ray{ray_workers}" if ray_workers else ""
+    cfg = RunConfig(sources=[f"synth=parquet:{data}"], runs_dir=str(workdir / "runs"), name=f"scale{n}{tag}", seed=0,
+                    device="cpu", epochs=epochs, map_method=map_method, executor="ray" if ray_workers else "local")
     with RssSampler() as rss:
         base = rss.rss_mb()
         t0 = time.perf_counter()
@@ -134,7 +145,8 @@ def one(n: int, workdir: Path, epochs: int, map_method: str) -> dict:
             "steps": m["steps"], "step_peak_rss_mb": {k: round(v) for k, v in rss.peak.items()},
             "image_shape": m["image_shape"], "test_acc": m["model"]["test_acc"], "epochs": epochs,
             "map": map_method, "scores": sorted(m["scores"]), "cpus": os.cpu_count(),
-            "load_at_start": round(os.getloadavg()[0], 1)}
+            "load_at_start": round(os.getloadavg()[0], 1), "executor": f"ray-{ray_workers}" if ray_workers else
+            "local", "cluster_start_s": cluster_s, "run": str(run)}
 
 
 def one_data_path(n: int, workdir: Path) -> dict:
@@ -226,9 +238,10 @@ def data_path_lines(results: list[dict], argv: list[str]) -> list[str]:
     return lines
 
 
-def table(results: list[dict]) -> list[str]:
+def table(results: list[dict], by_executor: bool = False) -> list[str]:
     steps = list(results[0]["steps"])
-    head = "| step | " + " | ".join(f"n={r['n']:,}: s | peak RSS MB" for r in results) + " |"
+    labels = [r.get("executor", "local") if by_executor else f"n={r['n']:,}" for r in results]
+    head = "| step | " + " | ".join(f"{label}: s | peak RSS MB" for label in labels) + " |"
     lines = [head, "|---|" + "---:|---:|" * len(results)]
     for s in steps:
         cells = [f"{r['steps'].get(s, float('nan')):.1f} | {r['step_peak_rss_mb'].get(s, 0):,}" for r in results]
@@ -252,6 +265,12 @@ def growth(results: list[dict]) -> list[str]:
     return out
 
 
+def threads_prefix(results: list[dict]) -> str:
+    """``OMP_NUM_THREADS=k `` as the sizes were run (older results did not record it and were run with 1)."""
+    values = {r.get("omp_num_threads", "1") for r in results}
+    return "".join(f"OMP_NUM_THREADS={v} " for v in values if v)
+
+
 def write(results: list[dict], argv: list[str]) -> None:
     (HERE / "results" / "scale.json").write_text(json.dumps(results, indent=1))
     r0 = results[0]
@@ -260,7 +279,7 @@ def write(results: list[dict], argv: list[str]) -> None:
         "",
         f"Machine: {platform.machine()}, {r0['cpus']} CPU cores (shared with other jobs; 1-min load "
         f"{', '.join(str(r['load_at_start']) for r in results)} at the start of each size), no GPU. "
-        f"Command: `OMP_NUM_THREADS=1 .venv/bin/python bench/bench_scale.py {' '.join(argv)}`.",
+        f"Command: `{threads_prefix(results)}.venv/bin/python bench/bench_scale.py {' '.join(argv)}`.",
         "",
         f"Workload: coloured, shifted MNIST digits over crops of the scikit-image photos, PNG bytes in one parquet "
         f"file (the streamed `parquet:` path), images {r0['image_shape']}; model `cnn` with a fixed "
@@ -276,7 +295,10 @@ def write(results: list[dict], argv: list[str]) -> None:
         *growth(results),
         "",
     ]
-    (HERE / "results" / "scale.md").write_text("\n".join(lines))
+    md = HERE / "results" / "scale.md"
+    old = md.read_text() if md.exists() else ""
+    tail = old[old.index("### The streamed data path alone"):] if "### The streamed data path alone" in old else ""
+    md.write_text("\n".join(lines) + ("\n" + tail if tail else ""))
 
 
 def main() -> None:
@@ -287,17 +309,30 @@ def main() -> None:
     ap.add_argument("--data-path-only", action="store_true", help="only the streamed steps (load, train, "
                     "features, pixel vectors, PNGs), appended to scale.md as their own table")
     ap.add_argument("--one", type=int, help=argparse.SUPPRESS)  # internal: measure one size in this process
-    ap.add_argument("--workdir", help=argparse.SUPPRESS)
+    ap.add_argument("--workdir", help="keep the generated data, the runs and each size's result here (default: a "
+                    "temporary folder); with --reuse a size whose result_N.json exists there is not measured again")
+    ap.add_argument("--reuse", action="store_true")
+    ap.add_argument("--ray-workers", type=int, nargs="*", default=None,
+                    help="also score each size on the Ray executor with a local cluster of W CPUs for each W "
+                    "given (e.g. 1 2), after the local executor; writes bench/results/ray_run.md")
     args = ap.parse_args()
     if args.one:
         out = (one_data_path(args.one, Path(args.workdir)) if args.data_path_only
-               else one(args.one, Path(args.workdir), args.epochs, args.map))
+               else one(args.one, Path(args.workdir), args.epochs, args.map, args.ray_workers[0]
+                        if args.ray_workers else 0))
         print(json.dumps(out))
         return
     results = []
     made: dict[int, float] = {}
-    with tempfile.TemporaryDirectory(prefix="infoscope-scale-") as work:
-        for n in args.sizes:
+    keep = Path(args.workdir) if args.workdir else None
+    if keep:
+        keep.mkdir(parents=True, exist_ok=True)
+    with (contextlib.nullcontext(str(keep)) if keep else tempfile.TemporaryDirectory(prefix="infoscope-scale-")) as work:
+        for n, workers in [(n, w) for n in args.sizes for w in [0, *(args.ray_workers or [])]]:
+            saved = Path(work) / (f"result_{n}_ray{workers}.json" if workers else f"result_{n}.json")
+            if args.reuse and saved.exists():
+                results.append(json.loads(saved.read_text()))
+                continue
             if not (Path(work) / f"scale_{n}.parquet").exists():  # here, so the measured process starts clean
                 t0 = time.perf_counter()
                 make_parquet(n, Path(work) / f"scale_{n}.parquet")
@@ -305,12 +340,16 @@ def main() -> None:
             env = {**os.environ, "PYTHONPATH": str(ROOT), "INFOSCOPE_CACHE": str(Path(work) / "cache")}
             out = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--one", str(n), "--workdir", work,
                                   "--epochs", str(args.epochs), "--map", args.map,
+                                  *(["--ray-workers", str(workers)] if workers else []),
                                   *(["--data-path-only"] if args.data_path_only else [])],
-                                 capture_output=True, text=True, env=env)
+                                 stdout=subprocess.PIPE, text=True, env=env)  # progress lines go to stderr
             if out.returncode:
-                sys.exit(f"n={n} failed:\n{out.stderr[-3000:]}")
+                sys.exit(f"n={n} failed (exit {out.returncode}); its progress and traceback are above")
             results.append(json.loads(out.stdout.strip().splitlines()[-1]))
             results[-1]["make_data_s"] = made.get(n, results[-1].get("make_data_s"))
+            results[-1]["omp_num_threads"] = os.environ.get("OMP_NUM_THREADS", "")
+            if keep:
+                saved.write_text(json.dumps(results[-1]))
             print(json.dumps(results[-1]), flush=True)
     if args.data_path_only:
         (HERE / "results" / "scale_data_path.json").write_text(json.dumps(results, indent=1))
@@ -319,7 +358,64 @@ def main() -> None:
         text = text.split("### The streamed data path alone")[0].rstrip() + "\n\n"
         md.write_text(text + "\n".join(data_path_lines(results, sys.argv[1:])))
         return
-    write(results, sys.argv[1:])
+    results.sort(key=lambda r: r["n"])
+    local = [r for r in results if r.get("executor", "local") == "local"]
+    if args.ray_workers:
+        write_ray(results, sys.argv[1:])
+    else:
+        write(local, sys.argv[1:])
+
+
+def write_ray(results: list[dict], argv: list[str]) -> None:
+    """``bench/results/ray_run.md``: the whole run of each size on the local executor and on Ray with W workers,
+    every column of samples.parquet compared with the local run's."""
+    import pandas as pd
+
+    lines = [
+        "## Ray executor: the whole scale workload, local vs Ray with 1 and 2 workers (`bench/bench_scale.py "
+        "--ray-workers`)",
+        "",
+        f"Machine: {platform.machine()}, {results[0]['cpus']} CPU cores, no GPU. Command: "
+        f"`{threads_prefix(results)}.venv/bin/python bench/bench_scale.py {' '.join(argv)}`. The workload, "
+        "recipe and every score are those of `bench/results/scale.md`; each configuration is one fresh "
+        "interpreter, run one after the other (local first). Ray: a local cluster of W CPUs started by the bench "
+        "(`ray.init(num_cpus=W)`, its start timed apart and not in the run's time); the mapped steps run as Ray "
+        "tasks / Ray Data actors of 1 CPU each, the rest in the driver. Peak RSS is the driver's (ru_maxrss; Ray "
+        "worker processes are not included).",
+        "",
+        "| n | executor | whole run s | vs local | peak RSS MB (driver) | cluster start s | load at start | "
+        "columns equal to local (of all) | largest relative difference |",
+        "| ---: | --- | ---: | ---: | ---: | ---: | ---: | --- | ---: |",
+    ]
+    steps_lines = []
+    for n in sorted({r["n"] for r in results}):
+        rows = [r for r in results if r["n"] == n]
+        base = next((r for r in rows if r.get("executor", "local") == "local"), None)
+        ref = pd.read_parquet(Path(base["run"]) / "samples.parquet") if base and base.get("run") else None
+        for r in rows:
+            eq, worst = "", ""
+            if ref is not None and r is not base and r.get("run"):
+                other = pd.read_parquet(Path(r["run"]) / "samples.parquet")
+                same, rel = 0, 0.0
+                for c in ref.columns:
+                    a, b = ref[c], other.get(c)
+                    if b is None:
+                        continue
+                    if pd.api.types.is_float_dtype(a):
+                        x, y = a.to_numpy(float), b.to_numpy(float)
+                        both = np.isnan(x) & np.isnan(y)
+                        d = np.where(both, 0.0, np.abs(x - y) / np.maximum(np.abs(x), 1e-12))
+                        rel = max(rel, float(np.nanmax(d)) if d.size else 0.0)
+                        same += bool(np.all(both | (x == y)))
+                    else:
+                        same += bool(a.astype(str).equals(b.astype(str)))
+                eq, worst = f"{same} of {len(ref.columns)}", f"{rel:.2g}"
+            vs = f"{base['wall_s'] / r['wall_s']:.2f}×" if base else ""
+            lines.append(f"| {n:,} | {r.get('executor', 'local')} | {r['wall_s']:.1f} | {vs} | "
+                         f"{r['peak_rss_mb']:,} | {r.get('cluster_start_s') or ''} | {r['load_at_start']} | {eq} | "
+                         f"{worst} |")
+        steps_lines += ["", f"Steps at n = {n:,} (s):", "", *table(rows, by_executor=True)]
+    (HERE / "results" / "ray_run.md").write_text("\n".join(lines + steps_lines) + "\n")
 
 
 if __name__ == "__main__":

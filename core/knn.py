@@ -68,6 +68,11 @@ def choose_index(n: int, gpu: bool, kind: IndexKind = "auto") -> str:
     return "ivf" if gpu else "hnsw"
 
 
+def index_for(n: int, device: str | None = "auto") -> str:
+    """The index :func:`knn` builds for ``n`` support rows on ``device`` (for the manifest)."""
+    return choose_index(n, _use_gpu(device))
+
+
 def _build_index(support: np.ndarray, gpu: bool, kind: str = "flat", k: int = 10):
     import faiss
 

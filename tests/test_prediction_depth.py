@@ -111,6 +111,25 @@ def test_adapter_mean_over_models(mnist_small):
     assert 0 <= col.min() and col.max() <= res.info["n_probes"]
     assert np.any(col != np.round(col))  # a mean over two models has halves
     assert res.params["models"] == 2 and res.params["k"] == 10
+    assert res.info["knn_index"] == "flat" and res.info["support_rows"] == int((split == "train").sum())
+
+
+def test_adapter_records_the_approximate_index_it_used(mnist_small, monkeypatch):
+    """Above ``APPROX_MIN_ROWS`` support rows the probes search an HNSW index, and the record says so."""
+    import core.knn
+
+    monkeypatch.setattr(core.knn, "APPROX_MIN_ROWS", 50)
+    x, y = mnist_small
+    split = np.where(np.arange(len(y)) % 5 == 0, "test", "train")
+    ctx = SimpleNamespace(
+        data=SimpleNamespace(images=x, labels=y), split=split, model=_torch_model(0, SmallCNN),
+        device=torch.device("cpu"), params={"models": 1, "k": 10}, seed=7, train_model=None,
+        progress=lambda *a, **k: None,
+        train_idx=np.flatnonzero(split == "train"), test_idx=np.flatnonzero(split == "test"),
+    )
+    res = adapter(ctx)
+    assert res.info["knn_index"] == "hnsw"
+    assert np.isfinite(res.columns["prediction_depth"]).all()
 
 
 def test_too_few_training_rows_is_a_clear_error(mnist_small):

@@ -46,7 +46,7 @@ from torch import nn
 
 from core.device import resolve_device, rows_per_batch
 from core.errors import ScoreError
-from core.knn import knn, knn_vote
+from core.knn import index_for, knn, knn_vote
 from core.pooling import pool_spatial
 
 Layers = Sequence[int] | Sequence[str] | None
@@ -296,6 +296,7 @@ def adapter(ctx) -> Any:
         n_probes, names, pooled, cap = res.n_probes, res.layers, res.pooled, res.max_dim
     col = total / m_models
     info = {"n_probes": n_probes, "probes": names, "max_depth": n_probes, "support_rows": int(len(tr)),
+            "knn_index": index_for(int(len(tr)), "cpu" if resolve_device(ctx.device).type == "cpu" else "auto"),
             "probe_max_values": cap, "pooled_probes": pooled,
             "seconds": round(time.perf_counter() - t0, 3)}
     return ScoreResult(columns={"prediction_depth": col}, params={**params, "models": m_models}, info=info)
