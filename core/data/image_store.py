@@ -19,12 +19,13 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 import weakref
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
+
+from core.scratch import make_scratch
 
 SHARD_BYTES = 64 * 2**20
 """Largest shard (as float32): the rows one shard holds, and the most the writer buffers."""
@@ -34,10 +35,7 @@ class _CacheDir:
     """A temporary folder for shard files, removed when the last part that uses it is garbage-collected."""
 
     def __init__(self, parent: str | Path | None = None) -> None:
-        parent = parent if parent is not None else (os.environ.get("INFOSCOPE_CACHE") or None)
-        if parent is not None:
-            Path(parent).mkdir(parents=True, exist_ok=True)
-        self.path = Path(tempfile.mkdtemp(prefix="infoscope-images-", dir=parent))
+        self.path = make_scratch("infoscope-images-", parent)  # reclaims the folders of killed runs first
         self._finalizer = weakref.finalize(self, shutil.rmtree, str(self.path), True)
 
     def __reduce__(self) -> tuple:

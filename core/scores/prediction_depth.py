@@ -33,11 +33,11 @@ Named ``layers`` (module names of any ``nn.Module``) are captured with forward h
 
 from __future__ import annotations
 
-import tempfile
+import shutil
 import time
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -48,6 +48,7 @@ from core.device import resolve_device, rows_per_batch
 from core.errors import ScoreError
 from core.knn import index_for, knn, knn_vote
 from core.pooling import pool_spatial
+from core.scratch import make_scratch
 
 Layers = Sequence[int] | Sequence[str] | None
 PROBE_BUDGET_BYTES = 1 << 30  # one probe's representations of all rows stay under this (see the docstring)
@@ -107,7 +108,8 @@ class _ProbeFiles:
     """One append-only float32 file per probe in a temporary folder (page cache, not process memory)."""
 
     def __init__(self) -> None:
-        self.dir = tempfile.TemporaryDirectory(prefix="infoscope-depth-")
+        self.path = make_scratch("infoscope-depth-")  # under INFOSCOPE_CACHE when set, like the image shards
+        self._finalizer = weakref.finalize(self, shutil.rmtree, str(self.path), True)
         self.names: list[str] = []
         self.dims: dict[str, int] = {}
         self.raw_dims: dict[str, int] = {}
@@ -118,15 +120,15 @@ class _ProbeFiles:
             self.names.append(name)
             self.dims[name] = rep.shape[1]
             self.raw_dims[name] = int(raw[0].numel())
-        with open(Path(self.dir.name) / f"{self.names.index(name)}.f32", "ab") as fh:
+        with open(self.path / f"{self.names.index(name)}.f32", "ab") as fh:
             fh.write(np.ascontiguousarray(rep.cpu().numpy(), dtype=np.float32).tobytes())
 
     def read(self, name: str) -> np.ndarray:
-        path = Path(self.dir.name) / f"{self.names.index(name)}.f32"
+        path = self.path / f"{self.names.index(name)}.f32"
         return np.fromfile(path, dtype=np.float32).reshape(-1, self.dims[name])
 
     def close(self) -> None:
-        self.dir.cleanup()
+        self._finalizer()
 
 
 def _probe_votes(rep: np.ndarray, n_train: int, y_train: np.ndarray, k: int, n_classes: int,
