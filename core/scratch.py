@@ -31,7 +31,8 @@ def scratch_parent(parent: str | Path | None = None) -> Path:
     return path
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists on this host (``kill(pid, 0)``; a process of another user counts)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -53,7 +54,7 @@ def sweep_stale(parent: str | Path | None = None) -> list[Path]:
                 host, pid = str(owner["host"]), int(owner["pid"])
             except (OSError, ValueError, KeyError, TypeError):
                 continue  # not ours, still being created, or written by an older version: leave it
-            if host != here or pid == os.getpid() or _alive(pid):
+            if host != here or pid == os.getpid() or pid_alive(pid):
                 continue
             shutil.rmtree(folder, ignore_errors=True)
             if not folder.exists():

@@ -90,6 +90,15 @@ def test_named_layers_on_a_cnn(mnist_small):
     np.testing.assert_array_equal(by_index.probe_pred[2], by_name.probe_pred[2])
 
 
+def _adapter_ctx(x, y, split, params, train_model) -> SimpleNamespace:
+    """The pipeline's score context, as the adapter reads it, with the seed-0 SmallCNN as the run's model."""
+    return SimpleNamespace(
+        data=SimpleNamespace(images=x, labels=y), split=split, model=_torch_model(0, SmallCNN),
+        device=torch.device("cpu"), params=params, seed=7, train_model=train_model, progress=lambda *a, **k: None,
+        train_idx=np.flatnonzero(split == "train"), test_idx=np.flatnonzero(split == "test"),
+    )
+
+
 def test_adapter_mean_over_models(mnist_small):
     x, y = mnist_small
     split = np.where(np.arange(len(y)) % 5 == 0, "test", "train")
@@ -99,13 +108,7 @@ def test_adapter_mean_over_models(mnist_small):
         trained.append(seed)
         return _torch_model(seed, SmallCNN)
 
-    ctx = SimpleNamespace(
-        data=SimpleNamespace(images=x, labels=y), split=split, model=_torch_model(0, SmallCNN),
-        device=torch.device("cpu"), params={"models": 2, "k": 10}, seed=7, train_model=train_model,
-        progress=lambda *a, **k: None,
-        train_idx=np.flatnonzero(split == "train"), test_idx=np.flatnonzero(split == "test"),
-    )
-    res = adapter(ctx)
+    res = adapter(_adapter_ctx(x, y, split, {"models": 2, "k": 10}, train_model))
     col = res.columns["prediction_depth"]
     assert trained == [8] and col.shape == (len(y),) and np.isfinite(col).all()
     assert 0 <= col.min() and col.max() <= res.info["n_probes"]
@@ -121,13 +124,7 @@ def test_adapter_records_the_approximate_index_it_used(mnist_small, monkeypatch)
     monkeypatch.setattr(core.knn, "APPROX_MIN_ROWS", 50)
     x, y = mnist_small
     split = np.where(np.arange(len(y)) % 5 == 0, "test", "train")
-    ctx = SimpleNamespace(
-        data=SimpleNamespace(images=x, labels=y), split=split, model=_torch_model(0, SmallCNN),
-        device=torch.device("cpu"), params={"models": 1, "k": 10}, seed=7, train_model=None,
-        progress=lambda *a, **k: None,
-        train_idx=np.flatnonzero(split == "train"), test_idx=np.flatnonzero(split == "test"),
-    )
-    res = adapter(ctx)
+    res = adapter(_adapter_ctx(x, y, split, {"models": 1, "k": 10}, None))
     assert res.info["knn_index"] == "hnsw"
     assert np.isfinite(res.columns["prediction_depth"]).all()
 

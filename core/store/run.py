@@ -31,6 +31,7 @@ import numpy as np
 import pandas as pd
 
 from core.errors import RunStoreError
+from core.scratch import pid_alive
 from core.store import layout
 from core.store.atomic import atomic_path, atomic_write_json
 from core.store.decisions import Decisions
@@ -261,16 +262,6 @@ def _beat(ref: weakref.ref, stop: threading.Event, every: float) -> None:
         del writer
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _manifest_problem(manifest: Any) -> str:
     """Why a parsed ``manifest.json`` cannot be a run's manifest ("" when its shape is right)."""
     if not isinstance(manifest, dict):
@@ -334,7 +325,7 @@ def read_status(path: str | Path) -> tuple[str, str]:
         same_host = st.get("host") == socket.gethostname()
         hint = (f"; `infoscope score --resume {path.name}` continues it"
                 if (path / layout.STAGES / layout.STAGE_LEDGER).exists() else "")
-        if same_host and not _pid_alive(int(st.get("pid", -1))):
+        if same_host and not pid_alive(int(st.get("pid", -1))):
             return INCOMPLETE, f"the process writing this run stopped before it finished (killed or crashed){hint}"
         beat, lease = st.get("heartbeat_at"), st.get("lease_s")
         if isinstance(beat, (int, float)) and isinstance(lease, (int, float)):
