@@ -294,6 +294,17 @@ def write(results: list[dict], argv: list[str]) -> None:
         "",
         *growth(results),
         "",
+        "Approximations that depend on n (the code's documented thresholds): the k-NN searches (near-duplicates, "
+        "uniqueness, prediction depth's probes) use an exact faiss index below 100,000 support rows and HNSW "
+        "above (prediction depth records it as `knn_index`); CG scores a class of up to 5,000 rows as one exact "
+        "problem and splits larger classes into seeded chunks of at most 5,000 (`bench/results/cg_chunk.md` "
+        "measures what chunking changes), so its problems keep one size as n grows; SI's head is the exact linear "
+        "one above 5,000 rows per problem, with as many cross-fittings as `max_repeat_rows` allows; the "
+        "adversarial network measurements are capped at 5,000 rows.",
+        "",
+        *(["`--reuse`: each size's result was kept in the work folder by the run that measured it (one size "
+           "after the other in fresh interpreters); this call only wrote the table.", ""] if "--reuse" in argv
+          else []),
     ]
     md = HERE / "results" / "scale.md"
     old = md.read_text() if md.exists() else ""
