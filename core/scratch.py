@@ -17,6 +17,7 @@ import os
 import shutil
 import socket
 import tempfile
+import weakref
 from pathlib import Path
 
 OWNER_FILE = ".infoscope-owner"
@@ -25,10 +26,7 @@ PREFIXES = ("infoscope-images-", "infoscope-depth-")
 
 def scratch_parent(parent: str | Path | None = None) -> Path:
     """The folder scratch folders go in: ``parent``, else ``$INFOSCOPE_CACHE``, else the system temp folder."""
-    chosen = parent if parent is not None else (os.environ.get("INFOSCOPE_CACHE") or tempfile.gettempdir())
-    path = Path(chosen)
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+    return Path(parent if parent is not None else (os.environ.get("INFOSCOPE_CACHE") or tempfile.gettempdir()))
 
 
 def pid_alive(pid: int) -> bool:
@@ -47,7 +45,7 @@ def sweep_stale(parent: str | Path | None = None) -> list[Path]:
     here = socket.gethostname()
     removed = []
     base = scratch_parent(parent)
-    for prefix in PREFIXES:
+    for prefix in PREFIXES if base.is_dir() else ():
         for folder in base.glob(f"{prefix}*"):
             try:
                 owner = json.loads((folder / OWNER_FILE).read_text())
@@ -69,9 +67,23 @@ def make_scratch(prefix: str, parent: str | Path | None = None) -> Path:
     if prefix not in PREFIXES:
         raise ValueError(f"unknown scratch prefix {prefix!r}")
     base = scratch_parent(parent)
+    base.mkdir(parents=True, exist_ok=True)
     sweep_stale(base)
     path = Path(tempfile.mkdtemp(prefix=prefix, dir=base))
     tmp = path / (OWNER_FILE + ".tmp")
     tmp.write_text(json.dumps({"host": socket.gethostname(), "pid": os.getpid()}))
     tmp.replace(path / OWNER_FILE)
     return path
+
+
+class ScratchDir:
+    """A scratch folder (:func:`make_scratch`) removed by :meth:`remove` or when this object is
+    garbage-collected, whichever comes first."""
+
+    def __init__(self, prefix: str, parent: str | Path | None = None) -> None:
+        self.path = make_scratch(prefix, parent)
+        self._finalizer: weakref.finalize | None = weakref.finalize(self, shutil.rmtree, str(self.path), True)
+
+    def remove(self) -> None:
+        if self._finalizer is not None:
+            self._finalizer()

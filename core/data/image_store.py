@@ -18,25 +18,23 @@ so pages read do not stay in the process's resident memory.
 from __future__ import annotations
 
 import os
-import shutil
-import weakref
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
 
-from core.scratch import make_scratch
+from core.scratch import ScratchDir
 
 SHARD_BYTES = 64 * 2**20
 """Largest shard (as float32): the rows one shard holds, and the most the writer buffers."""
 
 
-class _CacheDir:
-    """A temporary folder for shard files, removed when the last part that uses it is garbage-collected."""
+class _CacheDir(ScratchDir):
+    """A temporary folder for shard files, removed when the last part that uses it is garbage-collected (its
+    creation reclaims the folders of killed runs first: :mod:`core.scratch`)."""
 
     def __init__(self, parent: str | Path | None = None) -> None:
-        self.path = make_scratch("infoscope-images-", parent)  # reclaims the folders of killed runs first
-        self._finalizer = weakref.finalize(self, shutil.rmtree, str(self.path), True)
+        super().__init__("infoscope-images-", parent)
 
     def __reduce__(self) -> tuple:
         """A copy sent to another process (a Ray worker) only borrows the folder: it never removes it."""

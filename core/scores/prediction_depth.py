@@ -33,9 +33,7 @@ Named ``layers`` (module names of any ``nn.Module``) are captured with forward h
 
 from __future__ import annotations
 
-import shutil
 import time
-import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -48,7 +46,7 @@ from core.device import resolve_device, rows_per_batch
 from core.errors import ScoreError
 from core.knn import index_for, knn, knn_vote
 from core.pooling import pool_spatial
-from core.scratch import make_scratch
+from core.scratch import ScratchDir
 
 Layers = Sequence[int] | Sequence[str] | None
 PROBE_BUDGET_BYTES = 1 << 30  # one probe's representations of all rows stay under this (see the docstring)
@@ -71,6 +69,7 @@ class DepthResult:
     final: np.ndarray
     pooled: dict[str, list[int]] = field(default_factory=dict)  # probe -> [values per row, kept after pooling]
     max_dim: int | None = None
+    knn_index: str = "flat"  # the faiss index the probes searched (core.knn: exact "flat" below 100,000 rows)
 
 
 def depth_from_agreement(agree: np.ndarray) -> np.ndarray:
@@ -108,8 +107,8 @@ class _ProbeFiles:
     """One append-only float32 file per probe in a temporary folder (page cache, not process memory)."""
 
     def __init__(self) -> None:
-        self.path = make_scratch("infoscope-depth-")  # under INFOSCOPE_CACHE when set, like the image shards
-        self._finalizer = weakref.finalize(self, shutil.rmtree, str(self.path), True)
+        self._scratch = ScratchDir("infoscope-depth-")  # under INFOSCOPE_CACHE when set, like the image shards
+        self.path = self._scratch.path
         self.names: list[str] = []
         self.dims: dict[str, int] = {}
         self.raw_dims: dict[str, int] = {}
@@ -128,7 +127,7 @@ class _ProbeFiles:
         return np.fromfile(path, dtype=np.float32).reshape(-1, self.dims[name])
 
     def close(self) -> None:
-        self._finalizer()
+        self._scratch.remove()
 
 
 def _probe_votes(rep: np.ndarray, n_train: int, y_train: np.ndarray, k: int, n_classes: int,
@@ -258,7 +257,8 @@ def prediction_depth(
     depth = depth_from_agreement(probe_pred == final[None, :])
     has_q = x_query is not None
     return DepthResult(train=depth[:n_train], query=depth[n_train:] if has_q else None, n_probes=len(names),
-                       layers=names, probe_pred=probe_pred, final=final, pooled=pooled, max_dim=cap)
+                       layers=names, probe_pred=probe_pred, final=final, pooled=pooled, max_dim=cap,
+                       knn_index=index_for(n_train, knn_device))
 
 
 # ------------------------------------------------------------------------------------------- adapter
@@ -285,7 +285,7 @@ def adapter(ctx) -> Any:
     total = np.full(len(labels), np.nan)
     total[tr] = 0.0
     total[te] = 0.0
-    n_probes, names, pooled, cap = 0, [], {}, None
+    n_probes, names, pooled, cap, index = 0, [], {}, None, None
     for m in range(m_models):
         ctx.progress(f"prediction_depth: model {m + 1}/{m_models}", m / m_models)
         model = ctx.model if m == 0 else ctx.train_model(int(ctx.seed) + m)
@@ -295,10 +295,10 @@ def adapter(ctx) -> Any:
         total[tr] += res.train
         if len(te):
             total[te] += res.query
-        n_probes, names, pooled, cap = res.n_probes, res.layers, res.pooled, res.max_dim
+        n_probes, names, pooled, cap, index = res.n_probes, res.layers, res.pooled, res.max_dim, res.knn_index
     col = total / m_models
     info = {"n_probes": n_probes, "probes": names, "max_depth": n_probes, "support_rows": int(len(tr)),
-            "knn_index": index_for(int(len(tr)), "cpu" if resolve_device(ctx.device).type == "cpu" else "auto"),
+            "knn_index": index,
             "probe_max_values": cap, "pooled_probes": pooled,
             "seconds": round(time.perf_counter() - t0, 3)}
     return ScoreResult(columns={"prediction_depth": col}, params={**params, "models": m_models}, info=info)
