@@ -177,7 +177,8 @@ def score_in_process(data, split: np.ndarray, names: Sequence[str], *, epochs: i
     ``eval_x`` is given, ``eval_acc`` of the trained network on it (rows never seen by training or scoring).
     """
     from core.device import resolve_device
-    from core.embedding import near_duplicates, neighbors
+    from core.duplicates import near_duplicates
+    from core.embedding import neighbors
     from core.models.training import embed, predict_logits, train_model
     from core.pipeline import RunConfig, _train_config
     from core.scores.registry import SCORE_SPECS, ScoreContext

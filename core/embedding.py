@@ -5,7 +5,7 @@
   Above ``MAP_MAX_FIT`` rows the map is fitted on a seeded sample and the other rows are transformed.
 - ``uniqueness``: mean Euclidean distance to the k nearest other rows in feature space (faiss, exact), a kNN
   density baseline: isolated samples score high (cf. Sorscher et al., "Beyond neural scaling laws", 2022).
-- Near-duplicates: pairs whose L2-normalised pixel vectors have cosine similarity ≥ a threshold.
+- Near-duplicate pairs: ``core.duplicates``.
 """
 
 from __future__ import annotations
@@ -13,9 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
-from core.errors import ScoreError
 from core.knn import knn
 from core.scores.registry import ScoreContext, ScoreResult
 
@@ -86,58 +84,3 @@ def uniqueness_adapter(ctx: ScoreContext) -> ScoreResult:
     if dist is None or dist.shape[1] < k:
         dist, _ = neighbors(ctx.embeddings, k, str(ctx.device))
     return ScoreResult({"uniqueness": dist[:, :k].mean(1)}, {"k": k, "space": "penultimate features"})
-
-
-DUP_MAX_VALUES = 4096  # pixel values per image compared by near_duplicates; larger images are pooled first
-
-
-def near_duplicates(images: np.ndarray, sample_id: np.ndarray, *, threshold: float = 0.995, k: int = 5,
-                    device: str = "auto", batch: int = 16384, max_values: int = DUP_MAX_VALUES) -> pd.DataFrame:
-    """Pairs (a, b), a before b, with cosine similarity ≥ ``threshold`` between their pixel vectors, among each
-    row's ``k`` nearest rows. ``images`` (an array or an :class:`~core.data.image_store.ImageStore`) is read
-    a batch of rows at a time (unit vectors computed per row, exactly as for the whole array); the faiss index
-    holds the n unit pixel vectors, nothing else grows with n.
-
-    Images with more than ``max_values`` values (C·H·W) are compared as average-pooled thumbnails: each channel
-    pooled to the largest s × s grid with C·s² ≤ ``max_values`` (3 × 36 × 36 for RGB). MNIST- and CIFAR-size
-    images are compared pixel for pixel; a 224×224 photo's 150,528 values would make the index 600 kB per row."""
-    import torch
-
-    from core.device import rows_per_batch
-    from core.knn import knn_self_batches
-    from core.pooling import pool_spatial, pooled_shape
-
-    n = len(images)
-    k = min(k, n - 1)
-    if k < 1:
-        return pd.DataFrame(columns=["sample_id_a", "sample_id_b", "cosine"])
-    shape = tuple(int(v) for v in images.shape[1:])
-    dim = int(np.prod(shape))
-    pooled = len(shape) == 3 and dim > max_values
-    if pooled:
-        dim = int(np.prod(pooled_shape(shape, max_values)))
-    batch = min(int(batch), rows_per_batch(shape, cap=int(batch), budget_values=1 << 26))
-
-    def unit(rows: np.ndarray) -> np.ndarray:
-        if len(rows) and rows[-1] - rows[0] == len(rows) - 1 and np.all(np.diff(rows) == 1):
-            x = images[int(rows[0]):int(rows[-1]) + 1]
-        else:
-            x = images[rows]
-        x = np.asarray(x, dtype=np.float32)
-        if pooled:
-            x = pool_spatial(torch.as_tensor(x), max_values).numpy()
-        x = x.reshape(len(rows), -1)
-        x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-        if not np.isfinite(x).all():
-            raise ScoreError("kNN support contains NaN or infinite values")
-        return np.ascontiguousarray(x)
-
-    d, idx = knn_self_batches(unit, n, dim, k, device=device, batch=batch)
-    cos = 1.0 - d.astype(np.float64) ** 2 / 2.0  # ‖a−b‖² = 2 − 2cos for unit vectors
-    rows = []
-    for i, j in zip(*np.nonzero(cos >= threshold), strict=True):
-        a, b = int(i), int(idx[i, j])
-        if a < b:
-            rows.append((sample_id[a], sample_id[b], float(cos[i, j])))
-    return pd.DataFrame(rows, columns=["sample_id_a", "sample_id_b", "cosine"]).sort_values(
-        "cosine", ascending=False, ignore_index=True)

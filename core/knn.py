@@ -45,7 +45,7 @@ def _normalize(a: np.ndarray) -> np.ndarray:
     return a / np.maximum(norms, 1e-12)
 
 
-def _use_gpu(device: str | None) -> bool:
+def use_gpu(device: str | None) -> bool:
     import faiss
 
     if device is not None and str(device).startswith("cpu"):
@@ -70,7 +70,7 @@ def choose_index(n: int, gpu: bool, kind: IndexKind = "auto") -> str:
 
 def index_for(n: int, device: str | None = "auto") -> str:
     """The index :func:`knn` builds for ``n`` support rows on ``device`` (for the manifest)."""
-    return choose_index(n, _use_gpu(device))
+    return choose_index(n, use_gpu(device))
 
 
 def _build_index(support: np.ndarray, gpu: bool, kind: str = "flat", k: int = 10):
@@ -205,7 +205,7 @@ def knn(
     available = len(s) - (1 if drop else 0)
     if k < 1 or k > available:
         raise ScoreError(f"kNN needs 1 ≤ k ≤ {available} (support of {len(s)} rows), got k={k}")
-    gpu = _use_gpu(device)
+    gpu = use_gpu(device)
     kind = choose_index(len(s), gpu, index)
     built = _build_index(s, gpu and kind != "hnsw", kind, k + 1)
     dists, idx = _search(built, q, k + 1 if drop else k, batch, executor)
@@ -217,7 +217,7 @@ def knn(
     return np.sqrt(np.maximum(dists, 0.0)), idx
 
 
-def _index_from_batches(n: int, d: int, read: Callable[[np.ndarray], np.ndarray], gpu: bool, kind: str, k: int,
+def index_from_batches(n: int, d: int, read: Callable[[np.ndarray], np.ndarray], gpu: bool, kind: str, k: int,
                         batch: int):
     """:func:`_build_index` over rows given by ``read(rows) -> float32 (len(rows), d)``, added ``batch`` rows at a
     time: the index holds the vectors, the caller never does."""
@@ -255,9 +255,9 @@ def knn_self_batches(read: Callable[[np.ndarray], np.ndarray], n: int, d: int, k
     for the exact index; memory is the index plus one batch."""
     if k < 1 or k > n - 1:
         raise ScoreError(f"kNN needs 1 ≤ k ≤ {n - 1} (support of {n} rows), got k={k}")
-    gpu = _use_gpu(device)
+    gpu = use_gpu(device)
     kind = choose_index(n, gpu, index)
-    built = _index_from_batches(n, d, read, gpu and kind != "hnsw", kind, k + 1, batch)
+    built = index_from_batches(n, d, read, gpu and kind != "hnsw", kind, k + 1, batch)
     dists = np.empty((n, k + 1), dtype=np.float32)
     idx = np.empty((n, k + 1), dtype=np.int64)
     for s in range(0, n, batch):
@@ -265,7 +265,7 @@ def knn_self_batches(read: Callable[[np.ndarray], np.ndarray], n: int, d: int, k
         dists[rows], idx[rows] = built.search(read(rows), k + 1)
     short = np.flatnonzero((idx < 0).any(axis=1))
     if len(short):  # an approximate index found fewer than k rows for these queries: search them exactly
-        exact = _index_from_batches(n, d, read, gpu, "flat", k + 1, batch)
+        exact = index_from_batches(n, d, read, gpu, "flat", k + 1, batch)
         for s in range(0, len(short), batch):
             rows = short[s:s + batch]
             dists[rows], idx[rows] = exact.search(read(rows), k + 1)

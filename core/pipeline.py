@@ -41,7 +41,8 @@ from core.data import (
 from core.data.dataset import Samples
 from core.data.image_store import take_rows
 from core.device import resolve_device
-from core.embedding import map_2d, near_duplicates, neighbors
+from core.duplicates import near_duplicates
+from core.embedding import map_2d, neighbors
 from core.errors import InfoscopeError, RunStoreError
 from core.executors import Executor, make_executor, shard_bounds
 from core.models.training import TrainConfig, TrainResult, embed, train_model
@@ -617,16 +618,17 @@ def _score_into(writer: RunWriter, ledger: StageLedger, cfg: RunConfig, data: Sa
             lambda m: StageOutput(states={"model": m.state_dict()}, meta={"kind": "net"}),
             lambda o: _rebuild_model(o.states["model"], tcfg, data.image_shape, data.n_classes, dev))
 
-    def duplicates() -> tuple[pd.DataFrame, np.ndarray]:
+    def duplicates() -> tuple[pd.DataFrame, np.ndarray, dict[str, Any]]:
         dups = near_duplicates(data.images, data.sample_id, threshold=cfg.duplicate_threshold, device=str(dev))
         row_of = {sid: i for i, sid in enumerate(data.sample_id.astype(str))}
         dup_pairs = np.array([(row_of[a], row_of[b]) for a, b in zip(dups["sample_id_a"], dups["sample_id_b"],
                                                                     strict=True)], dtype=int).reshape(-1, 2)
-        return dups, dup_pairs
+        return dups, dup_pairs, {"threshold": cfg.duplicate_threshold, **dups.attrs}
 
-    dups, dup_pairs = stages.run("duplicates", data_deps, duplicates,
-                                 lambda v: StageOutput(tables={"duplicates": v[0]}, arrays={"pairs": v[1]}),
-                                 lambda o: (o.tables["duplicates"], o.arrays["pairs"]), step="duplicates")
+    dups, dup_pairs, dup_search = stages.run(
+        "duplicates", data_deps, duplicates,
+        lambda v: StageOutput(tables={"duplicates": v[0]}, arrays={"pairs": v[1]}, meta={"search": v[2]}),
+        lambda o: (o.tables["duplicates"], o.arrays["pairs"], o.meta.get("search", {})), step="duplicates")
 
     ctx_base = dict(data=data, split=split, model=model, init_state=result.init_state, logits=logits,
                     epoch_logits=epoch_logits, embeddings=emb, device=dev, seed=cfg.seed,
@@ -741,6 +743,7 @@ def _score_into(writer: RunWriter, ledger: StageLedger, cfg: RunConfig, data: Sa
         "scores": score_meta,
         "map": {"method": cfg.map_method},
         "near_duplicates": int(len(dups)),
+        "near_duplicate_search": dup_search,
         "flags": {"n_mislabeled": int(table["flag_mislabeled"].sum()),
                   "n_adversarial": int(table["flag_adversarial"].sum()),
                   "thresholds": cfg.flag_thresholds, "withheld": not quality["trust_flags"],

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from core.embedding import near_duplicates
+from core.duplicates import near_duplicates
 from core.store import RunWriter
 
 CLASS_NAMES = [str(i) for i in range(10)]

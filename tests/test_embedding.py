@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from core.embedding import map_2d, near_duplicates, neighbors, uniqueness
+from core.duplicates import near_duplicates
+from core.embedding import map_2d, neighbors, uniqueness
 
 
 def test_uniqueness_is_mean_distance_to_k_nearest_others():

@@ -159,7 +159,7 @@ def test_training_and_embedding_read_the_store_like_the_array(tmp_path):
 
 
 def test_near_duplicates_and_cg_on_a_store_match_the_array(monkeypatch):
-    from core.embedding import near_duplicates
+    from core.duplicates import near_duplicates
     from core.scores import cg
 
     rng = np.random.default_rng(2)
