@@ -220,3 +220,23 @@ def test_an_unreadable_image_column_is_one_line(tmp_path, monkeypatch):
         load_sources([f"parquet:{tmp_path / 't.parquet'}"])
     gc.collect()
     assert _blob_folders(tmp_path / "cache") == []
+
+
+def test_decoding_in_worker_processes_reads_the_blob_file_and_leaves_it_to_its_owner(tmp_path, monkeypatch):
+    """DataLoader workers (forked) read rows by reference: same pixels as in-process decoding, and the workers'
+    exit removes nothing (the folder goes when this process drops the rows)."""
+    from core.data.sources import merge_sources
+
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("INFOSCOPE_CACHE", str(cache))
+    cells = [_png(p) for p in _rgb(40, 7, (9, 8))]
+    pq.write_table(pa.table({"image": cells, "label": ["a", "b"] * 20}), tmp_path / "t.parquet", row_group_size=16)
+    monkeypatch.setenv("INFOSCOPE_DECODE_WORKERS", "2")
+    raw = load_one(parse_spec(f"parquet:{tmp_path / 't.parquet'}"), tmp_path, False)
+    s = merge_sources([raw])
+    [folder] = _blob_folders(cache)
+    assert raw.images.rows[5].data.get() == cells[5]
+    np.testing.assert_array_equal(np.asarray(s.images), np.stack([_pil(c) for c in cells]))
+    del raw
+    gc.collect()
+    assert not folder.exists()
