@@ -3,6 +3,8 @@
 Run (peak RSS from /usr/bin/time; the file is made first, by ``bench_scale.make_parquet``, if missing):
 
     OMP_NUM_THREADS=1 /usr/bin/time -v .venv/bin/python bench/bench_blob_spill.py 50000 /tmp/scale_50000.parquet
+    # decoding in the tasks of a local Ray instance of 1 CPU instead (wall time of the decode step):
+    OMP_NUM_THREADS=1 .venv/bin/python bench/bench_blob_spill.py 50000 /tmp/scale_50000.parquet --ray 1
 
 Prints the RSS after the imports, after loading (headers read, encoded images spilled to the blob file), after
 decoding into the image store, the process's peak before exit (``VmHWM``; /usr/bin/time's figure also counts
@@ -23,6 +25,7 @@ def rss_mb(field: str = "VmRSS") -> int:
 
 def main() -> None:
     n, path = int(sys.argv[1]), Path(sys.argv[2])
+    ray_cpus = int(sys.argv[4]) if len(sys.argv) > 4 and sys.argv[3] == "--ray" else 0
     if not path.exists():
         sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
         from bench.bench_scale import make_parquet
@@ -33,10 +36,18 @@ def main() -> None:
 
     from core.data.sources import load_one, merge_sources, parse_spec
 
+    executor = None
+    if ray_cpus:
+        import ray
+
+        from core.executors import RayExecutor
+
+        ray.init(num_cpus=ray_cpus, include_dashboard=False, log_to_driver=False)
+        executor = RayExecutor()
     start, t0 = rss_mb(), time.time()
     raw = load_one(parse_spec(f"synth=parquet:{path}"), Path.cwd(), False)
     loaded, t1 = rss_mb(), time.time()
-    s = merge_sources([raw])
+    s = merge_sources([raw], executor=executor)
     del raw
     decoded, t2 = rss_mb(), time.time()
     x, acc = s.images, 0.0
