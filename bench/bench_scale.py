@@ -224,9 +224,10 @@ def data_path_lines(results: list[dict], argv: list[str]) -> list[str]:
             "",
         ]
     lines += [
-        "What still grows with n (by design or not yet streamed): a `parquet:`/`hf:` source holds its encoded "
-        "images during loading (the Arrow table and the Python bytes, freed and handed back once decoded: the "
-        "load step's peak); the flags' pixel vectors are n × (C·14·14) float32; near-duplicate search keeps the n "
+        "What still grows with n (by design or not yet streamed): a `parquet:`/`hf:` source keeps one small row "
+        "object per image during loading (label, ids and an (offset, length) reference into the scratch file its "
+        "encoded images are spilled to, read 64 rows at a time; the encoded images themselves are no longer held); "
+        "the flags' pixel vectors are n × (C·14·14) float32; near-duplicate search keeps the n "
         "unit pixel vectors in its faiss index (plus one 16,384-row query batch); CG materialises the unit pixel "
         "rows (float64) only while its full Gram fits (n ≤ 16,384, n²·8 B ≤ 2 GiB), above that it reads rows per "
         "problem; prediction depth keeps one probe's representation of all rows at a time (pooled above "

@@ -1,4 +1,5 @@
-"""Scratch folders of a run: the decoded image shards and prediction depth's probe files.
+"""Scratch folders of a run: the decoded image shards, prediction depth's probe files and the encoded images
+of a ``parquet:``/``hf:`` source spilled while loading (:mod:`core.data.blob_spill`).
 
 Where: under ``INFOSCOPE_CACHE`` when it is set, else the system's temporary folder. Each folder is created by
 :func:`make_scratch` with an owner file (host name and process id) and removed by its owner when the run ends.
@@ -21,7 +22,7 @@ import weakref
 from pathlib import Path
 
 OWNER_FILE = ".infoscope-owner"
-PREFIXES = ("infoscope-images-", "infoscope-depth-")
+PREFIXES = ("infoscope-images-", "infoscope-depth-", "infoscope-blobs-")
 
 
 def scratch_parent(parent: str | Path | None = None) -> Path:

@@ -276,6 +276,51 @@ def test_decoding_on_ray_equals_the_local_decode_row_for_row(cluster, tmp_path, 
     np.testing.assert_array_equal(remote.labels, local.labels)
 
 
+def test_parquet_decoding_on_ray_ships_each_task_its_chunk_only(cluster, tmp_path, monkeypatch):
+    """A parquet source decoded by Ray tasks: each task receives its own chunk of rows (references into the
+    source's blob file, no image bytes, no other rows) and nothing shared; the store equals the local decode
+    bitwise, row for row."""
+    import io
+    import pickle
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from PIL import Image
+
+    from core.data import sources
+    from core.data.sources import load_sources
+    from core.executors import RayExecutor
+
+    rng = np.random.default_rng(0)
+    cells = []
+    for _ in range(30):
+        buf = io.BytesIO()
+        Image.fromarray(rng.integers(0, 256, (20, 20, 3), dtype=np.uint8)).save(buf, format="PNG")
+        cells.append(buf.getvalue())
+    cells[9] = b"not a png"
+    pq.write_table(pa.table({"image": cells, "label": [str(i % 3) for i in range(30)]}), tmp_path / "t.parquet",
+                   row_group_size=8)
+    monkeypatch.setenv("INFOSCOPE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(sources, "DECODE_CHUNK", 7)
+    sent: list[tuple[int, int, int]] = []  # per task: rows, pickled bytes, shared objects
+    orig = RayExecutor.map
+
+    def spy(self, fn, items, *a, shared=(), **kw):
+        sent.extend((len(it.rows), len(pickle.dumps(it)), len(shared)) for it in items)
+        return orig(self, fn, items, *a, shared=shared, **kw)
+
+    monkeypatch.setattr(RayExecutor, "map", spy)
+    spec = [f"p=parquet:{tmp_path / 't.parquet'}"]
+    local = load_sources(spec, image_size=(16, 16), channels=3, skip_bad=True)
+    remote = load_sources(spec, image_size=(16, 16), channels=3, skip_bad=True, executor=RayExecutor())
+    assert [k for k, _, _ in sent] == [7, 7, 7, 7, 1]  # 29 rows: the bad one fails its header probe and all(s == 0 for _, _, s in sent)
+    assert max(b for _, b, _ in sent) < 7 * 400 < sum(len(c) for c in cells[:7])  # references, not bytes
+    np.testing.assert_array_equal(np.asarray(remote.images), np.asarray(local.images))
+    assert list(remote.sample_id) == list(local.sample_id) == [f"p:{i}" for i in range(30) if i != 9]
+    assert remote.skipped == local.skipped and len(local.skipped) == 1
+    assert not list((tmp_path / "cache").glob("infoscope-blobs-*"))
+
+
 def test_frozen_backbone_pass_runs_its_shards_on_ray_and_equals_local(cluster, tmp_path, one_thread, monkeypatch):
     """The sharded pass of a frozen resnet18 (weights from a file) over every image: on Ray its shards are the
     same unit (``core.pipeline.backbone_shard``) and the run equals the local one."""

@@ -11,10 +11,12 @@ Spec kinds (``NAME=`` is optional; the name then defaults to the kind, e.g. ``mn
 * ``parquet:PATH`` — a table with a ``label`` column, the image as encoded bytes (column ``image``, ``img`` or
   ``bytes``: binary, or a struct with a ``bytes`` field as Hugging Face writes it) or as a file path (column
   ``path``, relative to the parquet file's folder), and an optional ``source`` column; ids
-  ``"<source>:<row>"``.
+  ``"<source>:<row>"``. Encoded images are read one batch of rows at a time and spilled to a scratch file
+  (:mod:`core.data.blob_spill`): the rows keep (offset, length) references, never the column.
 * ``hf:PATH`` — a Hugging Face ``datasets`` dataset saved with ``save_to_disk`` (one split: for a
   ``DatasetDict`` give ``hf:PATH/<split>``); the first ``Image`` column (else ``image``/``img``) and the
-  ``label``/``labels`` column (``ClassLabel`` names are used). Needs ``pip install datasets``.
+  ``label``/``labels`` column (``ClassLabel`` names are used); the images are spilled like ``parquet:``'s.
+  Needs ``pip install datasets``.
 * ``npz:PATH`` — arrays ``x`` ((n,H,W), (n,H,W,C) or (n,C,H,W); uint8 0..255 or float in [0, 1]) and ``y``
   (integers or strings), optional ``class_names`` (then integer ``y`` indexes it). Loaded without pickle.
 
@@ -56,6 +58,7 @@ from typing import Any
 
 import numpy as np
 
+from core.data.blob_spill import BlobRef, hf_batches, parquet_batches, spill_cells
 from core.data.dataset import Samples
 from core.data.image_store import ImageStore, ShardWriter, concat_images
 from core.data.images import (
@@ -292,23 +295,12 @@ class _FileRow:
     source: str
     sample_id: str
     where: str
-    data: bytes | _ArrowCell | None = None  # encoded image bytes (parquet / Hugging Face cell) instead of a file
-
-
-@dataclass(frozen=True)
-class _ArrowCell:
-    """Cell ``i`` of an Arrow column of encoded images, read when needed: the bytes stay in the Arrow table
-    (one copy) instead of a Python bytes object per row held for the whole load."""
-
-    column: object  # pyarrow.ChunkedArray
-    i: int
-
-    def get(self) -> bytes:
-        return _blob(self.column[self.i].as_py()) or b""
+    data: BlobRef | None = None  # encoded image bytes (parquet / Hugging Face cell, spilled) instead of a file
 
 
 def _row_bytes(row: _FileRow) -> bytes:
-    return row.data.get() if isinstance(row.data, _ArrowCell) else (row.data or b"")
+    """A table row's encoded bytes, read from the source's blob file (:mod:`core.data.blob_spill`)."""
+    return row.data.get() if row.data is not None else b""
 
 
 def _why(row: _FileRow, exc: ImageReadError) -> str:
@@ -334,12 +326,17 @@ def prepare_image(img: np.ndarray, size: tuple[int, int], channels: int, resize_
 
 
 class _DecodeRows:
-    """A map-style dataset over file rows: item ``i`` is ``(i, image at the run's size or None, why)``."""
+    """A map-style dataset over file rows: item ``i`` is ``(start + i, image at the run's size or None, why)``
+    (``start``: where these rows begin among the source's rows, see :meth:`part`).
+
+    Rows are small (a path, or a :class:`~core.data.blob_spill.BlobRef` into the source's blob file, plus the
+    label and ids), so pickling the dataset for a worker process or a remote task costs a few dozen bytes per
+    row and no image bytes."""
 
     def __init__(self, rows: list[_FileRow], max_pixels: int | None, size: tuple[int, int], channels: int,
-                 resize_first: bool) -> None:
+                 resize_first: bool, start: int = 0) -> None:
         self.rows, self.max_pixels, self.size, self.channels = rows, max_pixels, size, channels
-        self.resize_first = resize_first
+        self.resize_first, self.start = resize_first, start
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -349,19 +346,26 @@ class _DecodeRows:
         try:
             img = _read_row(row, self.max_pixels)
         except ImageReadError as exc:
-            return i, None, _why(row, exc)
-        return i, prepare_image(img, self.size, self.channels, self.resize_first), ""
+            return self.start + i, None, _why(row, exc)
+        return self.start + i, prepare_image(img, self.size, self.channels, self.resize_first), ""
+
+    def part(self, lo: int, hi: int) -> _DecodeRows:
+        """The rows ``[lo, hi)`` alone (their items keep their indices in this dataset): what one remote
+        decoding task receives, proportional to its chunk rather than to the source."""
+        return _DecodeRows(self.rows[lo:hi], self.max_pixels, self.size, self.channels, self.resize_first,
+                           self.start + lo)
 
 
 def _as_list(batch: list) -> list:
     return batch
 
 
-def decode_chunk(bounds: tuple[int, int], dataset: _DecodeRows) -> list[tuple[int, np.ndarray | None, str]]:
-    """Rows ``[lo, hi)`` of ``dataset`` decoded: ``(row, image or None, why)`` each — the unit of decoding on a
-    remote executor (``core.executors``; the same per-row function the DataLoader workers call)."""
-    lo, hi = bounds
-    return [dataset[i] for i in range(lo, hi)]
+def decode_chunk(part: _DecodeRows) -> list[tuple[int, np.ndarray | None, str]]:
+    """Every row of ``part`` (a chunk of a source's rows, :meth:`_DecodeRows.part`) decoded: ``(row, image or
+    None, why)`` each — the unit of decoding on a remote executor (``core.executors``; the same per-row function
+    the DataLoader workers call). The chunk travels as the task's argument: its rows and references, no pixels
+    and no other rows."""
+    return [part[i] for i in range(len(part))]
 
 
 DECODE_CHUNK = 1024  # rows per decoding unit on a remote executor
@@ -397,8 +401,9 @@ class _LazyImages:
                executor: Any = None) -> tuple[ImageStore, list[int], list[tuple[str, str]]]:
         """Decode every row at ``(channels, *size)`` in batches (DataLoader workers for large sources, or the
         tasks of a remote ``executor``, e.g. Ray: chunks of :data:`DECODE_CHUNK` rows in waves of one chunk
-        per worker) into shard files; returns the store of the rows kept, their indices, and the ``(where,
-        why)`` of rows skipped. Rows reach the shard files in row order either way."""
+        per worker, each task receiving only its chunk's rows) into shard files; returns the store of the rows
+        kept, their indices, and the ``(where, why)`` of rows skipped. Rows reach the shard files in row order
+        either way."""
         import torch.utils.data as tud
 
         errors = _RowErrors(self.skip_bad)
@@ -411,7 +416,8 @@ class _LazyImages:
             chunks = shard_bounds(len(dataset), DECODE_CHUNK)
             wave = max(1, int(getattr(executor, "workers", 1) or 1))
             loader: Any = (batch for w in range(0, len(chunks), wave)
-                           for batch in executor.map(decode_chunk, chunks[w:w + wave], shared=(dataset,)))
+                           for batch in executor.map(decode_chunk, [dataset.part(lo, hi)
+                                                                    for lo, hi in chunks[w:w + wave]]))
         else:
             workers = decode_workers(len(dataset))
             loader = tud.DataLoader(dataset, batch_size=DECODE_BATCH, num_workers=workers, collate_fn=_as_list,
@@ -752,17 +758,12 @@ def load_npz(spec: SourceSpec, base: Path, skip_bad: bool, max_pixels: int | Non
 _IMAGE_COLUMNS = ("image", "img", "bytes")
 
 
-def _blob(cell: object) -> bytes | None:
-    """Encoded bytes from a binary cell or a ``{"bytes": …, "path": …}`` struct (Hugging Face ``Image``)."""
-    if isinstance(cell, dict):
-        cell = cell.get("bytes")
-    return bytes(cell) if isinstance(cell, bytes | bytearray | memoryview) and len(cell) else None
-
-
-def _table_source(spec: SourceSpec, origin: str, labels: list, blobs: Any, paths: list | None,
-                  sources: list | None, base: Path, skip_bad: bool, size: tuple[int, int] | None) -> RawSource:
-    """A :class:`RawSource` from table columns: encoded images (``blobs``: a list, or an Arrow column whose
-    cells are then read when needed) or file ``paths``, labels, sources."""
+def _table_source(spec: SourceSpec, origin: str, labels: list, blobs: list[BlobRef | None] | None,
+                  paths: list | None, sources: list | None, base: Path, skip_bad: bool,
+                  size: tuple[int, int] | None) -> RawSource:
+    """A :class:`RawSource` from table columns: encoded images (``blobs``: one reference into the source's
+    blob file per row, ``None`` for an empty cell; :mod:`core.data.blob_spill`) or file ``paths``, labels,
+    sources."""
     errors = _RowErrors(skip_bad)
     file_rows: list[_FileRow] = []
     for i, lab in enumerate(labels):
@@ -776,12 +777,10 @@ def _table_source(spec: SourceSpec, origin: str, labels: list, blobs: Any, paths
             errors.report(where, f"invalid source name {src!r} in the 'source' column")
             continue
         if blobs is not None:
-            data = _blob(blobs[i] if isinstance(blobs, list) else blobs[i].as_py())
-            if data is None:
+            if blobs[i] is None:
                 errors.report(where, "empty or missing image bytes")
                 continue
-            cell = _ArrowCell(blobs, i) if not isinstance(blobs, list) else data
-            file_rows.append(_FileRow(None, label, src, f"{src}:{i}", where, cell))
+            file_rows.append(_FileRow(None, label, src, f"{src}:{i}", where, blobs[i]))
         else:
             text = "" if paths[i] is None else str(paths[i]).strip()
             if not text:
@@ -797,35 +796,55 @@ def _table_source(spec: SourceSpec, origin: str, labels: list, blobs: Any, paths
     return _file_source(spec.name, origin, file_rows, errors, size)
 
 
-def load_parquet(spec: SourceSpec, base: Path, skip_bad: bool, size: tuple[int, int] | None = None) -> RawSource:
-    """``parquet:PATH``: columns ``label``, an image column (bytes) or ``path``, optional ``source``."""
+def load_parquet(spec: SourceSpec, base: Path, skip_bad: bool, size: tuple[int, int] | None = None,
+                 cache_dir: str | Path | None = None) -> RawSource:
+    """``parquet:PATH``: columns ``label``, an image column (bytes) or ``path``, optional ``source``.
+
+    The small columns (labels, sources, paths) are read whole; an image column is read one batch of rows at a
+    time and each row's bytes appended to a blob file in a scratch folder under ``cache_dir`` (default
+    ``$INFOSCOPE_CACHE`` or the system's temporary folder; :mod:`core.data.blob_spill`), so the load holds one
+    batch of encoded images, not the column, and the rows keep only (offset, length) references."""
     import pyarrow.parquet as pq
 
     path = _resolve(spec.path, base)
     if not path.is_file():
         raise DataError(f"{path}: parquet file not found (source {spec.name!r})")
+    unreadable = f"{path}: not a readable parquet file"
     try:
-        table = pq.read_table(path)
+        names = list(pq.read_schema(path).names)
     except Exception as exc:  # noqa: BLE001 - pyarrow raises several types for a bad file
-        raise DataError(f"{path}: not a readable parquet file ({exc})") from exc
-    cols = {c.lower(): c for c in table.column_names}
+        raise DataError(f"{unreadable} ({exc})") from exc
+    cols = {c.lower(): c for c in names}
     if "label" not in cols:
-        raise DataError(f"{path}: no 'label' column (columns: {', '.join(table.column_names)})")
+        raise DataError(f"{path}: no 'label' column (columns: {', '.join(names)})")
     img_col = next((cols[c] for c in _IMAGE_COLUMNS if c in cols), None)
     if img_col is None and "path" not in cols:
         raise DataError(f"{path}: no image column; expected one of {', '.join(_IMAGE_COLUMNS)} (encoded bytes) "
-                        f"or 'path' (columns: {', '.join(table.column_names)})")
+                        f"or 'path' (columns: {', '.join(names)})")
+    small = [cols[c] for c in ("label", "source") if c in cols] + ([] if img_col else [cols["path"]])
+    try:
+        table = pq.read_table(path, columns=small)
+    except Exception as exc:  # noqa: BLE001
+        raise DataError(f"{unreadable} ({exc})") from exc
     labels = table.column(cols["label"]).to_pylist()
-    blobs = table.column(img_col) if img_col else None  # cells read one at a time (no Python copy of all)
     paths = None if img_col else table.column(cols["path"]).to_pylist()
     sources = table.column(cols["source"]).to_pylist() if "source" in cols else None
     del table
-    release_freed_memory()  # Arrow's reader peaks at a few times the table and keeps the freed buffers
+    blobs = None
+    if img_col:
+        blobs = spill_cells(parquet_batches(path, img_col), f"parquet {path}", cache_dir, read_error=unreadable)
+        if len(blobs) != len(labels):
+            raise DataError(f"{unreadable} (the image column has {len(blobs)} rows, the labels {len(labels)})")
+    release_freed_memory()  # the reader's freed buffers and the batches' Python bytes go back to the system
     return _table_source(spec, f"parquet {path}", labels, blobs, paths, sources, path.parent, skip_bad, size)
 
 
-def load_hf(spec: SourceSpec, base: Path, skip_bad: bool, size: tuple[int, int] | None = None) -> RawSource:
-    """``hf:PATH``: a Hugging Face dataset saved with ``save_to_disk`` (imported lazily)."""
+def load_hf(spec: SourceSpec, base: Path, skip_bad: bool, size: tuple[int, int] | None = None,
+            cache_dir: str | Path | None = None) -> RawSource:
+    """``hf:PATH``: a Hugging Face dataset saved with ``save_to_disk`` (imported lazily).
+
+    The image column is read in slices of rows, in the dataset's order (an indices mapping from ``select`` or
+    ``shuffle`` is followed), and spilled to a blob file as for ``parquet:`` (:func:`load_parquet`)."""
     try:
         import datasets
     except ImportError as exc:
@@ -853,9 +872,9 @@ def load_hf(spec: SourceSpec, base: Path, skip_bad: bool, size: tuple[int, int] 
     if names:
         labels = [None if v is None or v < 0 else names[v] for v in labels]
     sources = ds["source"] if "source" in feats else None
-    # the image cells are read one at a time from the memory-mapped Arrow table (no Python copy of all of them)
-    # unless the dataset carries an indices mapping (rows selected or shuffled before saving)
-    blobs = ds.data.column(img_col) if getattr(ds, "_indices", None) is None else list(ds[img_col])
+    blobs = spill_cells(hf_batches(ds, img_col), f"hf {path}", cache_dir,
+                        read_error=f"{path}: cannot read the image column {img_col!r}")
+    release_freed_memory()
     return _table_source(spec, f"hf {path}", list(labels), blobs, None, sources, path, skip_bad, size)
 
 
@@ -971,9 +990,11 @@ def _check_image_size(image_size: tuple[int, int] | None) -> tuple[int, int] | N
 
 
 def load_one(spec: SourceSpec, base: Path, skip_bad: bool, other_names: frozenset[str] = frozenset(),
-             size: tuple[int, int] | None = None, max_pixels: int | None = None) -> RawSource:
+             size: tuple[int, int] | None = None, max_pixels: int | None = None,
+             cache_dir: str | Path | None = None) -> RawSource:
     """Load one parsed source (``other_names``: the names of the run's other sources; file sources resize every
-    image to ``size`` while decoding, when given)."""
+    image to ``size`` while decoding, when given; ``parquet:``/``hf:`` spill their encoded images to a scratch
+    folder under ``cache_dir``)."""
     if spec.kind == "mnist5k":
         return load_mnist5k(spec)
     if spec.kind == "digits":
@@ -985,9 +1006,9 @@ def load_one(spec: SourceSpec, base: Path, skip_bad: bool, other_names: frozense
     if spec.kind == "npz":
         return load_npz(spec, base, skip_bad, max_pixels)
     if spec.kind == "parquet":
-        return load_parquet(spec, base, skip_bad, size)
+        return load_parquet(spec, base, skip_bad, size, cache_dir)
     if spec.kind == "hf":
-        return load_hf(spec, base, skip_bad, size)
+        return load_hf(spec, base, skip_bad, size, cache_dir)
     raise DataError(f"unknown source kind {spec.kind!r}")  # parse_spec already rejects these
 
 
@@ -1013,8 +1034,9 @@ def load_sources(
         channels: 1 or 3 to convert every image to that mode (the model's); default the majority mode.
         max_pixels: largest image (width × height) accepted; default ``$INFOSCOPE_MAX_PIXELS`` or
             :data:`core.data.images.DEFAULT_MAX_PIXELS`. Larger files are bad rows, refused before decoding.
-        cache_dir: where file sources' decoded shards go (default ``$INFOSCOPE_CACHE`` or the system's temporary
-            folder; a fresh sub-folder, removed when the images are garbage-collected).
+        cache_dir: where file sources' decoded shards, and the encoded images of ``parquet:``/``hf:`` sources
+            while loading, go (default ``$INFOSCOPE_CACHE`` or the system's temporary folder; fresh sub-folders,
+            removed when the images, resp. the source's rows, are garbage-collected).
         executor: a remote ``core.executors`` executor (Ray) decodes file sources' rows in its tasks; default
             this process (DataLoader workers for large sources).
 
@@ -1039,8 +1061,8 @@ def load_sources(
     if channels not in (None, 1, 3):
         raise DataError(f"channels must be 1 or 3, got {channels!r}")
     names = frozenset(p.name for p in parsed)
-    raws = [load_one(p, base, skip_bad, names - {p.name}, size, max_pixels) for p in parsed]
+    raws = [load_one(p, base, skip_bad, names - {p.name}, size, max_pixels, cache_dir) for p in parsed]
     samples = merge_sources(raws, size, channels, cache_dir, executor=executor)
-    del raws  # file rows and encoded bytes: decoded into the store by now
+    del raws  # file rows and their blob files: decoded into the store by now (the blob folders go with them)
     release_freed_memory()
     return samples
