@@ -145,6 +145,25 @@ def _search(index, query: np.ndarray, k: int, batch: int, executor=None) -> tupl
     return dists, idx
 
 
+def exact_distances(q: np.ndarray, s: np.ndarray, idx: np.ndarray, chunk: int = 4096) -> tuple[np.ndarray, np.ndarray]:
+    """Squared distances ‖q_i − s_j‖² of the found neighbours j = ``idx[i]``, recomputed in float64 from the
+    float32 rows (faiss computes ‖q‖² + ‖s‖² − 2q·s with BLAS, whose rounding depends on the batch and the
+    thread count, so the same neighbours came back with distances that differ in the 6th digit between a
+    2-thread process and 1-thread Ray workers), and each row re-sorted nearest first (ties by index).
+    Missing hits (−1) keep +inf and stay last. Returns ``(float32 squared distances, idx)``."""
+    d2 = np.full(idx.shape, np.inf, dtype=np.float64)
+    step = max(1, chunk // max(1, idx.shape[1]))
+    for lo in range(0, len(idx), step):
+        rows = idx[lo:lo + step]
+        ok = rows >= 0
+        diff = q[lo:lo + step, None, :].astype(np.float64) - s[np.where(ok, rows, 0)]  # exact differences
+        part = np.einsum("ijk,ijk->ij", diff, diff)
+        d2[lo:lo + step] = np.where(ok, part, np.inf)
+    order = np.lexsort((idx, d2), axis=-1)
+    return (np.take_along_axis(d2, order, axis=1).astype(np.float32),
+            np.take_along_axis(idx, order, axis=1))
+
+
 def _drop_self(dists: np.ndarray, idx: np.ndarray, self_index: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Remove each row's own support index from its k+1 hits, keeping the first k of the rest."""
     is_self = idx == self_index[:, None]
@@ -212,6 +231,7 @@ def knn(
     short = np.flatnonzero((idx < 0).any(axis=1))
     if len(short):  # an approximate index found fewer than k rows for these queries: search them exactly
         dists[short], idx[short] = _search(_build_index(s, gpu, "flat"), q[short], idx.shape[1], batch)
+    dists, idx = exact_distances(q, s, idx)
     if drop:
         dists, idx = _drop_self(dists, idx, np.asarray(self_index, dtype=np.int64), k)
     return np.sqrt(np.maximum(dists, 0.0)), idx

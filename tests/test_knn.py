@@ -116,3 +116,18 @@ def test_approximate_indexes_agree_with_exact(kind):
     true = np.linalg.norm(x[:, None] - x[i_apx], axis=-1)
     np.testing.assert_allclose(d_apx, true, rtol=1e-3, atol=1e-3)
     assert (d_apx[:, -1] >= d_exact[:, -1] - 1e-4).all()
+
+
+def test_distances_do_not_depend_on_the_query_batch():
+    """Distances of the found neighbours are recomputed in float64: the same for any query batch (faiss's BLAS
+    rounding differs with the batch and the thread count, which is how a Ray worker's query shards came back
+    with uniqueness values 3.7e-6 apart) and equal to the float64 brute force to float32 precision."""
+    rng = np.random.default_rng(4)
+    x = (100.0 + rng.normal(size=(400, 48))).astype(np.float32)  # far from 0: ‖q‖² + ‖s‖² − 2q·s cancels
+    d_all, i_all = knn(x, x, 6, exclude_self=True, device="cpu", batch=400)
+    d_small, i_small = knn(x, x, 6, exclude_self=True, device="cpu", batch=7)
+    np.testing.assert_array_equal(i_all, i_small)
+    np.testing.assert_array_equal(d_all, d_small)
+    x64 = x.astype(np.float64)
+    want = np.sqrt(((x64[:, None, :] - x64[i_all]) ** 2).sum(-1))
+    np.testing.assert_allclose(d_all, want, rtol=1e-7)
