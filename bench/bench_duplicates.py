@@ -30,15 +30,12 @@ ROOT = HERE.parent
 def reference_pairs(images, sample_id, threshold: float = 0.995, k: int = 5) -> set[tuple[str, str]]:
     """The previous method: every row's k nearest rows among the full unit pixel vectors (faiss, the index
     choice of ``core.knn``), kept when cosine ≥ threshold; pairs (a, b) with a before b."""
+    from core.duplicates import unit_reader
     from core.knn import knn_self_batches
 
     n = len(images)
-    dim = int(np.prod(images.shape[1:]))
-
-    def unit(rows: np.ndarray) -> np.ndarray:
-        x = np.asarray(images[int(rows[0]):int(rows[-1]) + 1] if np.all(np.diff(rows) == 1) else images[rows],
-                       dtype=np.float32).reshape(len(rows), -1)
-        return np.ascontiguousarray(x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12))
+    dim = int(np.prod(images.shape[1:]))  # 32×32 RGB: compared pixel for pixel, as by near_duplicates
+    unit = unit_reader(images)
 
     d, idx = knn_self_batches(unit, n, dim, k, device="cpu", batch=16384)
     cos = 1.0 - d.astype(np.float64) ** 2 / 2.0

@@ -92,34 +92,17 @@ def _pair_dist2(uq: np.ndarray, q: np.ndarray, c: np.ndarray, unit: Callable[[np
     return out
 
 
-def near_duplicates(images: np.ndarray, sample_id: np.ndarray, *, threshold: float = 0.995, k: int = 5,
-                    device: str = "auto", batch: int = 4096, max_values: int = DUP_MAX_VALUES,
-                    filter_values: int = FILTER_VALUES, max_candidates: int = MAX_CANDIDATES) -> pd.DataFrame:
-    """Pairs (a, b), a before b, with cosine ≥ ``threshold`` among each row's ``k`` nearest rows (module
-    docstring). ``images`` (an array or an :class:`~core.data.image_store.ImageStore`) is read a batch of rows
-    at a time. Memory: the filter index (n × ≤ ``filter_values`` float32) plus one batch; the frame's
-    ``attrs`` record ``filter_values``, ``index`` and ``truncated_rows``."""
+def unit_reader(images: np.ndarray, max_values: int = DUP_MAX_VALUES) -> Callable[[np.ndarray], np.ndarray]:
+    """``read(rows)``: the compared vectors of ``rows`` of ``images`` (an array or an image store; a run of
+    consecutive rows is read as one slice), float32 ``(len(rows), d)``: pooled to ``max_values`` values when
+    larger (module docstring), flattened and scaled to unit L2 norm (a zero image stays 0)."""
     import torch
 
-    from core.device import rows_per_batch
-    from core.knn import choose_index, index_from_batches, use_gpu
-    from core.pooling import pool_spatial, pooled_shape
+    from core.pooling import pool_spatial
 
-    if not 0.0 < threshold <= 1.0:
-        raise ScoreError(f"near-duplicate threshold must be in (0, 1], got {threshold}")
-    n = len(images)
-    empty = pd.DataFrame(columns=["sample_id_a", "sample_id_b", "cosine"])
-    k = min(k, n - 1)
-    if k < 1:
-        return empty
-    shape = tuple(int(v) for v in images.shape[1:])
-    pooled = len(shape) == 3 and int(np.prod(shape)) > max_values
-    cmp_shape = pooled_shape(shape, max_values) if pooled else shape
-    filt = _Filter(cmp_shape, filter_values)
-    batch = min(int(batch), rows_per_batch(shape, cap=int(batch), budget_values=1 << 26))
-    r2 = 2.0 * (1.0 - float(threshold))
+    pooled = len(images.shape) == 4 and int(np.prod(images.shape[1:])) > max_values
 
-    def unit(rows: np.ndarray) -> np.ndarray:
+    def read(rows: np.ndarray) -> np.ndarray:
         if len(rows) and rows[-1] - rows[0] == len(rows) - 1 and np.all(np.diff(rows) == 1):
             x = images[int(rows[0]):int(rows[-1]) + 1]
         else:
@@ -133,6 +116,33 @@ def near_duplicates(images: np.ndarray, sample_id: np.ndarray, *, threshold: flo
             raise ScoreError("kNN support contains NaN or infinite values")
         return np.ascontiguousarray(x)
 
+    return read
+
+
+def near_duplicates(images: np.ndarray, sample_id: np.ndarray, *, threshold: float = 0.995, k: int = 5,
+                    device: str = "auto", batch: int = 4096, max_values: int = DUP_MAX_VALUES,
+                    filter_values: int = FILTER_VALUES, max_candidates: int = MAX_CANDIDATES) -> pd.DataFrame:
+    """Pairs (a, b), a before b, with cosine ≥ ``threshold`` among each row's ``k`` nearest rows (module
+    docstring). ``images`` (an array or an :class:`~core.data.image_store.ImageStore`) is read a batch of rows
+    at a time. Memory: the filter index (n × ≤ ``filter_values`` float32) plus one batch; the frame's
+    ``attrs`` record ``filter_values``, ``index`` and ``truncated_rows``."""
+    from core.device import rows_per_batch
+    from core.knn import choose_index, index_from_batches, use_gpu
+    from core.pooling import pooled_shape
+
+    if not 0.0 < threshold <= 1.0:
+        raise ScoreError(f"near-duplicate threshold must be in (0, 1], got {threshold}")
+    n = len(images)
+    empty = pd.DataFrame(columns=["sample_id_a", "sample_id_b", "cosine"])
+    k = min(k, n - 1)
+    if k < 1:
+        return empty
+    shape = tuple(int(v) for v in images.shape[1:])
+    cmp_shape = pooled_shape(shape, max_values) if len(shape) == 3 else shape
+    filt = _Filter(cmp_shape, filter_values)
+    batch = min(int(batch), rows_per_batch(shape, cap=int(batch), budget_values=1 << 26))
+    r2 = 2.0 * (1.0 - float(threshold))
+    unit = unit_reader(images, max_values)
     gpu = use_gpu(device)
     kind = choose_index(n, gpu)
     index = index_from_batches(n, filt.dim, lambda rows: filt(unit(rows)), gpu and kind != "hnsw", kind, 2 * k,

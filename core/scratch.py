@@ -88,3 +88,16 @@ class ScratchDir:
     def remove(self) -> None:
         if self._finalizer is not None:
             self._finalizer()
+
+    def __reduce__(self) -> tuple:
+        """A copy sent to another process (a DataLoader worker, a Ray task) only borrows the folder: it never
+        removes it (only the owner's object does)."""
+        return (_borrowed, (type(self), str(self.path)))
+
+
+def _borrowed(cls: type[ScratchDir], path: str) -> ScratchDir:
+    """A ``cls`` naming the existing folder ``path``, without the finalizer that would remove it."""
+    obj = cls.__new__(cls)
+    obj.path = Path(path)
+    obj._finalizer = None
+    return obj

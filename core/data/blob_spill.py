@@ -35,24 +35,15 @@ WRITE_BUFFER = 1 << 20
 
 
 class BlobFile(ScratchDir):
-    """The scratch folder holding ``blobs.bin``; removed when the last :class:`BlobRef` to it is collected."""
+    """The scratch folder holding ``blobs.bin``; removed when the last :class:`BlobRef` to it is collected (a
+    copy sent to another process, a DataLoader worker or a Ray task, only borrows it: :mod:`core.scratch`)."""
 
     def __init__(self, parent: str | Path | None = None) -> None:
         super().__init__(BLOB_PREFIX, parent)
-        self.file = self.path / BLOB_FILE
 
-    def __reduce__(self) -> tuple:
-        """A copy sent to another process (a DataLoader worker, a Ray task) only borrows the folder."""
-        return (_borrowed_blob_file, (str(self.path),))
-
-
-def _borrowed_blob_file(path: str) -> BlobFile:
-    """A :class:`BlobFile` naming an existing folder, without the finalizer that would remove it."""
-    blob = BlobFile.__new__(BlobFile)
-    blob.path = Path(path)
-    blob.file = blob.path / BLOB_FILE
-    blob._finalizer = None
-    return blob
+    @property
+    def file(self) -> Path:
+        return self.path / BLOB_FILE
 
 
 @dataclass(frozen=True, slots=True)

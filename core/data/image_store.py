@@ -31,22 +31,11 @@ SHARD_BYTES = 64 * 2**20
 
 class _CacheDir(ScratchDir):
     """A temporary folder for shard files, removed when the last part that uses it is garbage-collected (its
-    creation reclaims the folders of killed runs first: :mod:`core.scratch`)."""
+    creation reclaims the folders of killed runs first; a pickled copy only borrows it: :mod:`core.scratch`)."""
 
     def __init__(self, parent: str | Path | None = None) -> None:
         super().__init__("infoscope-images-", parent)
 
-    def __reduce__(self) -> tuple:
-        """A copy sent to another process (a Ray worker) only borrows the folder: it never removes it."""
-        return (_borrowed_cache, (str(self.path),))
-
-
-def _borrowed_cache(path: str) -> _CacheDir:
-    """A :class:`_CacheDir` naming an existing folder, without the finalizer that would remove it."""
-    cache = _CacheDir.__new__(_CacheDir)
-    cache.path = Path(path)
-    cache._finalizer = None
-    return cache
 
 
 class _ArrayPart:
