@@ -201,10 +201,10 @@ def score_in_process(data, split: np.ndarray, names: Sequence[str], *, epochs: i
     emb = embed(result.model, data.images, dev)
     nb_dist, nb_idx = neighbors(emb, 10, str(dev))
 
-    def train_subset(rows: np.ndarray, s: int):
+    def train_subset(rows: np.ndarray, s: int, from_w0: bool = False):
         """The recipe trained on ``rows`` only: the default SI's cross-fitted features (as the pipeline does)."""
         return train_model(data.images, data.labels, np.asarray(rows), data.n_classes, tcfg, seed=s,
-                           device=dev).model
+                           device=dev, init_state=result.init_state if from_w0 else None).model
 
     # near-duplicate pairs (the pipeline's default threshold): the default SI keeps them inside one fold
     dups = near_duplicates(data.images, data.sample_id, threshold=0.995, device=str(dev))

@@ -607,14 +607,17 @@ def _score_into(writer: RunWriter, ledger: StageLedger, cfg: RunConfig, data: Sa
         return stages.run(f"retrain.seed{int(seed)}", model_deps, lambda: train(data, split, seed), _dump_train,
                           restore_train)
 
-    def train_subset(rows: np.ndarray, seed: int) -> torch.nn.Module:
+    def train_subset(rows: np.ndarray, seed: int, from_w0: bool = False) -> torch.nn.Module:
         """The run's recipe trained on ``rows`` only (cross-fitting: features for rows it never saw); a
-        sub-stage keyed by the rows and the seed."""
+        sub-stage keyed by the rows and the seed. ``from_w0``: start from the run's own network's w₀ (its
+        initialisation or pretrained weights), so that the seed only orders the batches."""
         rows = np.asarray(rows)
         key = hashlib.sha256(np.ascontiguousarray(rows, dtype=np.int64).tobytes()).hexdigest()[:16]
+        w0 = result.init_state if from_w0 else None
         return stages.run(
-            f"subset.{key}.seed{int(seed)}", model_deps,
-            lambda: train_model(data.images, data.labels, rows, data.n_classes, tcfg, seed=seed, device=dev).model,
+            f"subset.{key}.seed{int(seed)}{'.w0' if from_w0 else ''}", model_deps,
+            lambda: train_model(data.images, data.labels, rows, data.n_classes, tcfg, seed=seed, device=dev,
+                                init_state=w0).model,
             lambda m: StageOutput(states={"model": m.state_dict()}, meta={"kind": "net"}),
             lambda o: _rebuild_model(o.states["model"], tcfg, data.image_shape, data.n_classes, dev))
 

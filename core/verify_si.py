@@ -8,7 +8,9 @@ identity, no contour quadrature: an independent computation of the trained head)
 
     ‖w − w₋ᵢ‖² / (2σ²)   and   mean over held-out x of ‖f(x) − f₋ᵢ(x)‖² / (2σ²)
 
-are compared with the run's ``si_weights`` and ``si_function`` (Pearson and Spearman). The figures are
+are averaged over the problems the row was in as the run's column is (``si_crossfit.average_repeats``: the
+geometric mean by default) and compared with the run's ``si_weights`` and ``si_function`` (Pearson and
+Spearman). The figures are
 stored in the run as ``si_verification.json`` (beside, never inside, the immutable score files).
 """
 
@@ -23,7 +25,8 @@ import numpy as np
 import torch
 from scipy import stats
 
-from core.errors import InfoscopeError
+from core.errors import InfoscopeError, ScoreError
+from core.scores.si_crossfit import average_repeats
 from core.scores.si_head import head_kernels, solve_alpha
 from core.store.atomic import atomic_write_json
 from core.store.layout import SI_MODEL
@@ -96,7 +99,8 @@ def verify_si(run_path: str | Path, samples: int = 30, seed: int = 0, write: boo
         prm = json.loads(str(z["params_json"]))
         lam, sigma, n_classes = float(prm["lam"]), float(prm["sigma"]), int(prm["n_classes"])
         problems = [_problem_arrays(z, j) for j in range(int(prm["n_problems"]))]
-    except (KeyError, ValueError, OSError) as e:
+        average_repeats(np.ones((1, 1)), str(prm.get("average", "arithmetic")))
+    except (KeyError, ValueError, OSError, ScoreError) as e:
         raise InfoscopeError(f"{model_file} is damaged or incomplete: {e}") from e
     labels = df["label"].to_numpy()
     si_w, si_f = df["si_weights"].to_numpy(), df["si_function"].to_numpy()
@@ -127,9 +131,15 @@ def verify_si(run_path: str | Path, samples: int = 30, seed: int = 0, write: boo
         done += len(items)
         if progress:
             progress(f"retrained {done}/{total} times", done / total)
-    # the run's SI of a row is the mean over the problems (repeats) it was in: so is the real change
-    real_w = [float(np.mean([w for w, _ in got[int(r)]])) for r in chosen]
-    real_f = [float(np.mean([f for _, f in got[int(r)]])) for r in chosen]
+    # the run's SI of a row is the average (geometric, or arithmetic in runs before 2026-12) over the problems
+    # (repeats) it was in: so is the real change
+    how = str(prm.get("average", "arithmetic"))
+
+    def avg(v: list[float]) -> float:
+        return float(average_repeats(np.asarray(v, dtype=np.float64)[:, None], how)[0])
+
+    real_w = [avg([w for w, _ in got[int(r)]]) for r in chosen]
+    real_f = [avg([f for _, f in got[int(r)]]) for r in chosen]
     est_w = [si_w[r] for r in chosen]
     est_f = [si_f[r] for r in chosen]
     rw, rf, ew, ef = map(np.asarray, (real_w, real_f, est_w, est_f))

@@ -74,6 +74,21 @@ def test_training_is_deterministic_and_learns(mnist_small):
     assert a.train_acc > 0.6 and a.test_acc > 0.5  # far above chance (0.1)
 
 
+def test_training_can_start_from_a_given_state(mnist_small):
+    """``init_state``: the network starts from that state (another seed's w₀); the seed still orders batches."""
+    x, y = mnist_small
+    idx = np.random.default_rng(0).permutation(len(x))
+    cfg = TrainConfig(model="cnn", epochs=1, batch_size=32)
+    a = train_model(x, y, idx[:200], 10, cfg, seed=3, device="cpu")
+    b = train_model(x, y, idx[:200], 10, cfg, seed=4, device="cpu", init_state=a.init_state)
+    c = train_model(x, y, idx[:200], 10, cfg, seed=4, device="cpu")
+    assert all(torch.equal(b.init_state[k], a.init_state[k]) for k in a.init_state)
+    assert not all(torch.equal(c.init_state[k], a.init_state[k]) for k in a.init_state)
+    assert not np.array_equal(a.epoch_logits, b.epoch_logits)  # same start, another batch order
+    d = train_model(x, y, idx[:200], 10, cfg, seed=4, device="cpu", init_state=a.init_state)
+    np.testing.assert_array_equal(b.epoch_logits, d.epoch_logits)
+
+
 def test_auto_epochs_is_a_step_budget():
     from core.models.training import auto_epochs
 

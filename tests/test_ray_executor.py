@@ -428,3 +428,48 @@ def test_executor_is_not_part_of_the_fingerprints(tiny_sources, tmp_path):
     other = replace(cfg, executor="ray", ray_address="auto")
     assert config_hash(asdict(cfg)) == config_hash(asdict(other))
     assert config_conflicts(cfg, {"executor": "ray", "ray_address": "auto"}) == []
+
+
+_GPU_SCRIPT = r"""
+import json, os, sys
+import numpy as np
+import ray
+from core.executors import RayExecutor
+
+ray.init(num_cpus=2, num_gpus=2, include_dashboard=False, log_to_driver=False, object_store_memory=200 * 2**20)
+
+def task_gpus(item, a):
+    return [item, len(ray.get_gpu_ids()), os.getpid()]
+
+def shard_gpus(bounds, a):
+    lo, hi = bounds
+    return np.full(hi - lo, os.getpid() * 10 + len(ray.get_gpu_ids()), dtype=np.int64)
+
+ex = RayExecutor()
+ex.check_device("cuda")  # a cluster with GPUs takes a CUDA run
+a = np.zeros(3)
+out = {"gpu_tasks": ex.map(task_gpus, [0, 1, 2, 3], shared=(a,), gpu=True),
+       "cpu_tasks": ex.map(task_gpus, [0, 1], shared=(a,), gpu=False),
+       "actors": ex.map_batches(shard_gpus, [(0, 5), (5, 9), (9, 20), (20, 21), (21, 30)], shared=(a,),
+                                gpu=True).tolist(),
+       "cluster_gpus": ex.info()["cluster_gpus"]}
+print(json.dumps(out))
+ray.shutdown()
+"""
+
+
+def test_gpu_steps_get_one_gpu_per_task_and_actor(tmp_path):
+    """A cluster with GPUs (2 logical GPUs declared to Ray; this machine has no CUDA device, so the steps'
+    functions here only read what Ray assigned them): every ``gpu`` task holds exactly one GPU, CPU tasks none,
+    and ``map_batches`` runs its shards on at most one actor per GPU, each holding one."""
+    r = subprocess.run([sys.executable, "-c", _GPU_SCRIPT], capture_output=True, text=True, timeout=300,
+                       env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    assert out["cluster_gpus"] == 2
+    assert sorted(t[0] for t in out["gpu_tasks"]) == [0, 1, 2, 3]
+    assert all(t[1] == 1 for t in out["gpu_tasks"])
+    assert all(t[1] == 0 for t in out["cpu_tasks"])
+    actors = np.asarray(out["actors"])
+    assert len(actors) == 30 and set(actors % 10) == {1}  # every shard ran on an actor holding one GPU
+    assert 1 <= len(set(actors // 10)) <= 2  # at most one actor per GPU

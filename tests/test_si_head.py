@@ -228,6 +228,36 @@ def test_repeats_average_over_cross_fitting_and_verify_follows(tiny_sources, tmp
     assert res["max_rel_error_weights"] < 1e-5 and res["max_rel_error_function"] < 1e-5
 
 
+@pytest.mark.parametrize("init", ["w0", "seed"])
+def test_fold_networks_start_from_the_runs_w0(init, tiny_sources, tmp_path, monkeypatch):
+    """Default ``crossfit_init = "w0"``: every cross-fitted network starts from the run's own network's
+    initial state (the seed only orders its batches); ``"seed"`` draws a fresh initialisation per network."""
+    import core.pipeline as pipeline
+    from core.pipeline import score_run
+    from tests.conftest import tiny_config
+
+    calls: list[tuple[object, object]] = []
+    real = pipeline.train_model
+
+    def spy(*a, **k):
+        out = real(*a, **k)
+        calls.append((k.get("init_state"), out.init_state))
+        return out
+
+    monkeypatch.setattr(pipeline, "train_model", spy)
+    cfg = tiny_config(tiny_sources, tmp_path, scores=["loss", "si_function"], adversarial=0.0,
+                      score_params={"si_function": {"repeats": 1, "crossfit_init": init}})
+    run = score_run(cfg)
+    (given0, w0), *folds = calls
+    assert given0 is None and len(folds) == 2  # the run's network, then one network per fold
+    for given, started in folds:
+        same = all(torch.equal(started[k], w0[k]) for k in w0)
+        assert same == (init == "w0")
+        assert (given is not None) == (init == "w0")
+    p = json.loads((run / "manifest.json").read_text())["scores"]["si_function"]["params"]
+    assert p["crossfit_init"].startswith("the run's w₀" if init == "w0" else "a fresh initialisation")
+
+
 def _noisy_repeats(rng, signal, noise, r):
     return signal[None, :] + noise * rng.normal(size=(r, len(signal)))
 
@@ -255,6 +285,19 @@ def test_reproducibility_predicts_the_spearman_of_independent_runs(r, kind, tol)
     assert np.mean(real) > single + 0.05
 
 
+def test_average_over_repeats_by_definition():
+    """The column's average over cross-fittings, against its definition on a tiny table (NaN = not scored)."""
+    from core.scores.si_crossfit import average_repeats
+
+    v = np.array([[1.0, 4.0, np.nan, 0.0], [100.0, 1.0, np.nan, 2.0], [10.0, np.nan, np.nan, 8.0]])
+    g = average_repeats(v, "geometric")
+    np.testing.assert_allclose(g[:2], [10.0, 2.0])  # (1·100·10)^(1/3), (4·1)^(1/2)
+    assert np.isnan(g[2]) and 0 < g[3] < 1e-90  # never scored; an exact 0 is floored, not -inf
+    np.testing.assert_allclose(average_repeats(v, "arithmetic")[[0, 1, 3]], [37.0, 2.5, 10 / 3])
+    with pytest.raises(ScoreError, match="average must be one of"):
+        average_repeats(v, "median")
+
+
 def test_reproducibility_edge_cases():
     from core.scores.si_crossfit import reproducibility
 
@@ -268,7 +311,8 @@ def test_reproducibility_edge_cases():
 
 @pytest.mark.parametrize("bad", [{"repeats": 0}, {"repeats": "many"}, {"repeats": 2.5},
                                  {"min_repeats": 4, "max_repeats": 3}, {"target_reproducibility": 1.5},
-                                 {"lam": -1}, {"t": "soon"}, {"folds": 1}, {"no_such_thing": 1}])
+                                 {"lam": -1}, {"t": "soon"}, {"folds": 1}, {"no_such_thing": 1},
+                                 {"crossfit_init": "random"}, {"average": "median"}])
 def test_bad_si_parameters_are_refused_before_any_work(bad, tiny_sources, tmp_path):
     from core.pipeline import RunConfig
 
@@ -282,7 +326,8 @@ def test_bad_si_parameters_are_refused_before_any_work(bad, tiny_sources, tmp_pa
 
 def test_auto_repeats_stop_at_the_target_or_the_cap(tiny_sources, tmp_path):
     """repeats = "auto": cross-fittings are added until the estimated reproducibility reaches the target, or
-    max_repeats; the stored per-repeat SI gives back both the column (its mean) and the reported estimate."""
+    max_repeats; the stored per-repeat SI gives back both the column (its geometric mean) and the reported
+    estimate."""
     from core.pipeline import score_run
     from core.scores.si_crossfit import reproducibility
     from tests.conftest import tiny_config
@@ -299,9 +344,11 @@ def test_auto_repeats_stop_at_the_target_or_the_cap(tiny_sources, tmp_path):
         df = pd.read_parquet(run / "samples.parquet")
         for c in per:
             seen = np.isfinite(per[c]).any(0)
-            np.testing.assert_allclose(df[c].to_numpy()[seen], np.nanmean(per[c][:, seen], axis=0), rtol=1e-6)
+            np.testing.assert_allclose(df[c].to_numpy()[seen], np.exp(np.nanmean(np.log(per[c][:, seen]), axis=0)),
+                                       rtol=1e-6)
             assert df[c].isna().to_numpy()[~seen].all() and seen.sum() == (df.split == "train").sum()
-            assert m["info"]["reproducibility"][c] == pytest.approx(reproducibility(per[c]))
+            assert m["info"]["reproducibility"][c] == pytest.approx(reproducibility(np.log(per[c])))
+            assert m["info"]["reproducibility"][c] == pytest.approx(reproducibility(per[c], "geometric"))
         out[name] = (m["params"]["repeats"], m["info"]["reproducibility"])
     reps, rep = out["cap"]
     assert reps == 3 and "max_repeats" in rep["stopped"] and rep["si_function"] < 1.0
@@ -314,7 +361,7 @@ def test_auto_repeats_are_capped_by_the_rows_budget():
     from core.scores.si_crossfit import HEAD_DEFAULTS, _repeat_plan
 
     prm = dict(HEAD_DEFAULTS)
-    assert _repeat_plan(prm, 5000) == (2, 6, 0.9)
-    assert _repeat_plan(prm, 20000) == (2, 3, 0.9)
-    assert _repeat_plan(prm, 50000) == (1, 1, 0.9)
+    assert _repeat_plan(prm, 5000) == (2, 12, 0.95)
+    assert _repeat_plan(prm, 20000) == (2, 3, 0.95)
+    assert _repeat_plan(prm, 50000) == (1, 1, 0.95)
     assert _repeat_plan({**prm, "repeats": 4}, 50000) == (4, 4, None)  # an explicit number is kept

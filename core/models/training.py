@@ -130,11 +130,13 @@ def train_model(x_all: np.ndarray, y_all: np.ndarray, train_idx: np.ndarray, n_c
                 config: TrainConfig, *, seed: int = 0, device: str | torch.device = "auto",
                 test_idx: np.ndarray | None = None,
                 progress: Callable[[str, float | None], None] | None = None,
-                features: np.ndarray | None = None) -> TrainResult:
+                features: np.ndarray | None = None,
+                init_state: dict[str, torch.Tensor] | None = None) -> TrainResult:
     """Train ``config.model`` on rows ``train_idx`` of ``x_all`` with labels ``y_all`` (Adam, cross-entropy).
 
     Deterministic for a given seed on a given device: the initialisation and the batch order come from
-    ``seed``. After every epoch the logits of *all* rows are recorded (eval mode). With
+    ``seed``. With ``init_state`` (e.g. another network's w₀) training starts from that state instead of the
+    seed's initialisation; the seed then drives only the batch order (and dropout). After every epoch the logits of *all* rows are recorded (eval mode). With
     ``config.patience > 0`` and test rows, training stops once the mean cross-entropy on the test rows has not
     improved for ``patience`` epochs; the best epoch's weights are kept and ``epoch_logits`` ends at that epoch.
 
@@ -146,6 +148,8 @@ def train_model(x_all: np.ndarray, y_all: np.ndarray, train_idx: np.ndarray, n_c
     dev = resolve_device(device)
     gen = seed_everything(seed)
     model = build_initial_model(config, tuple(x_all.shape[1:]), n_classes)
+    if init_state is not None:
+        model.load_state_dict(init_state)
     init_state = {k: v.detach().clone().cpu() for k, v in model.state_dict().items()}
     model.to(dev)
     if len(train_idx) == 0:

@@ -38,7 +38,8 @@ class ScoreContext:
         seed: the run's seed.
         train_model: ``train_model(seed) -> nn.Module`` trains another network of the same recipe on the train
             split (used for ensembles: prediction depth over M models, EL2N over seeds).
-            ``extra["train_subset"](rows, seed) -> nn.Module`` trains one on the given rows only (cross-fitting).
+            ``extra["train_subset"](rows, seed, from_w0=False) -> nn.Module`` trains one on the given rows only
+            (cross-fitting), from the run's w₀ when ``from_w0``.
         progress: ``progress(message, fraction)`` for the CLI progress bar; fraction in [0, 1] or None.
         extra: free-form values other steps computed (e.g. ``"attack"`` info), read-only by convention.
     """
