@@ -1,7 +1,8 @@
 """The default SI (``infoscope score`` as a user runs it) checked against retraining, duplicates and seeds.
 
 Every row below comes from ``core.pipeline.score_run`` with the default SI (method "head": a wide ReLU head
-on cross-fitted features, finite t by early stopping) and ``core.verify_si.verify_si`` (the code behind
+on cross-fitted features whose networks start from the run's w₀, finite t by early stopping, the geometric mean
+over cross-fittings until the estimated reproducibility reaches 0.95) and ``core.verify_si.verify_si`` (the code behind
 ``infoscope verify-si``), on data and seeds chosen before looking at any result:
 
 1. Fidelity: two datasets (an MNIST-5k subset of 1,500 images; scikit-learn's 1,797 digits at 28×28) × two
@@ -9,7 +10,7 @@ on cross-fitted features, finite t by early stopping) and ``core.verify_si.verif
 2. Duplicates: 80 training images of the MNIST subset appended again as exact copies (seed 5): SI of each
    copy against the SI the same image had in the run without copies (rows in the train split in both runs).
 3. Cross-fitting seed: the same run with two cross-fitting seeds (fold assignment and the fold networks'
-   initialisation): Spearman and top-10% overlap of the rankings. There is no random projection in the
+   batch order): Spearman and top-10% overlap of the rankings. There is no random projection in the
    default path, so a projection seed has no effect by construction; the old path (``--si-method
    network``) is measured with two sketch seeds for comparison.
 4. The demo recipe (MNIST-5k + digits, 10% noise, class 3 at 15%, 2% FGSM): mislabel AUROC of the SI columns.
@@ -183,8 +184,9 @@ def main() -> None:
 
 def write_md(out: dict) -> None:
     lines = ["## Default SI against retraining, duplicates and seeds (`bench/bench_si_default.py`)", "",
-             "The default SI as `infoscope score` computes it (a wide ReLU head on cross-fitted features, finite t "
-             "chosen by early stopping, exact kernel, no projection), checked by `infoscope verify-si`'s code: each "
+             "The default SI as `infoscope score` computes it (a wide ReLU head on cross-fitted features whose "
+             "networks start from the run's w₀, finite t chosen by early stopping, exact kernel, no projection, the "
+             "geometric mean over cross-fittings), checked by `infoscope verify-si`'s code: each "
              "of 50 rows (stratified over the SI range) is removed and the head retrained (eigendecomposition of the "
              "remaining rows' kernel). Data and seeds were fixed before any result was seen.", "",
              "| data | seed | noise | train rows | verified | Pearson w / f | Spearman w / f | max rel. error | "
@@ -205,7 +207,7 @@ def write_md(out: dict) -> None:
               f"{dp['median_ratio_other_rows_si_function']}.", "",
               "**Seeds.** The default path has no random projection (a projection seed cannot change it: Spearman "
               f"1.0 by construction). Changing the cross-fitting seed (fold assignment and the fold networks' "
-              f"initialisation) gives Spearman {cf['si_function']['spearman']} / top-10% overlap "
+              f"batch order) gives Spearman {cf['si_function']['spearman']} / top-10% overlap "
               f"{cf['si_function']['top10_overlap']} for si_function and {cf['si_weights']['spearman']} / "
               f"{cf['si_weights']['top10_overlap']} for si_weights: the dependence on which networks made the "
               f"features. The old path (`--si-method network`, CountSketch d=1024) with two sketch seeds: "

@@ -361,7 +361,8 @@ def test_auto_repeats_are_capped_by_the_rows_budget():
     from core.scores.si_crossfit import HEAD_DEFAULTS, _repeat_plan
 
     prm = dict(HEAD_DEFAULTS)
-    assert _repeat_plan(prm, 5000) == (2, 12, 0.95)
-    assert _repeat_plan(prm, 20000) == (2, 3, 0.95)
-    assert _repeat_plan(prm, 50000) == (1, 1, 0.95)
+    assert _repeat_plan(prm, 3000) == (2, 12, 0.97)
+    assert _repeat_plan(prm, 5000) == (2, 8, 0.97)
+    assert _repeat_plan(prm, 20000) == (2, 2, 0.97)
+    assert _repeat_plan(prm, 50000) == (1, 1, 0.97)
     assert _repeat_plan({**prm, "repeats": 4}, 50000) == (4, 4, None)  # an explicit number is kept

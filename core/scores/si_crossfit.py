@@ -83,11 +83,12 @@ HEAD_DEFAULTS: dict[str, Any] = {
     "crossfit_init": "w0",
     "repeats": "auto",
     "average": "geometric",
-    "target_reproducibility": 0.95,
+    "target_reproducibility": 0.97,
     "min_repeats": 2,
     "max_repeats": 12,
-    "max_repeat_rows": 60000,
+    "max_repeat_rows": 40000,
     "set_information": True,
+    "set_information_repeats": 3,
     "label_information": True,
     "label_information_max_rows": 12000,
 }
@@ -452,7 +453,7 @@ def _sets_of(ctx: ScoreContext, rows: np.ndarray) -> dict[str, np.ndarray]:
     return out
 
 
-def _set_table(totals: dict[str, list[float]], sigma: float) -> dict[str, Any]:
+def _set_table(totals: dict[str, list[float]], sigma: float, repeats: int) -> dict[str, Any]:
     def pick(prefix: str) -> dict[str, dict[str, float]]:
         return {k.split(":", 1)[1]: {"si_weights": round(v[0], 6), "si_function": round(v[1], 6)}
                 for k, v in totals.items() if k.startswith(prefix)}
@@ -460,8 +461,10 @@ def _set_table(totals: dict[str, list[float]], sigma: float) -> dict[str, Any]:
     allv = totals.get("all", [float("nan")] * 2)
     return {"unit": "nats", "sigma": sigma,
             "definition": "½‖w − w₋S‖²/σ² and ½·mean‖f − f₋S‖²/σ² with the whole set S left out of each head "
-                          "problem at once (Harutyunyan et al. 2021), summed over the independent fold heads of a cross-fitting and averaged over the cross-fittings; "
-                          "not a sum of per-sample scores",
+                          "problem at once (Harutyunyan et al. 2021), summed over the independent fold heads of a "
+                          f"cross-fitting and averaged over the first {repeats} cross-fitting(s) "
+                          "(set_information_repeats); not a sum of per-sample scores",
+            "repeats": repeats,
             "all": {"si_weights": round(allv[0], 6), "si_function": round(allv[1], 6)},
             "classes": pick("class:"), "sources": pick("source:")}
 
@@ -495,6 +498,7 @@ def check_params(params: dict[str, Any]) -> dict[str, Any]:
     try:
         lam, sigma = float(prm["lam"]), float(prm["sigma"])
         folds, max_problem, max_val = int(prm["folds"]), int(prm["max_problem"]), int(prm["max_val"])
+        prm["set_information_repeats"] = int(prm["set_information_repeats"])
         prm["label_information_max_rows"] = int(prm["label_information_max_rows"])
     except (TypeError, ValueError) as e:
         raise ScoreError(f"SI parameters lam, sigma, folds, max_problem, max_val and label_information_max_rows "
@@ -503,6 +507,8 @@ def check_params(params: dict[str, Any]) -> dict[str, Any]:
         raise ScoreError(f"lam must be ≥ 0, got {lam}")
     if not (sigma > 0 and np.isfinite(sigma)):
         raise ScoreError(f"sigma must be > 0, got {sigma}")
+    if prm["set_information_repeats"] < 1:
+        raise ScoreError(f"set_information_repeats must be at least 1, got {prm['set_information_repeats']}")
     if folds < 2 or max_problem < 2 or max_val < 0:
         raise ScoreError(f"SI needs folds ≥ 2, max_problem ≥ 2 and max_val ≥ 0, got {folds}, {max_problem}, {max_val}")
     t = prm["t"]
@@ -583,6 +589,7 @@ def head_adapter(ctx: ScoreContext, params: dict[str, Any]) -> ScoreResult:
         label_on = False
         label_meta["skipped"] = (f"{len(ctx.train_idx)} training rows > label_information_max_rows = "
                                  f"{int(prm['label_information_max_rows'])}")
+    set_reps = int(prm["set_information_repeats"])  # set information: averaged over the first cross-fittings
     per_rep: dict[str, list[np.ndarray]] = {"si_weights": [], "si_function": []}
     prob_sum = np.zeros((n_all, n_classes))  # cross-fitted softmax, summed over the cross-fittings
     prob_count = np.zeros(n_all)
@@ -601,8 +608,9 @@ def head_adapter(ctx: ScoreContext, params: dict[str, Any]) -> ScoreResult:
         with_labels = label_on and rep == 0 and "skipped" not in label_meta
         items = []
         for prob in problems:
-            all_sets = _sets_of(ctx, prob.rows) if prm.get("set_information", True) or with_labels else None
-            items.append((prob, all_sets if prm.get("set_information", True) else None, with_labels, all_sets))
+            with_sets = bool(prm.get("set_information", True)) and rep < set_reps
+            all_sets = _sets_of(ctx, prob.rows) if with_sets or with_labels else None
+            items.append((prob, all_sets if with_sets else None, with_labels, all_sets))
         solved = executor.map(partial(solve_item, n_classes=n_classes, lam=lam, t=t, sigma=sigma), items,
                               shared=(labels,))
         for prob, (out, seconds) in zip(problems, solved, strict=True):  # reduced in the problems' order
@@ -692,8 +700,9 @@ def head_adapter(ctx: ScoreContext, params: dict[str, Any]) -> ScoreResult:
             "reproducibility": {"si_weights": repro["si_weights"], "si_function": repro["si_function"],
                                 "basis": basis, "repeats": n_reps, "stopped": stop_reason, "trace": trace}}
     if set_sums:
-        info["set_information"] = _set_table({k: [v[0] / n_reps, v[1] / n_reps] for k, v in set_sums.items()},
-                                             sigma)
+        n_set = min(n_reps, set_reps)
+        info["set_information"] = _set_table({k: [v[0] / n_set, v[1] / n_set] for k, v in set_sums.items()},
+                                             sigma, n_set)
     if label_sums:
         info["label_information"] = _label_table(label_sums, sigma, label_meta)
     elif "skipped" in label_meta:

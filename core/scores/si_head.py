@@ -291,9 +291,10 @@ def head_set_loo(kernel: torch.Tensor, kernel_val: torch.Tensor | None, targets:
             out.append(change(vec.T @ (alpha - alpha_s)))
         else:
             vs = vec_c[s]  # (|S|, n)
+            vs_re = vec[s]  # real: (B_p)_SS = V_S D_p V_Sᵀ as two real products (half the work of a complex one)
             e = torch.zeros(n, k, dtype=torch.complex128)  # Vᵀ Δα_S
             for q in range(len(shifts)):
-                b_ss = (vs * d[q][None, :]) @ vs.T  # (B_p)_SS
+                b_ss = torch.complex((vs_re * d[q].real[None, :]) @ vs_re.T, (vs_re * d[q].imag[None, :]) @ vs_re.T)
                 br_s = vs @ (d[q][:, None] * vt_r)  # (B_p r)_S, (|S|, k)
                 c = torch.linalg.solve(b_ss, br_s)
                 e -= beta[q] * weight[q] * (d[q][:, None] * (vs.T @ c))  # Vᵀ B_p[:, S] c = D_p V_Sᵀ c
