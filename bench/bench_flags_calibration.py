@@ -364,19 +364,20 @@ def bars(rows: dict[str, dict]) -> list[str]:
     ev = {k: v for k, v in rows.items() if SETTINGS[k]["role"] in ("eval", "holdout")}
     out = []
     for k, m in ev.items():
+        role = SETTINGS[k]["role"]
         if k.startswith("clean"):
             ok = m["clean_flag_adv_pct"] <= 0.5 and m["clean_flag_mis_pct"] <= 2.0
-            out.append(f"- clean {k} ({SETTINGS[k]['role']}): {m['clean_flag_adv_pct']:.2f}% flagged adversarial (≤ 0.5%), "
+            out.append(f"- clean {k} ({role}): {m['clean_flag_adv_pct']:.2f}% flagged adversarial (≤ 0.5%), "
                        f"{m['clean_flag_mis_pct']:.2f}% flagged mislabeled (≤ 2%): **{'met' if ok else 'NOT met'}**")
         if "fgsm0.2" in k:
             ok = m["adv_p"] >= 0.8 and m["adv_r"] >= 0.8
-            k = k + (" (with pair noise)" if k.startswith("pairs") else "")
-            out.append(f"- FGSM ε=0.2 {k} ({SETTINGS[k]['role']}): adversarial P {m['adv_p']:.3f}, R {m['adv_r']:.3f} (≥ 0.8 each): "
+            shown = k + (" (with pair noise)" if k.startswith("pairs") else "")
+            out.append(f"- FGSM ε=0.2 {shown} ({role}): adversarial P {m['adv_p']:.3f}, R {m['adv_r']:.3f} (≥ 0.8 each): "
                        f"**{'met' if ok else 'NOT met'}** (attack success {m['attack_success']:.3f}; recall among "
                        f"the copies that fool the network {m['adv_r_fooled']:.3f})")
         if k.startswith("pairs"):
             ok = m["mis_auroc"] >= 0.95 and m["mis_p"] >= 0.85 and m["mis_r"] >= 0.85 and m["both_wrong"] == 0
-            out.append(f"- pair noise {k} ({SETTINGS[k]['role']}): mislabel AUROC {m['mis_auroc']:.3f} (≥ 0.95), flag P {m['mis_p']:.3f} / "
+            out.append(f"- pair noise {k} ({role}): mislabel AUROC {m['mis_auroc']:.3f} (≥ 0.95), flag P {m['mis_p']:.3f} / "
                        f"R {m['mis_r']:.3f} (≥ 0.85), wrong double flags {m['both_wrong']} (0): "
                        f"**{'met' if ok else 'NOT met'}**")
     return out
