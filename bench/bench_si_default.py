@@ -2,7 +2,7 @@
 
 Every row below comes from ``core.pipeline.score_run`` with the default SI (method "head": a wide ReLU head
 on cross-fitted features whose networks start from the run's w₀, finite t by early stopping, the geometric mean
-over cross-fittings until the estimated reproducibility reaches 0.95) and ``core.verify_si.verify_si`` (the code behind
+over cross-fittings until the estimated reproducibility reaches 0.97) and ``core.verify_si.verify_si`` (the code behind
 ``infoscope verify-si``), on data and seeds chosen before looking at any result:
 
 1. Fidelity: two datasets (an MNIST-5k subset of 1,500 images; scikit-learn's 1,797 digits at 28×28) × two

@@ -26,7 +26,7 @@ import torch
 from scipy import stats
 
 from core.errors import InfoscopeError, ScoreError
-from core.scores.si_crossfit import average_repeats
+from core.scores.si_crossfit import average_repeats, check_average
 from core.scores.si_head import head_kernels, solve_alpha
 from core.store.atomic import atomic_write_json
 from core.store.layout import SI_MODEL
@@ -99,7 +99,8 @@ def verify_si(run_path: str | Path, samples: int = 30, seed: int = 0, write: boo
         prm = json.loads(str(z["params_json"]))
         lam, sigma, n_classes = float(prm["lam"]), float(prm["sigma"]), int(prm["n_classes"])
         problems = [_problem_arrays(z, j) for j in range(int(prm["n_problems"]))]
-        average_repeats(np.ones((1, 1)), str(prm.get("average", "arithmetic")))
+        # the run's SI of a row is this average over the problems (repeats) it was in: so is the real change
+        how = check_average(str(prm.get("average", "arithmetic")))  # runs before 2026-12: arithmetic
     except (KeyError, ValueError, OSError, ScoreError) as e:
         raise InfoscopeError(f"{model_file} is damaged or incomplete: {e}") from e
     labels = df["label"].to_numpy()
@@ -131,10 +132,6 @@ def verify_si(run_path: str | Path, samples: int = 30, seed: int = 0, write: boo
         done += len(items)
         if progress:
             progress(f"retrained {done}/{total} times", done / total)
-    # the run's SI of a row is the average (geometric, or arithmetic in runs before 2026-12) over the problems
-    # (repeats) it was in: so is the real change
-    how = str(prm.get("average", "arithmetic"))
-
     def avg(v: list[float]) -> float:
         return float(average_repeats(np.asarray(v, dtype=np.float64)[:, None], how)[0])
 

@@ -136,7 +136,8 @@ def train_model(x_all: np.ndarray, y_all: np.ndarray, train_idx: np.ndarray, n_c
 
     Deterministic for a given seed on a given device: the initialisation and the batch order come from
     ``seed``. With ``init_state`` (e.g. another network's w₀) training starts from that state instead of the
-    seed's initialisation; the seed then drives only the batch order (and dropout). After every epoch the logits of *all* rows are recorded (eval mode). With
+    seed's initialisation; the seed then drives only the batch order (and dropout). After every epoch the
+    logits of *all* rows are recorded (eval mode). With
     ``config.patience > 0`` and test rows, training stops once the mean cross-entropy on the test rows has not
     improved for ``patience`` epochs; the best epoch's weights are kept and ``epoch_logits`` ends at that epoch.
 

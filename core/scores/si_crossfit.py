@@ -388,17 +388,27 @@ def iter_problems(ctx: ScoreContext, prm: dict[str, Any], meta: dict[str, Any],
 AVERAGES = ("geometric", "arithmetic")
 
 
+def check_average(how: str) -> str:
+    """``how`` if it names an average over cross-fittings (``AVERAGES``), else a one-line ``ScoreError``."""
+    if how not in AVERAGES:
+        raise ScoreError(f"SI average must be one of {', '.join(AVERAGES)}, got {how!r}")
+    return how
+
+
+def _log_si(v: np.ndarray) -> np.ndarray:
+    """log v with values floored at 1e-300 nats (an exact 0 would otherwise decide a geometric mean alone);
+    NaN (not scored) stays NaN."""
+    return np.where(np.isfinite(v), np.log(np.maximum(np.where(np.isfinite(v), v, 1.0), 1e-300)), np.nan)
+
+
 def average_repeats(per_repeat: np.ndarray, how: str = "geometric") -> np.ndarray:
     """Each row's SI over the cross-fittings it was scored in ((R, n), NaN where not scored; NaN if none).
 
-    ``"geometric"``: exp(mean log v), values floored at 1e-300 nats (an exact 0 would otherwise decide the
-    row alone); ``"arithmetic"``: mean v."""
-    if how not in AVERAGES:
-        raise ScoreError(f"SI average must be one of {', '.join(AVERAGES)}, got {how!r}")
+    ``"geometric"``: exp(mean log v) (``_log_si``); ``"arithmetic"``: mean v."""
     v = np.asarray(per_repeat, dtype=np.float64)
+    if check_average(how) == "geometric":
+        v = _log_si(v)
     seen = np.isfinite(v)
-    if how == "geometric":
-        v = np.log(np.maximum(np.where(seen, v, 1.0), 1e-300))
     tot = np.where(seen, v, 0.0).sum(0)
     cnt = seen.sum(0)
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -426,8 +436,8 @@ def reproducibility(per_repeat: np.ndarray, how: str = "arithmetic") -> float | 
     ok = np.isfinite(per_repeat).all(0)
     if ok.sum() < 3:
         return None
-    if how == "geometric":
-        per_repeat = np.log(np.maximum(np.where(np.isfinite(per_repeat), per_repeat, 1.0), 1e-300))
+    if check_average(how) == "geometric":
+        per_repeat = _log_si(per_repeat)
     even, odd = per_repeat[0::2, ok].mean(0), per_repeat[1::2, ok].mean(0)
     rho_h = float(stats.spearmanr(even, odd)[0])
     if not np.isfinite(rho_h):
@@ -520,8 +530,7 @@ def check_params(params: dict[str, Any]) -> dict[str, Any]:
         if not t > 0:
             raise ScoreError(f"t must be 'auto', 'inf' or > 0, got {t}")
     prm["t"] = t
-    if prm["average"] not in AVERAGES:
-        raise ScoreError(f"SI average must be one of {', '.join(AVERAGES)}, got {prm['average']!r}")
+    check_average(prm["average"])
     if prm["crossfit_init"] not in ("w0", "seed"):
         raise ScoreError(f"SI crossfit_init must be 'w0' (fold networks start from the run's w₀) or 'seed', got "
                          f"{prm['crossfit_init']!r}")
