@@ -42,6 +42,8 @@ def main() -> None:
     ap.add_argument("--budgets", default="100,1000")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "summaries.md"))
     ap.add_argument("--no-retrain", action="store_true", help="skip the retrained-accuracy column")
+    ap.add_argument("--title", default="Summaries on the demo run", help="the section's heading")
+    ap.add_argument("--made-by", default="`infoscope demo --no-app`", help="how the run was made (stated in the text)")
     args = ap.parse_args()
     run = open_run(args.run)
     df = run.df.merge(run.decisions.latest()[["sample_id", "decision", "relabel_to"]], on="sample_id", how="left")
@@ -73,9 +75,10 @@ def main() -> None:
                 rows.append(row)
                 print(row, flush=True)
     table = pd.DataFrame(rows).fillna("—")
-    text = ("# Summaries on the demo run\n\n"
+    text = (f"## {args.title}\n\n"
             f"Run: `{run.path.name}` ({len(df):,} rows; {int(df['is_mislabeled'].sum()) if 'is_mislabeled' in df else 0:,} "
-            "injected mislabels). Command: `python bench/bench_summaries.py --run RUN`. Information left out: "
+            f"injected mislabels), made by {args.made_by}. Command: `python bench/bench_summaries.py --run RUN"
+            f" --budgets {args.budgets}`. The dashboard's default method is diversity-aware. Information left out: "
             "½·mean over held-out x of ‖f_pool(x) − f_summary(x)‖²/σ² for a ridge head on the embeddings (σ = 1, "
             "λ = mean squared feature norm), lower = the summary keeps more. Held-out accuracy: a logistic head on "
             "the embeddings fitted on the summary vs 5 random subsets of the same size of the eligible rows, "

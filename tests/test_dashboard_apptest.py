@@ -131,7 +131,10 @@ def test_overview_glance_and_summary(make_app, dash_runs) -> None:
     df = open_run(tiny.path).df
     flagged = int((df["flag_mislabeled"] | df["flag_adversarial"]).sum())
     held = int((df["split"] == "test").sum())
-    # default: top 100 by SI (function), flagged rows left out, held-out rows ranked by a stated fallback
+    # default: diversity-aware, 100 images weighted by SI (function), flagged rows left out, held-out rows ranked
+    # by a stated fallback
+    assert at.selectbox(key="sum_method").value == "Diversity-aware (embeddings)"
+    assert at.selectbox(key="sum_score").value == "si_function"
     assert any(m.value.startswith("**100** images") and f"{flagged:,} flagged" in m.value for m in at.markdown)
     assert at.toggle(key="sum_exclude").value is True
     assert at.selectbox(key="sum_fallback_si_function").value == "uniqueness"
