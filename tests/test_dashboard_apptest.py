@@ -6,6 +6,7 @@ a private copy so the shared run stays undecided.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import threading
@@ -181,6 +182,22 @@ def test_overview_summary_retrained_accuracy_runs_in_the_engine(make_app, dash_r
     assert res["subset"].tolist() == ["summary", "random 1", "random 2", "random 3"]
     assert res["held-out accuracy"].between(0, 1).all()
     assert any(m.value.startswith("Summary: **") and "random subsets of 30" in m.value for m in at.markdown)
+
+
+def test_overview_summary_default_without_embeddings_is_top_by_si(make_app, run_copy) -> None:
+    # diversity-aware (the default) needs the run's embeddings; without them the default is top by SI and the
+    # diversity method, still listed, says why it cannot run
+    (run_copy.path / "embeddings.npy").unlink()
+    manifest = json.loads((run_copy.path / "manifest.json").read_text())
+    del manifest["files"]["embeddings.npy"]  # a run written without embeddings (not a half-written one)
+    (run_copy.path / "manifest.json").write_text(json.dumps(manifest))
+    at = make_app(run_copy.path, run_copy.path.parent)
+    assert_clean(at)
+    assert at.selectbox(key="sum_method").value == "Top by SI (function)"
+    assert "Iterative SI pruning (ridge head, rescored)" not in at.selectbox(key="sum_method").options
+    assert any(m.value.startswith("**100** images") for m in at.markdown)
+    at.selectbox(key="sum_method").set_value("Diversity-aware (embeddings)").run()
+    assert any("no embeddings.npy" in w.value for w in at.warning)
 
 
 def test_overview_summary_leaves_out_removed_and_applies_relabels(make_app, run_copy) -> None:
