@@ -36,9 +36,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         src = make_photo_crops(Path(tmp) / "photos", args.per_class, args.size, seed=0)
         cmd = [sys.executable, "-m", "core.cli", "score", "--source", f"photos=folder:{src}", "--runs-dir",
-               str(Path(tmp) / "runs"), "--map", "pca", "--device", "cpu"]
+               str(Path(tmp) / "runs"), "--map", "pca", "--device", "cpu"] + (["--epochs", str(args.epochs)] if args.epochs else [])
         if not args.every_score:
-            cmd += ["--scores", "loss,margin,confidence,variability,uniqueness,cg_score"] + (["--epochs", str(args.epochs)] if args.epochs else [])
+            cmd += ["--scores", "loss,margin,confidence,variability,uniqueness,cg_score"]
         t0 = time.perf_counter()
         res = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
         wall = time.perf_counter() - t0
