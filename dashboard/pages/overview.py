@@ -121,7 +121,8 @@ for s in ("si_function", "si_weights", "cg_score"):
 if info_scores:
     methods["Class-balanced"] = ("class_balanced", None)
     methods["Diversity-aware (embeddings)"] = ("diversity", None)
-if rv.run.embeddings() is not None and "label_name" in rv.columns:
+has_embeddings = rv.run.embeddings() is not None
+if has_embeddings and "label_name" in rv.columns:
     methods["Iterative SI pruning (ridge head, rescored)"] = ("iterative", None)
 if not methods:
     st.warning("This run has no informativeness score, so it cannot be summarized.", icon=":material/warning:")
@@ -130,7 +131,7 @@ c1, c2, c3, c4 = st.columns([1.6, 1, 1, 1.4])
 # Default: diversity-aware. On the demo and on two pair-noise runs it was the method whose 100-image summary held
 # the fewest injected mislabels (8% each; top by SI 15-25%) and the best retrained accuracy
 # (bench/results/summaries.md).
-default_method = "Diversity-aware (embeddings)" if rv.run.embeddings() is not None else None
+default_method = "Diversity-aware (embeddings)" if has_embeddings else None
 method_label = c1.selectbox("Method", list(methods), key="sum_method",
                             index=list(methods).index(default_method) if default_method in methods else 0)
 method, fixed = methods[method_label]
@@ -153,7 +154,7 @@ exclude = st.toggle("Leave out flagged and removed images", value=True, key="sum
                     help="Rows the engine flagged as mislabeled or adversarial (unless you decided 'keep') and rows "
                          "you decided 'remove'. Relabel decisions are always applied.")
 k = resolve_budget(g["n"], budget if mode == "count" else min(float(budget), 0.999999))
-if method == "diversity" and rv.run.embeddings() is None:
+if method == "diversity" and not has_embeddings:
     st.warning("This run has no embeddings.npy, so diversity-aware selection is not available.", icon=":material/warning:")
     st.stop()
 if method == "diversity" and k > 5000:
