@@ -237,20 +237,39 @@ def class_noise_median(level: np.ndarray, labels: np.ndarray, reference: np.ndar
     return out
 
 
-def pixel_neighbour_shares(images: np.ndarray, labels: np.ndarray, pred: np.ndarray, *, k: int = 10,
-                           max_side: int = 14) -> tuple[np.ndarray, np.ndarray]:
-    """(px_label_share, px_pred_share): among each row's ``k`` nearest other rows in ``pixel_vectors`` space
-    (exact search, the row itself excluded), the share whose given label is the row's label / the network's
-    prediction for the row. float64 (n,) each; NaN when there are fewer than 2 rows."""
+def pixel_neighbours(images: np.ndarray, *, k: int = 10, max_side: int = 14) -> np.ndarray:
+    """int64 (n, min(k, n − 1)): each row's ``k`` nearest other rows in ``pixel_vectors`` space (exact search,
+    the row itself excluded), nearest first; (n, 0) when there are fewer than 2 rows."""
     from core.knn import knn
 
-    n = len(labels)
+    n = len(images)
     if n < 2:
-        return np.full(n, np.nan), np.full(n, np.nan)
+        return np.zeros((n, 0), np.int64)
     v = pixel_vectors(images, max_side)
     _, idx = knn(v, v, min(k, n - 1), exclude_self=True, device="cpu")
-    nl = np.asarray(labels)[idx]
+    return np.asarray(idx, dtype=np.int64)
+
+
+def neighbour_label_shares(idx: np.ndarray, neighbour_labels: np.ndarray, labels: np.ndarray,
+                           pred: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(share of each row's neighbours ``idx`` whose entry of ``neighbour_labels`` is the row's ``labels`` /
+    its ``pred``): float64 (n,) each, NaN for rows without neighbours. ``neighbour_labels`` is the given labels
+    for the measurement, or labels after a cleaning step (``core.flags`` relabels the rows it flags)."""
+    idx = np.asarray(idx, dtype=np.int64)
+    if idx.ndim != 2 or idx.shape[1] == 0:
+        return np.full(len(labels), np.nan), np.full(len(labels), np.nan)
+    nl = np.asarray(neighbour_labels)[idx]
     return (nl == np.asarray(labels)[:, None]).mean(1), (nl == np.asarray(pred)[:, None]).mean(1)
+
+
+def pixel_neighbour_shares(images: np.ndarray, labels: np.ndarray, pred: np.ndarray, *, k: int = 10,
+                           max_side: int = 14, idx: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(px_label_share, px_pred_share): among each row's ``k`` nearest other rows in ``pixel_vectors`` space
+    (``pixel_neighbours``; or the given ``idx``), the share whose given label is the row's label / the network's
+    prediction for the row. float64 (n,) each; NaN when there are fewer than 2 rows."""
+    if idx is None:
+        idx = pixel_neighbours(images, k=k, max_side=max_side)
+    return neighbour_label_shares(idx, labels, labels, pred)
 
 
 def evidence_row_cap(image_shape: tuple[int, ...], rows_at_32: int = 5000, floor: int = 200) -> int:
@@ -267,12 +286,14 @@ def adversarial_evidence(model: nn.Module | None, images: np.ndarray, labels: np
                          k: int = 10, step: float = DEFAULT_STEP, steps: int = DEFAULT_STEPS,
                          sigma: float = DEFAULT_SIGMA, draws: int = DEFAULT_DRAWS, seed: int = 0,
                          device: str | torch.device = "cpu", judge: np.ndarray | None = None,
-                         max_model_rows: int | None = None, reference: np.ndarray | None = None) -> pd.DataFrame:
+                         max_model_rows: int | None = None, reference: np.ndarray | None = None,
+                         pixel_idx: np.ndarray | None = None) -> pd.DataFrame:
     """All measurements for every row: ``reverse_eps``, ``noise_flip``, ``noise_to_label`` (rows in ``judge``,
     default every row, where ``pred ≠ labels``, at most ``max_model_rows`` of them; NaN elsewhere, and
     everywhere when there is no network, e.g. ``--pred-probs``), ``px_label_share`` and ``px_pred_share``
     (every row), and the model-free ``noise_level`` (Immerkær σ̂) and ``noise_z`` (its robust z-score within
-    the ``reference`` rows of the row's class; the pipeline passes the training rows, default every row)."""
+    the ``reference`` rows of the row's class; the pipeline passes the training rows, default every row).
+    ``pixel_idx``: the rows' pixel neighbours (``pixel_neighbours``) when already computed."""
     labels = np.asarray(labels, dtype=np.int64)
     pred = np.asarray(pred, dtype=np.int64)
     n = len(labels)
@@ -281,7 +302,7 @@ def adversarial_evidence(model: nn.Module | None, images: np.ndarray, labels: np
     rev, flip, to_label = np.full(n, np.nan), np.full(n, np.nan), np.full(n, np.nan)
     if reference is not None and len(reference) != n:
         raise ValueError(f"reference has {len(reference)} rows, the table {n}")
-    px_label, px_pred = pixel_neighbour_shares(images, labels, pred, k=k)
+    px_label, px_pred = pixel_neighbour_shares(images, labels, pred, k=k, idx=pixel_idx)
     level = noise_level(images)
     level_z = noise_z(level, labels, reference)
     mask = pred != labels

@@ -57,7 +57,13 @@ suffices:
   network's prediction is not what the image looks like (a natural error of the network usually sits between
   the two classes in pixel space too);
 - the disagreement is fragile: a few signed-gradient steps towards the label restore it within an L∞ budget
-  ``reverse_eps ≤ reverse_max`` (an image of another class often needs more than the measured budget).
+  ``reverse_eps ≤ reverse_max`` (an image of another class often needs more than the measured budget);
+- the image carries some trace of a perturbation: ``noise_z ≥ route1_noise_z_min`` (the same noise measure as
+  route 2, at a lower level). The network's own errors on clean held-out images pass the three conditions above
+  as often as attacked copies do (on MNIST with class-pair noise they were every route-1 flag that route 2 did
+  not also raise), but their noise level is that of their class; a small-ε attack that route 2 misses still
+  leaves a level well above it. An attack that leaves no high-frequency trace at all (a smooth or spatial
+  perturbation) is therefore not flagged by either route.
 
 *Route 2, the image carries an attack's perturbation* (model-free; also the copies the attack failed on, where
 the network still agrees with the label): the image's high-frequency noise level (Immerkær's estimator,
@@ -70,6 +76,23 @@ No CG condition: attacked copies can have a *high* CG score (PGD ε = 0.3, bench
 Without the adversarial measurements (route 1) and ``noise_z`` (route 2) no row is flagged adversarial. The two
 rules are evaluated independently; a row carries both flags only when both kinds of evidence hold, and
 ``flag_reason`` then lists both.
+
+Cleaned neighbours (a second pass)
+----------------------------------
+Both rules read neighbour votes: the share of a row's pixel neighbours that carry its label (``px_label_share``)
+or the predicted class (``px_pred_share``), and the share of its feature neighbours (training rows) that carry
+another label. Under class-conditional noise (a share of the 2s labelled 7 and back) a flipped image's nearest
+neighbours are images of its true class of which many carry the same wrong label, so the raw shares say "the
+image looks like its label": the mislabeled rule loses its pixel and neighbour votes, and the adversarial rule's
+route 1 sees "the pixels keep the label". With ``relabel_neighbours`` on (the default), the rules run twice:
+after the first pass every row flagged mislabeled counts, as a neighbour, with its suggested label (below)
+instead of its given one (one step of iterative label cleaning: the neighbour votes are taken over labels with
+the detected errors corrected); the pixel shares (when ``compute_flags`` is given the rows' pixel neighbours,
+``pixel_neighbours``; the pipeline passes them), the feature-neighbour votes and the suggestion's neighbour
+majority are recomputed from the cleaned labels, and both rules and the suspicion ranks are decided again on
+them. The stored ``px_label_share`` / ``px_pred_share`` stay the raw measurements; a reason says how many of the
+row's pixel neighbours count as their suggested class. One pass only: a row the second pass adds or drops does
+not change anyone's neighbours again.
 
 Suspicion (for ranking; in [0, 1], higher = more suspicious)
 ------------------------------------------------------------
@@ -89,8 +112,9 @@ when they agree; otherwise the one with the stronger support (model: ``pred_prob
 with ``suggestion_agrees = False`` and the disagreement spelled out in ``suggestion``.
 
 Calibration: the thresholds in ``DEFAULT_THRESHOLDS`` marked "fitted" were chosen by
-``bench/bench_flags_calibration.py`` on MNIST-5k seeds 0–1 (10% symmetric noise, FGSM ε = 0.15 copies) and
-evaluated on other seeds, attacks, ε, class-pair noise and clean data (``bench/results/flags_calibration.md``).
+``bench/bench_flags_calibration.py`` on MNIST-5k seeds 0–3 (10% symmetric noise, or 30% class-pair noise on
+pairs no evaluation uses; FGSM ε = 0.15 copies) and evaluated on other seeds, pairs, attacks, ε and clean data
+(``bench/results/flags_calibration.md``).
 """
 
 from __future__ import annotations
@@ -102,20 +126,22 @@ import numpy as np
 import pandas as pd
 
 DEFAULT_THRESHOLDS: dict[str, Any] = {
-    "model_prob": 0.4,  # fitted
+    "model_prob": 0.6,  # fitted
     "neighbour_share": 0.5,
     "confidence_max": 0.5,
     "cg_top": 0.10,
-    "min_votes": 4,  # fitted: floor on the number of votes
-    "min_vote_share": 0.5,  # fitted: share of the row's available votes that must hold
+    "min_votes": 2,  # fitted: floor on the number of votes
+    "min_vote_share": 0.6,  # fitted: share of the row's available votes that must hold
     "name_other_by": ("model", "neighbours"),  # fitted: which votes may name the other class
     "confident_joint": True,  # fitted (on/off): the confident-joint route of the mislabeled flag
-    "pixel_keep_share": 0.5,  # fitted
+    "pixel_keep_share": 0.4,  # fitted (jointly for both rules: the adversarial condition and its complement)
     "pixel_pred_max": 1.0,  # fitted (the fit runs gave no reason to use it: 1.0 = off)
     "reverse_max": 0.2,  # fitted
     "reverse_scale": 0.2,
     "noise_z_min": 3.0,  # fitted: route 2, noise level this many robust SDs above the class (inf = off)
     "noise_z_scale": 8.0,  # noise_z at which the noise part of suspicion_adversarial reaches 1
+    "route1_noise_z_min": 1.645,  # fitted: route 1 needs the noise level this many robust SDs above its class
+    "relabel_neighbours": True,  # rule form (module docstring, "Cleaned neighbours"); False = one pass
     "weights_mislabeled": {"model": 1.0, "datamaps": 1.0, "neighbours": 1.0, "pixels": 1.0, "cg": 1.0,
                            "depth": 0.0, "uniqueness": 0.0, "el2n": 0.0, "forgetting": 0.0, "si_function": 0.0,
                            "si_weights": 0.0, "variability": 0.0},
@@ -151,15 +177,17 @@ def percentile(v: np.ndarray, groups: np.ndarray | None = None) -> np.ndarray:
     return out
 
 
-def neighbour_labels(embeddings: np.ndarray, labels: np.ndarray, support: np.ndarray, k: int) -> np.ndarray:
-    """Given labels (n, k) of each row's k nearest support rows in embedding space, the row itself excluded."""
+def neighbour_labels(embeddings: np.ndarray, labels: np.ndarray, support: np.ndarray, k: int,
+                     return_index: bool = False) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+    """Given labels (n, k) of each row's k nearest support rows in embedding space, the row itself excluded
+    (and, with ``return_index``, their positions in ``support``)."""
     from core.knn import knn
 
     pos = np.full(len(labels), -1)
     pos[support] = np.arange(len(support))
     k = min(k, len(support) - 1)
     _, idx = knn(embeddings, embeddings[support], k, self_index=pos, device="cpu")
-    return labels[support][idx]
+    return (labels[support][idx], np.asarray(idx)) if return_index else labels[support][idx]
 
 
 def _weighted_mean(parts: dict[str, np.ndarray], weights: dict[str, float], geometric: bool = False) -> np.ndarray:
@@ -253,6 +281,9 @@ class _Signals:
         self.px_pred = _col(table, "px_pred_share")
         self.noise_level = _col(table, "noise_level")
         self.noise_z = _col(table, "noise_z")
+        self.px_relabelled: np.ndarray | None = None  # set by relabel_neighbours
+        self.nbr_relabelled: np.ndarray | None = None
+        self.nbr_index: np.ndarray | None = None  # set by _neighbours
         self.cf_label_prob = _col(table, "crossfit_label_prob")
         self.cf_pred = _col(table, "crossfit_pred")
         self.cf_pred_prob = _col(table, "crossfit_pred_prob")
@@ -268,7 +299,11 @@ class _Signals:
         support = np.flatnonzero(self.split == "train") if self.split is not None else np.arange(self.n)
         if len(support) < 2:
             support = np.arange(self.n)
-        labs = neighbour_labels(np.asarray(emb, dtype=np.float32), self.label, support, k)
+        labs, idx = neighbour_labels(np.asarray(emb, dtype=np.float32), self.label, support, k, return_index=True)
+        self.nbr_index = support[idx]  # (n, k) rows of the table
+        return self._neighbour_votes(labs)
+
+    def _neighbour_votes(self, labs: np.ndarray) -> dict[str, np.ndarray]:
         other = (labs != self.label[:, None]).mean(axis=1)
         counts = np.zeros((self.n, int(max(self.label.max(), labs.max())) + 1), np.int64)
         np.add.at(counts, (np.repeat(np.arange(self.n), labs.shape[1]), labs.ravel()), 1)
@@ -503,7 +538,60 @@ def _adversarial_votes(s: _Signals, flag_train: bool) -> dict[str, np.ndarray]:
         "pixel neighbours keep the label": (np.nan_to_num(s.px_label, nan=0.0) >= th["pixel_keep_share"])
         & (np.nan_to_num(s.px_pred, nan=1.0) <= th["pixel_pred_max"] if s.px_pred is not None else True),
         "a small step restores the label": s.adv_measured & (np.nan_to_num(s.reverse, nan=np.inf) <= th["reverse_max"]),
+        **({"pixel noise above its class's usual": np.nan_to_num(s.noise_z, nan=np.inf)
+            >= float(th["route1_noise_z_min"])}
+           if s.noise_z is not None and np.isfinite(float(th["route1_noise_z_min"])) else {}),
     }
+
+
+def decide(s: _Signals, flag_train: bool) -> tuple[np.ndarray, dict[str, np.ndarray], np.ndarray,
+                                                  dict[str, np.ndarray], np.ndarray]:
+    """Both rules on the current signals: (flag_mislabeled, its votes, flag_adversarial, route-1 conditions,
+    route-2 rows)."""
+    th = s.th
+    votes = _mislabeled_votes(s)
+    flag_mis = mislabeled_flag(votes, th["min_votes"], s.n, tuple(th["name_other_by"]), _vote_available(s),
+                               th["min_vote_share"], s.confident_joint if th["confident_joint"] else None)
+    flag_adv, adv_votes, noise_route = adversarial_flag(s, flag_train)
+    return flag_mis, votes, flag_adv, adv_votes, noise_route
+
+
+def _suggestion(s: _Signals) -> tuple[np.ndarray, np.ndarray]:
+    return suggest_label(s.pred, s.pred_prob, None if s.nbr is None else s.nbr["top"],
+                         None if s.nbr is None else s.nbr["top_n"] / np.maximum(s.nbr["k"], 1), s.n)
+
+
+def relabel_neighbours(s: _Signals, pixel_idx: np.ndarray | None, flagged: np.ndarray,
+                       suggested: np.ndarray) -> bool:
+    """The second pass's evidence (module docstring, "Cleaned neighbours"): a ``flagged`` row with a suggestion
+    (``suggested`` ≥ 0, ≠ its label) counts, as a neighbour, as ``suggested``; every other row as its given label.
+    Recomputes ``s.px_label`` / ``s.px_pred`` over the pixel neighbours ``pixel_idx`` (rows whose raw share is NaN
+    stay NaN) and the feature-neighbour votes ``s.nbr`` over the stored feature neighbours, and sets
+    ``s.px_relabelled`` / ``s.nbr_relabelled`` (relabelled neighbours per row). Returns False (and changes nothing)
+    when no row moves; raises ValueError when ``pixel_idx`` does not index this table."""
+    from core.adversarial_evidence import neighbour_label_shares
+
+    if pixel_idx is not None:
+        pixel_idx = np.asarray(pixel_idx)
+        if pixel_idx.ndim != 2 or len(pixel_idx) != s.n:
+            raise ValueError(f"pixel_neighbours must be (rows, k) with {s.n} rows, got shape {pixel_idx.shape}")
+        if pixel_idx.size and (pixel_idx.min() < 0 or pixel_idx.max() >= s.n):
+            raise ValueError(f"pixel_neighbours has indices outside 0…{s.n - 1}")
+    moved = np.asarray(flagged, bool) & (np.asarray(suggested) >= 0) & (np.asarray(suggested) != s.label)
+    if not moved.any():
+        return False
+    cleaned = np.where(moved, suggested, s.label)
+    if pixel_idx is not None and s.px_label is not None and pixel_idx.shape[1]:
+        pred = s.pred if s.pred is not None else np.full(s.n, -1)
+        lab_share, pred_share = neighbour_label_shares(pixel_idx, cleaned, s.label, pred)
+        s.px_label = np.where(np.isnan(s.px_label), np.nan, lab_share)
+        if s.px_pred is not None:
+            s.px_pred = np.where(np.isnan(s.px_pred), np.nan, pred_share)
+        s.px_relabelled = moved[pixel_idx].sum(axis=1)
+    if s.nbr is not None and s.nbr_index is not None:
+        s.nbr = s._neighbour_votes(cleaned[s.nbr_index])
+        s.nbr_relabelled = moved[s.nbr_index].sum(axis=1)
+    return True
 
 
 # ------------------------------------------------------------------------------------------ reasons
@@ -555,7 +643,9 @@ def _evidence_bits(i: int, s: _Signals, name: _Names) -> list[str]:
     if s.nbr is not None:
         bits.append(f"{int(s.nbr['top_n'][i])}/{int(s.nbr['k'][i])} feature neighbours are '{name(s.nbr['top'][i])}'")
     if s.px_label is not None and not np.isnan(s.px_label[i]):
-        bits.append(f"{s.px_label[i]:.0%} of pixel neighbours are '{lab}'")
+        moved = int(s.px_relabelled[i]) if s.px_relabelled is not None else 0
+        note = f", counting {moved} flagged neighbour(s) as their suggested class" if moved else ""
+        bits.append(f"{s.px_label[i]:.0%} of pixel neighbours are '{lab}'{note}")
     if s.reverse is not None and s.disagrees[i] and s.adv_measured[i]:
         r = s.reverse[i]
         bits.append("no small step restores the label" if np.isnan(r) else f"a step of ε={r:.2g} restores '{lab}'")
@@ -600,6 +690,7 @@ def compute_flags(
     flag_train_adversarial: bool = False,
     class_names: list[str] | None = None,
     trust_model: bool = True,
+    pixel_neighbours: np.ndarray | None = None,
 ) -> pd.DataFrame:
     """Flags, reasons, suspicion ranks and a relabel suggestion for every row (rules: module docstring).
 
@@ -607,6 +698,9 @@ def compute_flags(
     ``class_names``: names used in reasons (default: the table's ``label_name``/``pred_name``, else indices).
     ``trust_model=False`` (the network failed the quality guardrail): every flag is withheld (False, empty
     reason); suspicion ranks and suggestions are still returned.
+    ``pixel_neighbours``: int (n, k) indices of each row's nearest other rows in pixel space
+    (``core.adversarial_evidence.pixel_neighbours``, the neighbours behind ``px_label_share``); with them and
+    ``relabel_neighbours`` the second pass also cleans them (module docstring).
 
     Returns a DataFrame (same index as ``table``) with the columns of ``OUTPUT_COLUMNS``.
     """
@@ -618,6 +712,11 @@ def compute_flags(
     s = _Signals(table, embeddings, k, th)
     name = _Names(class_names, table)
     n = len(table)
+    sug, agree = _suggestion(s)
+    flag_mis, votes, flag_adv, adv_votes, noise_route = decide(s, flag_train_adversarial)
+    if th["relabel_neighbours"] and relabel_neighbours(s, pixel_neighbours, flag_mis, sug):
+        flag_mis, votes, flag_adv, adv_votes, noise_route = decide(s, flag_train_adversarial)
+        sug, agree = _suggestion(s)  # the neighbour majority over cleaned labels
     mis_parts = s.mislabeled_parts()
     sus_mis = _weighted_mean(mis_parts, th["weights_mislabeled"]) if mis_parts else np.zeros(n)
     if s.has_adversarial_evidence:
@@ -628,14 +727,8 @@ def compute_flags(
         sus_adv = _weighted_mean(fb, th["weights_adversarial_fallback"], geometric=True) if fb else np.zeros(n)
     if (noise := s.noise_part()) is not None:
         sus_adv = np.maximum(sus_adv, noise)
-    votes = _mislabeled_votes(s)
-    flag_mis = mislabeled_flag(votes, th["min_votes"], n, tuple(th["name_other_by"]), _vote_available(s),
-                               th["min_vote_share"], s.confident_joint if th["confident_joint"] else None)
-    flag_adv, adv_votes, noise_route = adversarial_flag(s, flag_train_adversarial)
     if not trust_model:
         flag_mis, flag_adv = np.zeros(n, bool), np.zeros(n, bool)
-    sug, agree = suggest_label(s.pred, s.pred_prob, None if s.nbr is None else s.nbr["top"],
-                               None if s.nbr is None else s.nbr["top_n"] / np.maximum(s.nbr["k"], 1), n)
     suggestion = np.array([_suggestion_text(i, s, sug, agree, name) for i in range(n)], dtype=object)
     reasons = np.full(n, "", dtype=object)
     for i in np.flatnonzero(flag_mis | flag_adv):

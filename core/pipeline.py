@@ -691,20 +691,23 @@ def _score_into(writer: RunWriter, ledger: StageLedger, cfg: RunConfig, data: Sa
     evidence_cap = evidence_row_cap(data.image_shape, MAX_EVIDENCE_ROWS)
 
     def flags() -> tuple[pd.DataFrame, pd.DataFrame]:
-        from core.adversarial_evidence import adversarial_evidence
+        from core.adversarial_evidence import adversarial_evidence, pixel_neighbours
         from core.flags import compute_flags
 
         judge = None if cfg.flag_train_adversarial else table["split"].to_numpy().astype(str) != "train"
+        px_idx = pixel_neighbours(data.images, k=cfg.knn_k)
         evidence = adversarial_evidence(model, data.images, data.labels, table["pred"].to_numpy(), k=cfg.knn_k,
                                         seed=cfg.seed, device=dev, judge=judge,
                                         max_model_rows=evidence_cap,
-                                        reference=table["split"].to_numpy().astype(str) == "train")
+                                        reference=table["split"].to_numpy().astype(str) == "train",
+                                        pixel_idx=px_idx)
         t = table.copy()
         for c in evidence.columns:
             t[c] = evidence[c].values
         return evidence, compute_flags(t, emb, thresholds=cfg.flag_thresholds or None,
                                        flag_train_adversarial=cfg.flag_train_adversarial,
-                                       class_names=list(data.class_names), trust_model=quality["trust_flags"])
+                                       class_names=list(data.class_names), trust_model=quality["trust_flags"],
+                                       pixel_neighbours=px_idx)
 
     evidence, flag_table = stages.run("flags", [*score_deps, *score_stages, "map"], flags,
                                       lambda v: StageOutput(tables={"evidence": v[0], "flags": v[1]}),

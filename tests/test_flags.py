@@ -111,7 +111,9 @@ def test_thresholds_are_configurable(noisy):
     loose = compute_flags(table, emb, thresholds={"min_votes": 2, "min_vote_share": 0.0})["flag_mislabeled"].sum()
     strict = compute_flags(table, emb, thresholds={"model_prob": 1.01})["flag_mislabeled"].sum()  # no model vote
     assert strict < base < loose
-    w = compute_flags(table, emb, thresholds={"weights_mislabeled": {"cg": 0.0, "model": 0.0, "datamaps": 0.0}})
+    # one pass (the second pass would count flagged neighbours as their suggested class, tested below)
+    w = compute_flags(table, emb, thresholds={"weights_mislabeled": {"cg": 0.0, "model": 0.0, "datamaps": 0.0},
+                                              "relabel_neighbours": False})
     expect = percentile(compute_flags(table, emb, k=10).pipe(lambda _: _neighbour_share(table, emb)))
     np.testing.assert_allclose(w["suspicion_mislabeled"], expect)
     assert DEFAULT_THRESHOLDS["weights_mislabeled"]["cg"] == 1.0  # the caller's dict did not leak into defaults
@@ -136,7 +138,7 @@ def attacked(noisy):
     split = np.array(["train"] * len(x) + ["test"] * len(adv))
     t2, emb2 = _table(model, xx, gg, split)
     t2["cg_score"] = cg_score(xx, gg, device="cpu")
-    ev = adversarial_evidence(model, xx, gg, t2["pred"].to_numpy(), k=10)
+    ev = adversarial_evidence(model, xx, gg, t2["pred"].to_numpy(), k=10, reference=split == "train")
     for c in ev.columns:
         t2[c] = ev[c].to_numpy()
     is_adv = np.r_[np.zeros(len(x), bool), np.ones(len(adv), bool)]
@@ -164,8 +166,12 @@ def test_adversarial_copies_are_found_by_their_evidence(attacked):
     assert (out["flag_mislabeled"].to_numpy() & is_adv).sum() <= 2
     assert not (flagged & is_mis).any()
     # without the adversarial measurements there is no adversarial evidence, so no flag (ranking only)
-    bare = compute_flags(t2.drop(columns=["reverse_eps", "px_label_share"]), emb2, thresholds=MLP_TH)
+    bare = compute_flags(t2.drop(columns=["reverse_eps", "px_label_share", "noise_z"]), emb2, thresholds=MLP_TH)
     assert not bare["flag_adversarial"].any()
+    # the model-free route alone (noise level far above the class's training rows) still finds the copies
+    noise_only = compute_flags(t2.drop(columns=["reverse_eps", "px_label_share"]), emb2, thresholds=MLP_TH)
+    assert noise_only["flag_adversarial"].to_numpy()[is_adv].mean() >= 0.9
+    assert is_adv[noise_only["flag_adversarial"].to_numpy()].mean() >= 0.8
 
 
 def test_training_rows_are_never_flagged_adversarial_unless_asked(attacked):
@@ -400,3 +406,113 @@ def test_confident_joint_route_uses_cross_fitted_and_held_out_probabilities():
     # without the data-side evidence the route does not fire (the image looks like its label)
     t2 = t.assign(px_label_share=1.0)
     assert not compute_flags(t2, emb, thresholds={**th, "confident_joint": True})["flag_mislabeled"].any()
+
+
+# ------------------------------------------------------------------- second pass on cleaned neighbour labels
+
+_PAIR_TH = {"pixel_keep_share": 0.5, "pixel_pred_max": 1.0, "reverse_max": 0.06, "model_prob": 0.5,
+            "min_votes": 2, "min_vote_share": 0.0, "name_other_by": ("model",), "confident_joint": False}
+
+
+def _pair_noise_table() -> tuple[pd.DataFrame, np.ndarray]:
+    """Class-pair noise in miniature: rows 0–3 clean training '0's; rows 4–5 training '0's labelled '1' (the network
+    predicts '0', never learned '1'); row 6 a held-out '0' labelled '1' whose four nearest pixel neighbours are two
+    clean '0's and the two flipped rows, so half its raw pixel neighbours carry its wrong label."""
+    t = pd.DataFrame({
+        "label": [0, 0, 0, 0, 1, 1, 1], "pred": [0] * 7, "pred_prob": [0.9] * 7,
+        "split": ["train"] * 6 + ["test"],
+        "confidence": [0.9, 0.9, 0.9, 0.9, 0.1, 0.1, np.nan],
+        "reverse_eps": [np.nan] * 6 + [0.02],
+    })
+    idx = np.array([[1, 2, 3, 4], [0, 2, 3, 5], [0, 1, 3, 4], [0, 1, 2, 5],
+                    [0, 1, 2, 3], [0, 1, 2, 3], [0, 1, 4, 5]])
+    lab = t["label"].to_numpy()
+    t["px_label_share"] = (lab[idx] == lab[:, None]).mean(1)
+    t["px_pred_share"] = (lab[idx] == t["pred"].to_numpy()[:, None]).mean(1)
+    return t, idx
+
+
+def test_cleaned_pixel_shares_match_a_brute_force_recount():
+    """relabel_neighbours: each row's shares are recounted, neighbour by neighbour, with the flagged rows counted as
+    their suggested class; NaN raw shares stay NaN; a malformed index is refused."""
+    from core.flags import _Signals, relabel_neighbours
+
+    t, idx = _pair_noise_table()
+    t.loc[3, "px_label_share"] = np.nan
+    s = _Signals(t, None, 4, {**DEFAULT_THRESHOLDS, **_PAIR_TH})
+    flagged = np.array([False, False, False, False, True, True, False])
+    suggested = np.array([0, 0, 0, 0, 0, 0, 0])
+    assert relabel_neighbours(s, idx, flagged, suggested)
+    cleaned = [suggested[j] if flagged[j] else t["label"][j] for j in range(7)]
+    for i in range(7):
+        keep = sum(cleaned[j] == t["label"][i] for j in idx[i]) / 4
+        pred = sum(cleaned[j] == t["pred"][i] for j in idx[i]) / 4
+        if i == 3:
+            assert np.isnan(s.px_label[i])
+        else:
+            assert s.px_label[i] == pytest.approx(keep)
+        assert s.px_pred[i] == pytest.approx(pred)
+        assert s.px_relabelled[i] == sum(flagged[j] for j in idx[i])
+    assert s.px_label[6] == 0.0 and t["px_label_share"][6] == 0.5
+    s2 = _Signals(t, None, 4, {**DEFAULT_THRESHOLDS, **_PAIR_TH})
+    assert not relabel_neighbours(s2, idx, np.zeros(7, bool), suggested)  # nothing flagged: nothing changes
+    with pytest.raises(ValueError, match="rows"):
+        relabel_neighbours(s2, idx[:5], flagged, suggested)
+    with pytest.raises(ValueError, match="outside"):
+        relabel_neighbours(s2, idx + 3, flagged, suggested)
+
+
+def test_cleaned_feature_neighbour_votes_match_a_brute_force_recount():
+    """The feature-neighbour vote of the second pass: the share of each row's k nearest training rows (Euclidean,
+    itself excluded) whose cleaned label differs from the row's label, recounted by brute force."""
+    from core.flags import _Signals, relabel_neighbours
+
+    rng = np.random.default_rng(3)
+    n, k = 30, 5
+    emb = rng.normal(size=(n, 4)).astype(np.float32)
+    t = pd.DataFrame({"label": rng.integers(0, 3, n), "pred": rng.integers(0, 3, n), "pred_prob": 0.9,
+                      "split": np.where(np.arange(n) < 24, "train", "test")})
+    s = _Signals(t, emb, k, dict(DEFAULT_THRESHOLDS))
+    flagged = rng.random(n) < 0.3
+    suggested = (t["label"].to_numpy() + 1) % 3
+    assert relabel_neighbours(s, None, flagged, suggested)
+    cleaned = np.where(flagged, suggested, t["label"].to_numpy())
+    train = np.flatnonzero(t["split"] == "train")
+    for i in range(n):
+        cand = [j for j in train if j != i]
+        d = [float(((emb[i] - emb[j]) ** 2).sum()) for j in cand]
+        near = [cand[m] for m in np.argsort(d, kind="stable")[:k]]
+        assert s.nbr["other"][i] == pytest.approx(np.mean([cleaned[j] != t["label"][i] for j in near]))
+        assert s.nbr_relabelled[i] == sum(flagged[j] for j in near)
+
+
+def test_second_pass_turns_a_pair_noise_flip_from_adversarial_to_mislabeled():
+    """Row 6 of the miniature: on raw pixel neighbours half carry its (wrong) label, so the first pass calls the
+    disagreement an attack the pixels do not explain; once the two flipped neighbours (flagged mislabeled in the
+    first pass) count as '0', its pixels vote 'mislabeled' and the adversarial pixel condition fails."""
+    t, idx = _pair_noise_table()
+    one_pass = compute_flags(t, None, thresholds={**_PAIR_TH, "relabel_neighbours": False}, pixel_neighbours=idx)
+    assert one_pass["flag_mislabeled"].tolist() == [False] * 4 + [True, True, False]
+    assert one_pass.loc[6, "flag_adversarial"]
+    two = compute_flags(t, None, thresholds=_PAIR_TH, pixel_neighbours=idx)
+    assert two["flag_mislabeled"].tolist() == [False] * 4 + [True, True, True]
+    assert not two["flag_adversarial"].any()
+    reason = two.loc[6, "flag_reason"]
+    assert "0% of pixel neighbours are '1', counting 2 flagged neighbour(s) as their suggested class" in reason, reason
+    # without the pixel neighbours there is nothing to clean: the first pass's answer
+    no_idx = compute_flags(t, None, thresholds=_PAIR_TH)
+    assert no_idx["flag_adversarial"].tolist() == one_pass["flag_adversarial"].tolist()
+
+
+def test_route1_needs_a_trace_of_pixel_noise():
+    """Route 1 fires only where the image's noise level is at least ``route1_noise_z_min`` robust SDs above its
+    class: the network's own errors on natural images pass its other conditions as often as attacked copies do."""
+    t = _hand_table().assign(noise_z=[0.0, 0.5, 0.0, 0.0, 0.0])
+    low = compute_flags(t, None, thresholds={**_TH, "route1_noise_z_min": 2.0})
+    assert not low.loc[1, "flag_adversarial"]
+    high = compute_flags(t.assign(noise_z=[0.0, 2.2, 0.0, 0.0, 0.0]), None,
+                         thresholds={**_TH, "route1_noise_z_min": 2.0})
+    assert high.loc[1, "flag_adversarial"] and "pixel noise above its class's usual" in high.loc[1, "flag_reason"]
+    assert "pixel noise far above" not in high.loc[1, "flag_reason"]  # route 2 (noise_z ≥ 3) did not fire
+    off = compute_flags(t, None, thresholds={**_TH, "route1_noise_z_min": float("-inf")})
+    assert off.loc[1, "flag_adversarial"]
