@@ -681,6 +681,28 @@ def _adversarial_head(i: int, votes: dict[str, np.ndarray], route2: np.ndarray) 
 # ------------------------------------------------------------------------------------------ entry point
 
 
+def effective_thresholds(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """``DEFAULT_THRESHOLDS`` with the caller's ``overrides`` (the weight dicts merged key by key)."""
+    th = {**DEFAULT_THRESHOLDS, **(overrides or {})}
+    for key in ("weights_mislabeled", "weights_adversarial", "weights_adversarial_fallback"):
+        th[key] = {**DEFAULT_THRESHOLDS[key], **(overrides or {}).get(key, {})}
+    return th
+
+
+def thresholds_record(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The thresholds a run's flags used, JSON-safe (tuples as lists, ±inf as the strings "inf" / "-inf"), for the
+    manifest: a later change of the defaults does not change what an old run says it used."""
+    def safe(v: Any) -> Any:
+        if isinstance(v, dict):
+            return {k: safe(x) for k, x in v.items()}
+        if isinstance(v, (tuple, list)):
+            return [safe(x) for x in v]
+        if isinstance(v, float) and not np.isfinite(v):
+            return str(v)
+        return v
+    return safe(effective_thresholds(overrides))
+
+
 def compute_flags(
     table: pd.DataFrame,
     embeddings: np.ndarray | None,
@@ -704,9 +726,7 @@ def compute_flags(
 
     Returns a DataFrame (same index as ``table``) with the columns of ``OUTPUT_COLUMNS``.
     """
-    th = {**DEFAULT_THRESHOLDS, **(thresholds or {})}
-    for key in ("weights_mislabeled", "weights_adversarial", "weights_adversarial_fallback"):
-        th[key] = {**DEFAULT_THRESHOLDS[key], **(thresholds or {}).get(key, {})}
+    th = effective_thresholds(thresholds)
     if "label" not in table.columns:
         raise ValueError("compute_flags needs a 'label' column")
     s = _Signals(table, embeddings, k, th)

@@ -45,6 +45,7 @@ from core.duplicates import near_duplicates
 from core.embedding import map_2d, neighbors
 from core.errors import InfoscopeError, RunStoreError
 from core.executors import Executor, make_executor, shard_bounds
+from core.flags import thresholds_record
 from core.models.training import TrainConfig, TrainResult, embed, train_model
 from core.scores.registry import SCORE_SPECS, ScoreContext, ScoreResult, parse_score_names
 from core.stages import StageLedger, StageOutput, StageRunner, samples_digest
@@ -752,7 +753,8 @@ def _score_into(writer: RunWriter, ledger: StageLedger, cfg: RunConfig, data: Sa
         "near_duplicate_search": dup_search,
         "flags": {"n_mislabeled": int(table["flag_mislabeled"].sum()),
                   "n_adversarial": int(table["flag_adversarial"].sum()),
-                  "thresholds": cfg.flag_thresholds, "withheld": not quality["trust_flags"],
+                  "thresholds": cfg.flag_thresholds, "thresholds_used": thresholds_record(cfg.flag_thresholds),
+                  "withheld": not quality["trust_flags"],
                   "train_rows_adversarial": cfg.flag_train_adversarial,
                   "adversarial_measured_rows": int(np.isfinite(table["noise_flip"]).sum())
                   if "noise_flip" in table.columns else 0,

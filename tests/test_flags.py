@@ -516,3 +516,21 @@ def test_route1_needs_a_trace_of_pixel_noise():
     assert "pixel noise far above" not in high.loc[1, "flag_reason"]  # route 2 (noise_z ≥ 3) did not fire
     off = compute_flags(t, None, thresholds={**_TH, "route1_noise_z_min": float("-inf")})
     assert off.loc[1, "flag_adversarial"]
+
+
+def test_thresholds_record_is_strict_json_of_what_was_used():
+    """The manifest's record: the defaults with the caller's overrides (weights merged key by key), ±inf as
+    strings so that strict JSON holds it, and the caller's dict left alone."""
+    import json
+
+    from core.flags import thresholds_record
+
+    over = {"noise_z_min": float("inf"), "route1_noise_z_min": float("-inf"), "weights_mislabeled": {"cg": 0.0}}
+    rec = thresholds_record(over)
+    back = json.loads(json.dumps(rec, allow_nan=False))
+    assert back["noise_z_min"] == "inf" and back["route1_noise_z_min"] == "-inf"
+    assert back["weights_mislabeled"]["cg"] == 0.0
+    assert back["weights_mislabeled"]["model"] == DEFAULT_THRESHOLDS["weights_mislabeled"]["model"]
+    assert back["min_votes"] == DEFAULT_THRESHOLDS["min_votes"]
+    assert set(back) == set(DEFAULT_THRESHOLDS)
+    assert over["weights_mislabeled"] == {"cg": 0.0}

@@ -57,6 +57,13 @@ def test_tiny_run_has_every_score_and_the_contract(tiny_run):
     assert all(run.image(s) is not None for s in df["sample_id"].sample(20, random_state=0))
     assert run.embeddings().shape[0] == len(df)
     assert len(run.neighbors(df["sample_id"].iloc[0], 5)) == 5
+    # the flags' thresholds as used (defaults included), so a later change of the defaults cannot rewrite them
+    from core.flags import DEFAULT_THRESHOLDS
+
+    used = m["flags"]["thresholds_used"]
+    assert used["pixel_keep_share"] == DEFAULT_THRESHOLDS["pixel_keep_share"]
+    assert used["name_other_by"] == list(DEFAULT_THRESHOLDS["name_other_by"])
+    assert used["weights_mislabeled"] == DEFAULT_THRESHOLDS["weights_mislabeled"]
 
 
 def test_ground_truth_of_every_corruption(tiny_run):
