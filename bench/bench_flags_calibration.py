@@ -115,6 +115,16 @@ SETTINGS: dict[str, dict[str, Any]] = {
                                    **ADV),
     "pairs48_29_pgd0.1_s32": dict(role="holdout", seed=32, label_noise_pairs="4:8,2:9", attack="pgd", eps=0.1,
                                   **ADV),
+    # another kind of data (added after the rule above was frozen; a scratch run of the first two with six cheap
+    # scores was looked at first): 420 RGB photo crops (7 classes, 64 px; crop seeds 0 / 1), 5% symmetric noise,
+    # 5% attacked copies at the small budgets natural images are attacked with
+    "photos_sym5_fgsm0.03_s5": dict(role="eval", photos=0, seed=5, label_noise=0.05, attack="fgsm", eps=0.03,
+                                    adversarial=0.05),
+    "photos_sym5_pgd0.03_s5": dict(role="eval", photos=0, seed=5, label_noise=0.05, attack="pgd", eps=0.03,
+                                   adversarial=0.05),
+    "photos_sym5_pgd0.03_s7": dict(role="eval", photos=1, seed=7, label_noise=0.05, attack="pgd", eps=0.03,
+                                   adversarial=0.05),
+    "photos_clean_s6": dict(role="eval", photos=1, seed=6),
 }
 # each list runs from strict to loose; among equal F1 the last grid point (the loosest) wins: a threshold the
 # fit data give no reason to tighten is left loose
@@ -139,8 +149,18 @@ def run_setting(name: str, cache: Path, device: str) -> Path:
     done = cache / f"{name}.path"
     if done.exists() and Path(done.read_text()).exists():
         return Path(done.read_text())
-    spec = {k: v for k, v in SETTINGS[name].items() if k != "role"}
-    cfg = RunConfig(sources=["mnist=mnist5k"], runs_dir=str(cache / "runs"), name=name, device=device,
+    spec = {k: v for k, v in SETTINGS[name].items() if k not in ("role", "photos")}
+    sources = ["mnist=mnist5k"]
+    if "photos" in SETTINGS[name]:  # 7 classes × 60 random 64×64 crops of scikit-image photos (crop seed)
+        sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+        from photo_crops import make_photo_crops
+
+        crop_seed = int(SETTINGS[name]["photos"])
+        folder = cache / f"photo_crops_s{crop_seed}"
+        if not folder.exists():
+            make_photo_crops(folder, 60, 64, seed=crop_seed)
+        sources = [f"photos=folder:{folder}"]
+    cfg = RunConfig(sources=sources, runs_dir=str(cache / "runs"), name=name, device=device,
                     scores=list(SCORES), map_method="pca", **spec)
     t0 = time.perf_counter()
     path = score_run(cfg)
@@ -397,7 +417,16 @@ HISTORY = (
     "pairs 4↔8, 2↔9 with PGD ε = 0.1) were added after the rule and the fit were frozen, and every bar holds there: "
     "0.04% / 0.42% of clean rows flagged adversarial / mislabeled; FGSM precision / recall 1.00 / 1.00; "
     "pair-noise mislabeled precision / recall 0.946 / 0.907 and 0.892 / 0.960; adversarial precision under pair "
-    "noise 0.987 and 0.964 (PGD ε = 0.1 recall 0.88).")
+    "noise 0.987 and 0.964 (PGD ε = 0.1 recall 0.88). Then four runs on another kind of data were added as "
+    "evaluation settings (the `photos_*` rows: 420 RGB crops of scikit-image photos, 5% symmetric noise, 5% copies "
+    "at ε = 0.03; a scratch run of the first two with six cheap scores had been looked at first). No threshold "
+    "was changed for them, and they show where the MNIST-fitted rule is weak: attacked photo copies rarely keep "
+    "their label's pixel neighbours or carry much noise (PGD ε = 0.03 recall 0.32–0.52; the previous rule, "
+    "scored on the same runs, 0.47–0.76 at precision 0.67–0.82), and the mislabeled flag's precision falls with "
+    "the network (0.54–0.68 at 84.5–85.7% held-out accuracy, 0.48–0.74 with the previous rule; at 73.8%, on photos_sym5_pgd0.03_s7, the model-quality "
+    "guardrail withheld every flag, as the pipeline does below 75%, so that row shows none: scored as if trusted, "
+    "the mislabeled flag's precision there would be 0.38 with 7% of the clean rows flagged, 0.35 with the previous "
+    "rule).")
 
 
 def evidence_table(tables: list[tuple[pd.DataFrame, np.ndarray, dict, np.ndarray]]) -> list[str]:
@@ -540,7 +569,8 @@ def main() -> None:
     rows: dict[str, dict] = {}
     for n, p in paths.items():
         t, emb, man, idx = load(p, cache)
-        f = compute_flags(t, emb, thresholds=fitted, class_names=man["class_names"], pixel_neighbours=idx)
+        f = compute_flags(t, emb, thresholds=fitted, class_names=man["class_names"], pixel_neighbours=idx,
+                          trust_model=bool(man["model"].get("quality", {}).get("trust_flags", True)))
         rows[n] = {**metrics(t, f), "epochs": man["model"]["epochs"], "test_acc": man["model"]["test_acc"]}
     text = report(fitted, rows, trials, evidence_table(fit_tables))
     out = OUT
