@@ -60,8 +60,8 @@ suffices:
   ``reverse_eps ≤ reverse_max`` (an image of another class often needs more than the measured budget);
 - the image carries some trace of a perturbation: ``noise_z ≥ route1_noise_z_min`` (the same noise measure as
   route 2, at a lower level; not required of a table without ``noise_z``). The network's own errors on clean held-out images pass the three conditions above
-  as often as attacked copies do (on MNIST with class-pair noise they were every route-1 flag that route 2 did
-  not also raise), but their noise level is that of their class; a small-ε attack that route 2 misses still
+  as often as attacked copies do (on MNIST with class-pair noise they were nearly every route-1 flag that
+  route 2 did not also raise, the rest flipped labels), but their noise level is that of their class; a small-ε attack that route 2 misses still
   leaves a level well above it. An attack that leaves no high-frequency trace at all (a smooth or spatial
   perturbation) is therefore not flagged by either route.
 
