@@ -176,19 +176,24 @@ def run_setting(name: str, cache: Path, device: str) -> Path:
     return path
 
 
-def noise_from_pngs(path: Path, t: pd.DataFrame) -> pd.DataFrame:
-    """``noise_level`` / ``noise_z`` for a run written before the pipeline stored them: computed from the run's
-    own PNG copies of the images (8-bit; the pipeline sees the same pixels except that an adversarial copy's
-    perturbation is rounded to 1/255), with the training rows as reference, as the pipeline does."""
+def png_images(path: Path, t: pd.DataFrame) -> np.ndarray:
+    """The run's own 8-bit PNG copies of its images, float32 (n, C, H, W) in [0, 1], in table order."""
     from PIL import Image
-
-    from core.adversarial_evidence import noise_level, noise_z
 
     imgs = []
     for ip in t["image_path"]:
         a = np.asarray(Image.open(path / ip), dtype=np.float32) / 255.0
         imgs.append(a[None] if a.ndim == 2 else a.transpose(2, 0, 1))
-    level = noise_level(np.stack(imgs))
+    return np.stack(imgs)
+
+
+def noise_from_pngs(path: Path, t: pd.DataFrame) -> pd.DataFrame:
+    """``noise_level`` / ``noise_z`` for a run written before the pipeline stored them: computed from the run's
+    own PNG copies of the images (8-bit; the pipeline sees the same pixels except that an adversarial copy's
+    perturbation is rounded to 1/255), with the training rows as reference, as the pipeline does."""
+    from core.adversarial_evidence import noise_level, noise_z
+
+    level = noise_level(png_images(path, t))
     t = t.copy()
     t["noise_level"] = level
     t["noise_z"] = noise_z(level, t["label"].to_numpy(), t["split"].to_numpy().astype(str) == "train")
@@ -199,19 +204,13 @@ def pixel_idx(path: Path, t: pd.DataFrame, cache: Path | None = None) -> np.ndar
     """The rows' pixel neighbours (``core.adversarial_evidence.pixel_neighbours``, k = 10) from the run's own PNG
     copies of its images (cached under ``cache``). The pipeline computed them on its float images; the raw shares
     they give are checked against the stored ``px_label_share`` (8-bit rounding could move a neighbour)."""
-    from PIL import Image
-
     from core.adversarial_evidence import neighbour_label_shares, pixel_neighbours
 
     f = (cache / "pxidx" / f"{path.name}.npy") if cache is not None else None
     if f is not None and f.exists():
         idx = np.load(f)
     else:
-        imgs = []
-        for ip in t["image_path"]:
-            a = np.asarray(Image.open(path / ip), dtype=np.float32) / 255.0
-            imgs.append(a[None] if a.ndim == 2 else a.transpose(2, 0, 1))
-        idx = pixel_neighbours(np.stack(imgs), k=10)
+        idx = pixel_neighbours(png_images(path, t), k=10)
         if f is not None:
             f.parent.mkdir(parents=True, exist_ok=True)
             np.save(f, idx)
@@ -267,19 +266,15 @@ def metrics(t: pd.DataFrame, f: pd.DataFrame) -> dict[str, Any]:
 
 
 def _rule(kind: str, sig, th: dict[str, Any], idx: np.ndarray | None = None) -> np.ndarray:
-    """The flag of ``core.flags`` for one kind, from precomputed signals: the same two passes compute_flags makes
-    (``decide``; with ``relabel_neighbours``, again on cleaned neighbour labels)."""
+    """The flag of ``core.flags`` for one kind, from precomputed signals: both passes, as compute_flags makes
+    them (``decide_twice``)."""
     import copy
 
     from core import flags as fl
 
     sig.th = {**DEFAULT_THRESHOLDS, **th}
-    s = copy.copy(sig)  # the second pass replaces the pixel shares on this copy only
-    flag_mis, _, flag_adv, _, _ = fl.decide(s, False)
-    if s.th["relabel_neighbours"]:
-        sug, _ = fl._suggestion(s)
-        if fl.relabel_neighbours(s, idx, flag_mis, sug):
-            flag_mis, _, flag_adv, _, _ = fl.decide(s, False)
+    s = copy.copy(sig)  # the second pass replaces the neighbour evidence on this copy only
+    flag_mis, _, flag_adv, *_ = fl.decide_twice(s, False, idx)
     return flag_adv if kind == "adv" else flag_mis
 
 

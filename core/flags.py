@@ -59,11 +59,12 @@ suffices:
 - the disagreement is fragile: a few signed-gradient steps towards the label restore it within an L∞ budget
   ``reverse_eps ≤ reverse_max`` (an image of another class often needs more than the measured budget);
 - the image carries some trace of a perturbation: ``noise_z ≥ route1_noise_z_min`` (the same noise measure as
-  route 2, at a lower level; not required of a table without ``noise_z``). The network's own errors on clean held-out images pass the three conditions above
-  as often as attacked copies do (on MNIST with class-pair noise they were nearly every route-1 flag that
-  route 2 did not also raise, the rest flipped labels), but their noise level is that of their class; a small-ε attack that route 2 misses still
-  leaves a level well above it. An attack that leaves no high-frequency trace at all (a smooth or spatial
-  perturbation) is therefore not flagged by either route.
+  route 2, at a lower level; not required of a table without ``noise_z``). The network's own errors on clean
+  held-out images pass the three conditions above as often as attacked copies do (on MNIST with class-pair
+  noise they were nearly every route-1 flag that route 2 did not also raise, the rest flipped labels), but
+  their noise level is that of their class; a small-ε attack that route 2 misses still leaves a level well
+  above it. An attack that leaves no high-frequency trace at all (a smooth or spatial perturbation) is
+  therefore not flagged by either route.
 
 *Route 2, the image carries an attack's perturbation* (model-free; also the copies the attack failed on, where
 the network still agrees with the label): the image's high-frequency noise level (Immerkær's estimator,
@@ -556,6 +557,20 @@ def decide(s: _Signals, flag_train: bool) -> tuple[np.ndarray, dict[str, np.ndar
     return flag_mis, votes, flag_adv, adv_votes, noise_route
 
 
+def decide_twice(s: _Signals, flag_train: bool, pixel_neighbours: np.ndarray | None
+                 ) -> tuple[np.ndarray, dict[str, np.ndarray], np.ndarray, dict[str, np.ndarray], np.ndarray,
+                            np.ndarray, np.ndarray]:
+    """``decide``, then (with ``relabel_neighbours``) ``relabel_neighbours`` and ``decide`` again on the cleaned
+    evidence: (flag_mislabeled, its votes, flag_adversarial, route-1 conditions, route-2 rows, suggested class,
+    suggestion agrees). Updates ``s`` in place."""
+    flag_mis, votes, flag_adv, adv_votes, noise_route = decide(s, flag_train)
+    sug, agree = _suggestion(s)
+    if s.th["relabel_neighbours"] and relabel_neighbours(s, pixel_neighbours, flag_mis, sug):
+        flag_mis, votes, flag_adv, adv_votes, noise_route = decide(s, flag_train)
+        sug, agree = _suggestion(s)  # the neighbour majority over cleaned labels
+    return flag_mis, votes, flag_adv, adv_votes, noise_route, sug, agree
+
+
 def _suggestion(s: _Signals) -> tuple[np.ndarray, np.ndarray]:
     return suggest_label(s.pred, s.pred_prob, None if s.nbr is None else s.nbr["top"],
                          None if s.nbr is None else s.nbr["top_n"] / np.maximum(s.nbr["k"], 1), s.n)
@@ -732,11 +747,8 @@ def compute_flags(
     s = _Signals(table, embeddings, k, th)
     name = _Names(class_names, table)
     n = len(table)
-    sug, agree = _suggestion(s)
-    flag_mis, votes, flag_adv, adv_votes, noise_route = decide(s, flag_train_adversarial)
-    if th["relabel_neighbours"] and relabel_neighbours(s, pixel_neighbours, flag_mis, sug):
-        flag_mis, votes, flag_adv, adv_votes, noise_route = decide(s, flag_train_adversarial)
-        sug, agree = _suggestion(s)  # the neighbour majority over cleaned labels
+    flag_mis, votes, flag_adv, adv_votes, noise_route, sug, agree = decide_twice(s, flag_train_adversarial,
+                                                                                  pixel_neighbours)
     mis_parts = s.mislabeled_parts()
     sus_mis = _weighted_mean(mis_parts, th["weights_mislabeled"]) if mis_parts else np.zeros(n)
     if s.has_adversarial_evidence:

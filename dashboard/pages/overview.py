@@ -129,8 +129,8 @@ if not methods:
     st.stop()
 c1, c2, c3, c4 = st.columns([1.6, 1, 1, 1.4])
 # Default: diversity-aware. On the demo and on two pair-noise runs it was the method whose 100-image summary held
-# the fewest injected mislabels (8% each; top by SI 15-25%) and the best retrained accuracy
-# (bench/results/summaries.md).
+# the fewest injected mislabels (8% each; top by SI 15-25%, under the flags of the time; 2-4% against 6-13%
+# with the current flags) and the best retrained accuracy (bench/results/summaries*.md).
 default_method = "Diversity-aware (embeddings)" if has_embeddings else None
 method_label = c1.selectbox("Method", list(methods), key="sum_method",
                             index=list(methods).index(default_method) if default_method in methods else 0)
