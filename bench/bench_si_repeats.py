@@ -7,7 +7,8 @@ rows and the overlap of their top 10%. Each run also reports its own estimate of
 (``core.scores.si_crossfit.reproducibility``: split-half of its R cross-fittings, stepped up by
 Spearman–Brown); the table puts the estimate beside the measured figure. ``repeats`` = R averages each row's SI
 over R cross-fittings (geometric mean, the default ``average``); ``auto`` (the default) adds cross-fittings until
-the estimate reaches 0.97 or R = min(12, 40,000 ÷ training rows).
+the estimate reaches 0.99 or R = min(48, 40,000 ÷ training rows) (0.97 and 12 before 2026-12-02, when each head
+problem also chose its own ηt; now one ηt per run, ``t_choice = "pooled"``).
 Data: a 1,500-image class-balanced subset of MNIST-5k (seed 123) and scikit-learn's digits, 10% symmetric
 label noise, run seed 6; crossfit seeds 11 and 99. The defaults (``crossfit_init``, ``average``, the 0.97 target)
 were chosen after seeing these two settings; ``--data photos,mnist1500,demo --run-seed 31 --crossfit-seeds 5,77
@@ -49,6 +50,7 @@ def main() -> None:
                     "corruptions)")
     ap.add_argument("--run-seed", type=int, default=6)
     ap.add_argument("--crossfit-seeds", default="11,99")
+    ap.add_argument("--crop-seed", type=int, default=3, help="seed of the photo crops (photos only)")
     ap.add_argument("--out", default=str(OUT))
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="si-repeats-"))
@@ -57,7 +59,7 @@ def main() -> None:
         sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
         from photo_crops import make_photo_crops
 
-        specs["photos"] = f"photos=folder:{make_photo_crops(tmp / 'photos', per_class=100, size=32, seed=3)}"
+        specs["photos"] = f"photos=folder:{make_photo_crops(tmp / 'photos', per_class=100, size=32, seed=args.crop_seed)}"
     if "mnist800" in args.data.split(","):  # a small task: 80 images per digit (640 training rows)
         specs["mnist800"] = f"mnist=npz:{mnist_subset(tmp / 'mnist800.npz', per_class=80, seed=321)}"
     if "demo" in args.data.split(","):
@@ -95,11 +97,13 @@ def main() -> None:
     lines = ["## Default SI: dependence on the cross-fitting seed (`bench/bench_si_repeats.py`)", "",
              "Two runs differing only in `crossfit_seed` (fold assignment and the fold networks' batch order; every fold "
              "network starts from the run's w₀), default SI otherwise (geometric mean over cross-fittings), "
-             f"10% label noise, run seed {args.run_seed}, crossfit seeds {cfs[0]} and {cfs[1]}: measured Spearman and "
+             f"10% label noise, run seed {args.run_seed}, crossfit seeds {cfs[0]} and {cfs[1]}"
+             f"{f', photo crop seed {args.crop_seed}' if 'photos' in args.data.split(',') else ''}: measured Spearman and "
              "top-10% overlap "
              "of the two rankings, beside each run's own estimate of that Spearman (split-half of its cross-fittings, "
              "Spearman–Brown). `repeats` = R averages each row's SI over R cross-fittings; `auto` is the default "
-             "(until the estimate reaches 0.97, at most 12 and at most 40,000 ÷ training rows). Data: MNIST-5k subset of 1,500 images; scikit-learn "
+             "(until the estimate reaches 0.99, at most 48 and at most 40,000 ÷ training rows; one ηt for the run, "
+             "`t_choice = pooled`, since 2026-12-02; rows measured before then used 0.97, 12 and per-problem ηt). Data: MNIST-5k subset of 1,500 images; scikit-learn "
              "digits (1,797); photos: 700 crops (32 px) of 7 scikit-image photos; demo: the demo recipe (6,340 "
              "images, its own corruptions instead of the 10% noise).", "",
              "| data | repeats (used) | measured Spearman w / f | estimated (run a, run b) w / f | top-10% overlap w / f "

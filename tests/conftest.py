@@ -72,6 +72,10 @@ def tiny_config(sources: list[str], runs_dir, **overrides):
                     adversarial=0.02, epochs=3, map_method="pca", seed=0)
     for k, v in overrides.items():
         setattr(cfg, k, v)
+    # speed: at most 12 cross-fittings for SI unless a test sets its own (the default allows 48 on small data)
+    sp = cfg.score_params
+    if {**sp.get("si_weights", {}), **sp.get("si_function", {})}.get("method", "head") == "head":
+        cfg.score_params = {**sp, "si_function": {"max_repeats": 12, **sp.get("si_function", {})}}
     return cfg
 
 

@@ -298,7 +298,7 @@ def test_a_run_on_a_folder_source_never_converts_the_store_to_one_array(tmp_path
               "si_function", "cg_score"]
     run = score_run(RunConfig(sources=[f"folder:{tmp_path / 'd'}"], runs_dir=str(tmp_path / "runs"), epochs=1,
                               label_noise=0.1, adversarial=0.05, scores=scores, map_method="pca", device="cpu",
-                              score_params={"cg_score": {"repeats": 1}}))
+                              score_params={"cg_score": {"repeats": 1}, "si_function": {"repeats": 2}}))
     import pandas as pd
 
     table = pd.read_parquet(run / "samples.parquet")

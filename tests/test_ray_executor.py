@@ -29,6 +29,7 @@ ray = pytest.importorskip("ray")  # a local convenience only: CI installs the ex
 
 ROOT = Path(__file__).resolve().parents[1]
 SCORES = "loss,margin,el2n,forgetting,confidence,uniqueness,si_function,cg_score,prediction_depth"
+SI_MAX_REPEATS = 12  # speed: the default allows up to 48 cross-fittings on data this small
 
 
 @pytest.fixture(scope="module")
@@ -126,14 +127,17 @@ def _config(sources: list[str], runs: Path, **kw):
     from core.pipeline import RunConfig
 
     return RunConfig(sources=sources, runs_dir=str(runs), name="ray", label_noise=0.1, adversarial=0.02,
-                     epochs=2, scores=SCORES.split(","), map_method="pca", seed=0, device="cpu", **kw)
+                     epochs=2, scores=SCORES.split(","), map_method="pca", seed=0, device="cpu",
+                     score_params={"si_function": {"max_repeats": SI_MAX_REPEATS}}, **kw)
 
 
 def _cli_args(sources: list[str], runs: Path) -> list[str]:
-    """The same recipe as :func:`_config`, on the command line."""
+    """The same recipe as :func:`_config`, on the command line (the SI cap through a ``--config`` file)."""
+    toml = Path(runs).parent / f"{Path(runs).name}-si.toml"
+    toml.write_text(f"[scores.si_function]\nmax_repeats = {SI_MAX_REPEATS}\n")
     return ["--source", sources[0], "--source", sources[1], "--label-noise", "0.1", "--adversarial", "0.02",
             "--epochs", "2", "--scores", SCORES, "--map", "pca", "--seed", "0", "--device", "cpu",
-            "--runs-dir", str(runs), "--name", "ray"]
+            "--runs-dir", str(runs), "--name", "ray", "--config", str(toml)]
 
 
 def _cli(args: list[str], **env: str) -> subprocess.CompletedProcess:

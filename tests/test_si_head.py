@@ -312,7 +312,8 @@ def test_reproducibility_edge_cases():
 @pytest.mark.parametrize("bad", [{"repeats": 0}, {"repeats": "many"}, {"repeats": 2.5},
                                  {"min_repeats": 4, "max_repeats": 3}, {"target_reproducibility": 1.5},
                                  {"lam": -1}, {"t": "soon"}, {"folds": 1}, {"no_such_thing": 1},
-                                 {"crossfit_init": "random"}, {"average": "median"}])
+                                 {"crossfit_init": "random"}, {"average": "median"},
+                                 {"t_choice": "each"}])
 def test_bad_si_parameters_are_refused_before_any_work(bad, tiny_sources, tmp_path):
     from core.pipeline import RunConfig
 
@@ -361,8 +362,64 @@ def test_auto_repeats_are_capped_by_the_rows_budget():
     from core.scores.si_crossfit import HEAD_DEFAULTS, _repeat_plan
 
     prm = dict(HEAD_DEFAULTS)
-    assert _repeat_plan(prm, 3000) == (2, 12, 0.97)
-    assert _repeat_plan(prm, 5000) == (2, 8, 0.97)
-    assert _repeat_plan(prm, 20000) == (2, 2, 0.97)
-    assert _repeat_plan(prm, 50000) == (1, 1, 0.97)
+    assert _repeat_plan(prm, 500) == (2, 48, 0.99)
+    assert _repeat_plan(prm, 3000) == (2, 13, 0.99)
+    assert _repeat_plan(prm, 5000) == (2, 8, 0.99)
+    assert _repeat_plan(prm, 20000) == (2, 2, 0.99)
+    assert _repeat_plan(prm, 50000) == (1, 1, 0.99)
     assert _repeat_plan({**prm, "repeats": 4}, 50000) == (4, 4, None)  # an explicit number is kept
+
+
+def test_pooled_time_minimises_the_summed_held_out_error():
+    """One ηt for the run: the argmin of the held-out MSE summed over problems; paths on other grids are
+    interpolated in log ηt (brute force: the sum evaluated at every grid point by hand)."""
+    from core.scores.si_crossfit import pooled_time
+
+    grid = np.logspace(-1, 3, 9)
+    a = [(g, (np.log10(g) - 0.0) ** 2) for g in grid]            # alone: minimum at ηt = 1
+    b = [(g, 3 * (np.log10(g) - 2.0) ** 2) for g in grid]        # alone: minimum at ηt = 100
+    assert pooled_time([a]) == pytest.approx(1.0) and pooled_time([b]) == pytest.approx(100.0)
+    total = [sum(p[i][1] for p in (a, b)) for i in range(len(grid))]
+    assert pooled_time([a, b]) == pytest.approx(grid[int(np.argmin(total))])
+    assert pooled_time([a, b]) == pytest.approx(10 ** 1.5)      # 1·x² + 3·(x − 2)² is least at x = 1.5
+    fine = np.logspace(-1, 3, 33)                                  # another grid: interpolated onto a's
+    c = [(g, 3 * (np.log10(g) - 2.0) ** 2) for g in fine]
+    assert pooled_time([a, c]) == pytest.approx(pooled_time([a, b]))
+    assert pooled_time([]) is None and pooled_time([[]]) is None
+
+
+@pytest.mark.parametrize("choice", ["pooled", "per_problem"])
+def test_every_head_problem_is_trained_for_the_runs_time(choice, tiny_sources, tmp_path):
+    """Default ``t_choice = "pooled"``: every head problem of every cross-fitting is trained for one ηt, the
+    grid point minimising the held-out MSE summed over all problems (recomputed here from the stored features
+    with ``choose_time``); ``"per_problem"``: each problem's own minimum. verify-si retrains at the stored ηt."""
+    from core.pipeline import score_run
+    from core.verify_si import verify_si
+    from tests.conftest import tiny_config
+
+    cfg = tiny_config(tiny_sources, tmp_path, scores=["si_weights", "si_function"], adversarial=0.0,
+                      score_params={"si_function": {"repeats": 3, "t_choice": choice}})
+    run = score_run(cfg)
+    z = np.load(run / "si_model.npz")
+    labels = pd.read_parquet(run / "samples.parquet")["label"].to_numpy().astype(int)
+    k = int(json.loads(str(z["params_json"]))["n_classes"])
+    n_prob = int(json.loads(str(z["params_json"]))["n_problems"])
+    assert n_prob == 6  # 3 cross-fittings × 2 folds
+    own, paths = [], []
+    for j in range(n_prob):
+        kern, kern_val = head_kernels(z[f"p{j}_x"].astype(np.float64), z[f"p{j}_xv"].astype(np.float64))
+        y = torch.as_tensor(np.eye(k)[labels[z[f"p{j}_rows"]]])
+        yv = torch.as_tensor(np.eye(k)[labels[z[f"p{j}_val_rows"]]])
+        best, path = choose_time(kern, kern_val, y, yv, lam=1e-3)
+        own.append(best)
+        paths.append(np.array(path))
+    stored = np.array([float(z[f"p{j}_eta_t"]) for j in range(n_prob)])
+    if choice == "pooled":
+        total = sum(p[:, 1] for p in paths)
+        np.testing.assert_allclose(stored, paths[0][int(np.argmin(total)), 0], rtol=1e-12)
+    else:
+        np.testing.assert_allclose(stored, own, rtol=1e-12)
+    m = json.loads((run / "manifest.json").read_text())["scores"]["si_function"]
+    assert m["params"]["eta_t_per_problem"] == pytest.approx(list(stored))
+    res = verify_si(run, samples=5, seed=0)
+    assert res["max_rel_error_weights"] < 1e-5 and res["max_rel_error_function"] < 1e-5

@@ -21,7 +21,8 @@ The training algorithm whose information is measured (stated in the manifest, re
 
    (Cho & Saul, NeurIPS 2009 arc-cosine kernels), and f₀ = 0 (a symmetric initialisation). t is chosen by
    early stopping: the ηt that minimises the held-out MSE on a log grid (the closed form below gives the
-   whole path at once).
+   whole path at once), one ηt for all of a run's head problems (their held-out MSE summed,
+   ``core.scores.si_crossfit.pooled_time``).
 3. SI. With A = Θ + λI (per output, n×n), r = f₀(X) − Y, g_t(a) = (1 − e^{−ηta})/a, the trained head is
    α = −g_t(A) r, w − w₀ = Jᵀα, f(x) = Θ(x, X)α. Leaving row i out gives α₋ᵢ; Δαᵢ = α − pad(α₋ᵢ) and
 

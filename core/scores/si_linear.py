@@ -198,9 +198,10 @@ def retrain_without(phi: torch.Tensor, phiv: torch.Tensor | None, y: torch.Tenso
 
 
 def solve_linear_problem(x: np.ndarray, xv: np.ndarray, y: torch.Tensor, yv: torch.Tensor | None, *, lam: float,
-                         t: Any, sets: list[np.ndarray] | None = None) -> dict[str, Any]:
+                         t: Any, sets: list[np.ndarray] | None = None, with_path: bool = False) -> dict[str, Any]:
     """One problem with the linear head: ηt (early stopping when ``t = "auto"``), every row's leave-one-out
-    and the given sets' unique information (unscaled squared norms; divide by 2σ² for nats)."""
+    and the given sets' unique information (unscaled squared norms; divide by 2σ² for nats). ``with_path``:
+    the held-out MSE path on the early-stopping grid is returned also when t is given (for a run-wide ηt)."""
     phi, phiv = linear_design(x, xv)
     eig = _eig(phi)
     path: list[tuple[float, float]] = []
@@ -210,6 +211,8 @@ def solve_linear_problem(x: np.ndarray, xv: np.ndarray, y: torch.Tensor, yv: tor
         eta_t, path = choose_time_linear(phi, phiv, y, yv, lam=lam, eig=eig)
     else:
         eta_t = None if t in (None, "inf", float("inf")) else float(t)
+        if with_path and yv is not None and len(phiv):
+            path = choose_time_linear(phi, phiv, y, yv, lam=lam, eig=eig)[1]
     out = linear_head_loo(phi, phiv if len(phiv) else None, y, lam=lam, eta_t=eta_t, eig=eig)
     set_vals = retrain_without(phi, phiv if len(phiv) else None, y, sets, lam=lam, eta_t=eta_t) if sets else []
     return {"loo": out, "eta_t": eta_t, "path": path, "sets": set_vals}

@@ -77,10 +77,12 @@ def si_block(rv: RunView) -> None:
     st.subheader("Smooth unique information")
     if p.get("method") == "head":
         t = p.get("eta_t_per_problem") or []
-        t_txt = ", ".join(f"{float(x):.3g}" for x in t if isinstance(x, (int, float)))
+        t_txt = ", ".join(dict.fromkeys(f"{float(x):.3g}" for x in t if isinstance(x, (int, float))))
+        how = ("early stopping on the held-out error of all its head problems together"
+               if str(p.get("t_choice", "")).startswith("one ηt") else "early stopping")
         st.markdown(
             f"A wide ReLU head on **{p.get('features', '?')}** features (rows never shaped their own features), "
-            f"trained for a finite time ηt = {t_txt or '?'} (early stopping), λ = {p.get('lam')}; exact kernel, no "
+            f"trained for a finite time ηt = {t_txt or '?'} ({how}), λ = {p.get('lam')}; exact kernel, no "
             f"projection. Values in **nats** with σ = {p.get('sigma')}; shown as percentiles in the grids.")
     else:
         st.markdown(f"Method `{p.get('method', 'network')}`: the whole network linearized at "
