@@ -23,7 +23,7 @@ Where the features come from (``features`` parameter):
   ``target_reproducibility`` (0.99) or R reaches ``max_repeats`` (48) or R · training rows reaches
   ``max_repeat_rows`` (40,000: a small dataset gets many cheap cross-fittings, the demo's 5,000 rows 8, and no
   dataset pays more head rows than the demo); an integer fixes R. A top-10% set is stable only when the whole
-  ranking is very reproducible (on 700 photo crops Spearman 0.98 still moved 12% of the top 10%): hence 0.99
+  ranking is very reproducible (on 700 photo crops Spearman 0.98 still changed 14% of the top 10%): hence 0.99
   (0.97 and at most 12 before 2026-12-02).
 - ``"frozen"`` (default when the run has frozen features: a frozen pretrained backbone, or the user's
   ``--features``): those features as they are (they were not trained on this data's labels; for
