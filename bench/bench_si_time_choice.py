@@ -27,6 +27,7 @@ from scipy import stats
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.bench_si_default import top_overlap  # noqa: E402
 from core.scores.si_crossfit import pooled_time  # noqa: E402
 from core.scores.si_head import choose_time, head_kernels, head_loo  # noqa: E402
 
@@ -64,11 +65,6 @@ def log_si(probs: list[dict], n: int, max_rep: int, prm: dict, pick) -> dict[str
         out["si_weights"][p["rep"], p["rows"]] = np.log(res.dw2 / scale)
         out["si_function"][p["rep"], p["rows"]] = np.log(res.df2 / scale)
     return out
-
-
-def top_overlap(a: np.ndarray, b: np.ndarray, frac: float = 0.1) -> float:
-    k = max(1, int(round(frac * len(a))))
-    return len(set(np.argsort(-a)[:k]) & set(np.argsort(-b)[:k])) / k
 
 
 def main() -> None:

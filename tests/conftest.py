@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -64,6 +65,16 @@ def tiny_sources(tmp_path_factory, mnist_arrays) -> list[str]:
             f"digits=npz:{_write_npz(d / 'digits300.npz', dx, digits.target[didx])}"]
 
 
+TEST_SI_MAX_REPEATS = 12  # speed: the default allows up to 48 cross-fittings on data this small
+
+
+def si_cap_toml(runs) -> str:
+    """A ``--config`` file beside ``runs`` capping SI at ``TEST_SI_MAX_REPEATS`` cross-fittings (CLI recipes)."""
+    toml = Path(runs).parent / f"{Path(runs).name}-si.toml"
+    toml.write_text(f"[scores.si_function]\nmax_repeats = {TEST_SI_MAX_REPEATS}\n")
+    return str(toml)
+
+
 def tiny_config(sources: list[str], runs_dir, **overrides):
     """A fast but complete recipe: label noise, an under-sampled class, adversarial copies, every score."""
     from core.pipeline import RunConfig
@@ -72,10 +83,10 @@ def tiny_config(sources: list[str], runs_dir, **overrides):
                     adversarial=0.02, epochs=3, map_method="pca", seed=0)
     for k, v in overrides.items():
         setattr(cfg, k, v)
-    # speed: at most 12 cross-fittings for SI unless a test sets its own (the default allows 48 on small data)
+    # speed: at most TEST_SI_MAX_REPEATS cross-fittings for SI unless a test sets its own
     sp = cfg.score_params
     if {**sp.get("si_weights", {}), **sp.get("si_function", {})}.get("method", "head") == "head":
-        cfg.score_params = {**sp, "si_function": {"max_repeats": 12, **sp.get("si_function", {})}}
+        cfg.score_params = {**sp, "si_function": {"max_repeats": TEST_SI_MAX_REPEATS, **sp.get("si_function", {})}}
     return cfg
 
 

@@ -24,12 +24,12 @@ import pytest
 
 from core.errors import InfoscopeError
 from core.executors import LocalExecutor, check_executor, shard_bounds
+from tests.conftest import TEST_SI_MAX_REPEATS, si_cap_toml
 
 ray = pytest.importorskip("ray")  # a local convenience only: CI installs the extra (make test)
 
 ROOT = Path(__file__).resolve().parents[1]
 SCORES = "loss,margin,el2n,forgetting,confidence,uniqueness,si_function,cg_score,prediction_depth"
-SI_MAX_REPEATS = 12  # speed: the default allows up to 48 cross-fittings on data this small
 
 
 @pytest.fixture(scope="module")
@@ -128,16 +128,14 @@ def _config(sources: list[str], runs: Path, **kw):
 
     return RunConfig(sources=sources, runs_dir=str(runs), name="ray", label_noise=0.1, adversarial=0.02,
                      epochs=2, scores=SCORES.split(","), map_method="pca", seed=0, device="cpu",
-                     score_params={"si_function": {"max_repeats": SI_MAX_REPEATS}}, **kw)
+                     score_params={"si_function": {"max_repeats": TEST_SI_MAX_REPEATS}}, **kw)
 
 
 def _cli_args(sources: list[str], runs: Path) -> list[str]:
     """The same recipe as :func:`_config`, on the command line (the SI cap through a ``--config`` file)."""
-    toml = Path(runs).parent / f"{Path(runs).name}-si.toml"
-    toml.write_text(f"[scores.si_function]\nmax_repeats = {SI_MAX_REPEATS}\n")
     return ["--source", sources[0], "--source", sources[1], "--label-noise", "0.1", "--adversarial", "0.02",
             "--epochs", "2", "--scores", SCORES, "--map", "pca", "--seed", "0", "--device", "cpu",
-            "--runs-dir", str(runs), "--name", "ray", "--config", str(toml)]
+            "--runs-dir", str(runs), "--name", "ray", "--config", si_cap_toml(runs)]
 
 
 def _cli(args: list[str], **env: str) -> subprocess.CompletedProcess:

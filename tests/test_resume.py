@@ -24,6 +24,7 @@ from core.errors import RunStoreError
 from core.stages import LEDGER, STAGES, StageLedger, StageOutput, StageRunner
 from core.store import open_run
 from core.store.run import read_status
+from tests.conftest import si_cap_toml
 
 ROOT = Path(__file__).resolve().parents[1]
 SCORES = "loss,el2n,uniqueness,si_function,cg_score,prediction_depth"
@@ -31,13 +32,11 @@ SCORES = "loss,el2n,uniqueness,si_function,cg_score,prediction_depth"
 
 def recipe(sources: list[str], runs: Path) -> list[str]:
     """Every kind of stage: label noise, adversarial copies (a stage), SI with two cross-fitting networks
-    (sub-stages), a retrained-free depth, CG, the map and the flags. SI is capped at 12 cross-fittings through a
+    (sub-stages), a retrained-free depth, CG, the map and the flags. SI is capped at ``TEST_SI_MAX_REPEATS`` cross-fittings through a
     ``--config`` file (speed: the default allows up to 48 on data this small)."""
-    toml = Path(runs).parent / f"{Path(runs).name}-si.toml"
-    toml.write_text("[scores.si_function]\nmax_repeats = 12\n")
     return ["--source", sources[0], "--source", sources[1], "--label-noise", "0.1", "--adversarial", "0.02",
             "--epochs", "2", "--scores", SCORES, "--map", "pca", "--seed", "0", "--device", "cpu",
-            "--runs-dir", str(runs), "--name", "resume", "--config", str(toml)]
+            "--runs-dir", str(runs), "--name", "resume", "--config", si_cap_toml(runs)]
 
 
 def cli(args: list[str], **env: str) -> subprocess.CompletedProcess:

@@ -624,6 +624,16 @@ def _kernel_text(runs: list[dict[str, Any]]) -> str:
     return "; ".join(parts)
 
 
+def _repeat_mean(solved: list[tuple[HeadProblem, dict[str, Any]]], col: str, n_all: int) -> np.ndarray:
+    """One cross-fitting's ``col`` per row: the mean over its problems that contain the row (NaN if none)."""
+    total, count = np.zeros(n_all), np.zeros(n_all)
+    for prob, out in solved:
+        total[prob.rows] += out[col]
+        count[prob.rows] += 1
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(count > 0, total / np.maximum(count, 1), np.nan)
+
+
 def head_adapter(ctx: ScoreContext, params: dict[str, Any]) -> ScoreResult:
     """``si_weights`` / ``si_function`` (nats) of the training rows from the head on frozen features."""
     prm = check_params(params)
@@ -676,21 +686,15 @@ def head_adapter(ctx: ScoreContext, params: dict[str, Any]) -> ScoreResult:
             for i, res in zip(idx, executor.map(partial(solve, t=t_now, with_path=pooled), [items[i] for i in idx],
                                                 shared=(labels,)), strict=True):
                 solved[i] = res
-        sums = {c: np.zeros(n_all) for c in per_rep}
-        count = np.zeros(n_all)
         for prob, item, (out, seconds) in zip(problems, items, solved, strict=True):
             done.append((prob, item, out, seconds))
             if pooled:
                 paths.setdefault(prob.head, []).append(out["path"])
-            sums["si_weights"][prob.rows] += out["si_weights"]
-            sums["si_function"][prob.rows] += out["si_function"]
-            count[prob.rows] += 1
             if prob.probs is not None:
                 prob_sum[prob.rows] += prob.probs
                 prob_count[prob.rows] += 1
-        with np.errstate(invalid="ignore", divide="ignore"):
-            for c in per_rep:
-                per_rep[c].append(np.where(count > 0, sums[c] / np.maximum(count, 1), np.nan))
+        for c in per_rep:
+            per_rep[c].append(_repeat_mean([(p, o) for p, (o, _) in zip(problems, solved, strict=True)], c, n_all))
         if meta["features"] != "crossfit":
             break
         est = [reproducibility(np.stack(per_rep[c]), prm["average"]) for c in per_rep]
@@ -720,8 +724,8 @@ def head_adapter(ctx: ScoreContext, params: dict[str, Any]) -> ScoreResult:
                 done[j] = (done[j][0], done[j][1], out, done[j][3] + seconds)
         time_choice = {"eta_t": final, "problems_solved_again": len(redo)}
     # the columns and tables from every problem's final solution
-    per_rep = {c: [np.full(n_all, np.nan) for _ in per_rep[c]] for c in per_rep}
-    counts = [np.zeros(n_all) for _ in per_rep["si_weights"]]
+    per_rep = {c: [_repeat_mean([(p, o) for p, _, o, _ in done if p.repeat == r], c, n_all)
+                   for r in range(len(per_rep[c]))] for c in per_rep}
     runs: list[dict[str, Any]] = []
     for j, (prob, _, out, seconds) in enumerate(done):
         if out["label_info"] is not None and "error" in out["label_info"]:
@@ -742,10 +746,6 @@ def head_adapter(ctx: ScoreContext, params: dict[str, Any]) -> ScoreResult:
             acc[0] += w
             acc[1] += f
         meta.setdefault("solve_s", []).append(round(seconds, 2))
-        for c in per_rep:
-            v = per_rep[c][prob.repeat]
-            v[prob.rows] = np.where(np.isnan(v[prob.rows]), 0.0, v[prob.rows]) + out[c]
-        counts[prob.repeat][prob.rows] += 1
         runs.append({"source": prob.source, "n": int(len(prob.rows)), "eta_t": out["eta_t"],
                      "head": prob.head, "head_val_acc": out["val_acc"]})
         arrays.update({f"p{j}_rows": prob.rows, f"p{j}_x": prob.x.astype(np.float32),
@@ -753,9 +753,6 @@ def head_adapter(ctx: ScoreContext, params: dict[str, Any]) -> ScoreResult:
                        f"p{j}_eta_t": np.array(np.nan if out["eta_t"] is None else out["eta_t"]),
                        f"p{j}_repeat": np.array(prob.repeat), f"p{j}_head": np.array(prob.head)})
     j = len(done)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        for c in per_rep:
-            per_rep[c] = [v / np.where(n > 0, n, np.nan) for v, n in zip(per_rep[c], counts, strict=True)]
     n_reps = len(per_rep["si_function"])
     cols = {c: average_repeats(np.stack(v), prm["average"]) for c, v in per_rep.items()}  # NaN where never scored
     if prob_count.any():
@@ -782,9 +779,10 @@ def head_adapter(ctx: ScoreContext, params: dict[str, Any]) -> ScoreResult:
                              else "one cross-fitting: no average"),
                  "target_reproducibility": target, "max_repeats": max_reps if target is not None else None,
                  "max_problem": int(prm["max_problem"]), "max_val": int(prm["max_val"]),
-                 "t_choice": (("one ηt for the run: the early-stopping grid point minimising the held-out MSE summed "
-                               f"over all {len(runs)} head problems (per head kind: {time_choice['eta_t']})")
-                              if pooled else "each problem's own early stopping" if t == "auto" else "given"),
+                 "t_choice": "pooled" if pooled else "per_problem" if t == "auto" else "given",
+                 "t_rule": (("one ηt for the run: the early-stopping grid point minimising the held-out MSE summed "
+                             f"over all {len(runs)} head problems (per head kind: {time_choice['eta_t']})")
+                            if pooled else "each problem's own early stopping" if t == "auto" else "given"),
                  "eta_t_per_problem": [r["eta_t"] for r in runs]}
     for c, v in per_rep.items():  # (R, n): what the reproducibility estimate was computed from
         arrays[f"per_repeat_{c}"] = np.stack(v).astype(np.float64)

@@ -79,7 +79,7 @@ def si_block(rv: RunView) -> None:
         t = p.get("eta_t_per_problem") or []
         t_txt = ", ".join(dict.fromkeys(f"{float(x):.3g}" for x in t if isinstance(x, (int, float))))
         how = ("early stopping on the held-out error of all its head problems together"
-               if str(p.get("t_choice", "")).startswith("one ηt") else "early stopping")
+               if p.get("t_choice") == "pooled" else "early stopping")
         st.markdown(
             f"A wide ReLU head on **{p.get('features', '?')}** features (rows never shaped their own features), "
             f"trained for a finite time ηt = {t_txt or '?'} ({how}), λ = {p.get('lam')}; exact kernel, no "
