@@ -285,6 +285,44 @@ def test_reproducibility_predicts_the_spearman_of_independent_runs(r, kind, tol)
     assert np.mean(real) > single + 0.05
 
 
+@pytest.mark.parametrize(("noise", "r"), [(0.6, 4), (1.0, 8), (1.5, 16)])
+def test_top_overlap_estimate_predicts_the_overlap_of_independent_runs(noise, r):
+    """The top-10% overlap estimated from one run's R repeats matches, on average, the overlap actually
+    measured between the averages of two independent sets of R repeats (brute force: the two runs simulated
+    as a lognormal row signal times per-repeat lognormal noise, like SI over cross-fittings)."""
+    from core.scores.si_crossfit import average_repeats, top_overlap_estimate
+
+    rng = np.random.default_rng(int(10 * noise) + r)
+    log_signal = rng.normal(size=2000)
+    def run():
+        return np.exp(log_signal[None, :] + noise * rng.normal(size=(r, len(log_signal))))
+    ests, real = [], []
+    for _ in range(8):
+        a, b = run(), run()
+        ests.append(top_overlap_estimate(a, "geometric", 0.1, draws=50))
+        ga, gb = average_repeats(a), average_repeats(b)
+        k = 200
+        real.append(len(set(np.argsort(-ga)[:k]) & set(np.argsort(-gb)[:k])) / k)
+    assert abs(np.mean(ests) - np.mean(real)) < 0.03
+    assert 0.3 < np.mean(real) < 0.97  # the settings are neither trivial nor hopeless
+
+
+def test_top_overlap_estimate_edge_cases():
+    from core.scores.si_crossfit import top_overlap_estimate
+
+    x = np.random.default_rng(0).lognormal(size=(1, 50))
+    assert top_overlap_estimate(x) is None  # one repeat: nothing to compare
+    assert top_overlap_estimate(np.repeat(x, 3, axis=0)) == pytest.approx(1.0)  # no spread: the same top rows
+    y = np.repeat(x, 3, axis=0)
+    y[:, 5:] = np.nan
+    assert top_overlap_estimate(y) is None  # fewer than 10 rows scored
+    z = np.random.default_rng(1).lognormal(size=(6, 400))
+    z[1:, :200] = np.nan  # half the rows seen once: they borrow the median spread instead of a zero one
+    est = top_overlap_estimate(z)
+    assert est is not None and est < 0.6  # pure noise: the top 10% is mostly chance
+    assert top_overlap_estimate(z, "arithmetic") is not None
+
+
 def test_average_over_repeats_by_definition():
     """The column's average over cross-fittings, against its definition on a tiny table (NaN = not scored)."""
     from core.scores.si_crossfit import average_repeats
@@ -313,7 +351,8 @@ def test_reproducibility_edge_cases():
                                  {"min_repeats": 4, "max_repeats": 3}, {"target_reproducibility": 1.5},
                                  {"lam": -1}, {"t": "soon"}, {"folds": 1}, {"no_such_thing": 1},
                                  {"crossfit_init": "random"}, {"average": "median"},
-                                 {"t_choice": "each"}])
+                                 {"t_choice": "each"}, {"target_top_overlap": 1.5}, {"top_fraction": 0},
+                                 {"target_top_overlap": "high"}])
 def test_bad_si_parameters_are_refused_before_any_work(bad, tiny_sources, tmp_path):
     from core.pipeline import RunConfig
 
@@ -330,12 +369,15 @@ def test_auto_repeats_stop_at_the_target_or_the_cap(tiny_sources, tmp_path):
     max_repeats; the stored per-repeat SI gives back both the column (its geometric mean) and the reported
     estimate."""
     from core.pipeline import score_run
-    from core.scores.si_crossfit import reproducibility
+    from core.scores.si_crossfit import reproducibility, top_overlap_estimate
     from tests.conftest import tiny_config
 
     out = {}
     for name, prm in [("cap", {"target_reproducibility": 1.0, "max_repeats": 3}),
-                      ("target", {"target_reproducibility": 0.05, "min_repeats": 2, "max_repeats": 5})]:
+                      ("target", {"target_reproducibility": 0.05, "min_repeats": 2, "max_repeats": 5,
+                                  "target_top_overlap": 0.0}),
+                      ("top", {"target_reproducibility": 0.05, "min_repeats": 2, "max_repeats": 3,
+                               "target_top_overlap": 1.0})]:
         cfg = tiny_config(tiny_sources, tmp_path, scores=["si_weights", "si_function"], adversarial=0.0,
                           name=name, score_params={"si_function": prm})
         run = score_run(cfg)
@@ -350,11 +392,16 @@ def test_auto_repeats_stop_at_the_target_or_the_cap(tiny_sources, tmp_path):
             assert df[c].isna().to_numpy()[~seen].all() and seen.sum() == (df.split == "train").sum()
             assert m["info"]["reproducibility"][c] == pytest.approx(reproducibility(np.log(per[c])))
             assert m["info"]["reproducibility"][c] == pytest.approx(reproducibility(per[c], "geometric"))
+            assert m["info"]["reproducibility"]["top_overlap"][c] == pytest.approx(top_overlap_estimate(per[c]))
         out[name] = (m["params"]["repeats"], m["info"]["reproducibility"])
     reps, rep = out["cap"]
     assert reps == 3 and "max_repeats" in rep["stopped"] and rep["si_function"] < 1.0
     reps, rep = out["target"]
     assert reps == 2 and "target" in rep["stopped"] and min(rep["si_weights"], rep["si_function"]) >= 0.05
+    reps, rep = out["top"]  # the Spearman target alone would stop at 2; the unreachable top target does not
+    assert reps == 3 and "max_repeats" in rep["stopped"] and "top-10% overlap" in rep["stopped"]
+    assert min(rep["trace"][1]["si_weights"], rep["trace"][1]["si_function"]) >= 0.05  # R = 2 met it
+    assert rep["top_overlap"]["si_function"] < 1.0 and rep["top_overlap"]["fraction"] == 0.1
 
 
 def test_auto_repeats_are_capped_by_the_rows_budget():

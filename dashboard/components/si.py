@@ -62,10 +62,14 @@ def reproducibility_text(rep: dict) -> str:
     w, f, n = rep.get("si_weights"), rep.get("si_function"), rep.get("repeats")
     if f is not None and f >= 1.0 and (w is None or w >= 1.0):
         return f"**Reproducible ranking**: {rep.get('basis', 'fixed features')}."
+    top = rep.get("top_overlap") or {}
+    tf, tw, frac = top.get("si_function"), top.get("si_weights"), top.get("fraction")
+    top_txt = (f" The top {frac:.0%} of rows would be shared with such a run at ≈ **{tf:.2f}** (predictions) / "
+               f"{tw:.2f} (weights)." if tf is not None and tw is not None and frac else "")
     return (f"**Reproducibility of the ranking ≈ {f:.2f}** (predictions) / {w:.2f} (weights): the expected "
             f"Spearman correlation with a run that differs only in its seeds, estimated from {n} cross-fittings "
-            f"({rep.get('stopped', '')}). Rows near each other in the ranking may swap places between runs; "
-            "the tails (flipped labels, duplicates) do not.")
+            f"({rep.get('stopped', '')}).{top_txt} Rows near each other in the ranking may swap places between "
+            "runs; the tails (flipped labels, duplicates) do not.")
 
 
 def si_block(rv: RunView) -> None:
