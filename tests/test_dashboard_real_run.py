@@ -92,6 +92,9 @@ def test_overview_shows_si_unit_and_verification_state(real_run, monkeypatch, tm
     rep = json.loads((run / "manifest.json").read_text())["scores"]["si_function"]["info"]["reproducibility"]
     assert f"Reproducibility of the ranking ≈ {rep['si_function']:.2f}" in text  # the run's own estimate
     assert f"from {rep['repeats']} cross-fittings" in text
+    top = rep["top_overlap"]  # the run's estimate of how much of its top 10% another run would share
+    assert (f"top 10% of rows would be shared with such a run at ≈ **{top['si_function']:.2f}** (predictions) / "
+            f"{top['si_weights']:.2f} (weights)") in text
     assert any("Not verified on this data" in i.value and "infoscope verify-si --run" in i.value for i in at.info)
     res = verify_si(run, samples=4, seed=3)
     at = _app(run, monkeypatch)
