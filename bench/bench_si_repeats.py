@@ -7,8 +7,10 @@ rows and the overlap of their top 10%. Each run also reports its own estimate of
 (``core.scores.si_crossfit.reproducibility``: split-half of its R cross-fittings, stepped up by
 Spearman–Brown); the table puts the estimate beside the measured figure. ``repeats`` = R averages each row's SI
 over R cross-fittings (geometric mean, the default ``average``); ``auto`` (the default) adds cross-fittings until
-the estimate reaches 0.99 or R = min(48, 40,000 ÷ training rows) (0.97 and 12 before 2026-12-02, when each head
-problem also chose its own ηt; now one ηt per run, ``t_choice = "pooled"``).
+the estimate reaches 0.99 (and, since the afternoon of 2026-12-02, the estimated top-10% overlap 0.95) or
+R = min(max_repeats, 40,000 ÷ training rows); max_repeats is 100 since the evening of 2026-12-02 (48 before;
+0.97 and 12 before 2026-12-02, when each head problem also chose its own ηt; now one ηt per run,
+``t_choice = "pooled"``).
 Data: a 1,500-image class-balanced subset of MNIST-5k (seed 123) and scikit-learn's digits, 10% symmetric
 label noise, run seed 6; crossfit seeds 11 and 99. The defaults (``crossfit_init``, ``average``, the 0.97 target)
 were chosen after seeing these two settings; ``--data photos,mnist1500,demo --run-seed 31 --crossfit-seeds 5,77
@@ -34,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.bench_si_default import datasets, mnist_subset, top_overlap  # noqa: E402
 from core.pipeline import RunConfig, demo_config, score_run  # noqa: E402
+from core.scores.si_crossfit import HEAD_DEFAULTS  # noqa: E402
 
 OUT = Path(__file__).parent / "results" / "si_repeats.md"
 
@@ -103,7 +106,8 @@ def main() -> None:
              "top-10% overlap "
              "of the two rankings, beside each run's own estimate of that Spearman (split-half of its cross-fittings, "
              "Spearman–Brown). `repeats` = R averages each row's SI over R cross-fittings; `auto` is the default "
-             "(until the estimate reaches 0.99 and the estimated top-10% overlap 0.95, at most 48 and at most 40,000 ÷ "
+             "(until the estimate reaches 0.99 and the estimated top-10% overlap 0.95, at most "
+             f"{HEAD_DEFAULTS['max_repeats']} (48 before the evening of 2026-12-02) and at most 40,000 ÷ "
              "training rows; one ηt for the run, `t_choice = pooled`; the top-overlap target since the afternoon of "
              "2026-12-02, before then 0.97, 12 and per-problem ηt). Each run also estimates its top-10% overlap with "
              "an independent run (`top_overlap_estimate`; — where the run predates it). Data: MNIST-5k subset of "

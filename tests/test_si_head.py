@@ -405,11 +405,15 @@ def test_auto_repeats_stop_at_the_target_or_the_cap(tiny_sources, tmp_path):
 
 
 def test_auto_repeats_are_capped_by_the_rows_budget():
-    """repeats = "auto" never plans more than max_repeat_rows / n_train cross-fittings (at least one)."""
+    """repeats = "auto" never plans more than max_repeat_rows / n_train cross-fittings (at least one); from 400
+    training rows up the rows budget alone decides (560 photo crops: 71), below it max_repeats (100)."""
     from core.scores.si_crossfit import HEAD_DEFAULTS, _repeat_plan
 
     prm = dict(HEAD_DEFAULTS)
-    assert _repeat_plan(prm, 500) == (2, 48, 0.99)
+    assert _repeat_plan(prm, 200) == (2, 100, 0.99)
+    assert _repeat_plan(prm, 400) == (2, 100, 0.99)
+    assert _repeat_plan(prm, 500) == (2, 80, 0.99)
+    assert _repeat_plan(prm, 560) == (2, 71, 0.99)
     assert _repeat_plan(prm, 3000) == (2, 13, 0.99)
     assert _repeat_plan(prm, 5000) == (2, 8, 0.99)
     assert _repeat_plan(prm, 20000) == (2, 2, 0.99)

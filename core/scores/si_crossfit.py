@@ -22,9 +22,10 @@ Where the features come from (``features`` parameter):
   ``repeats = "auto"`` (default) R grows until the ranking's estimated reproducibility (below) reaches
   ``target_reproducibility`` (0.99) **and** the estimated overlap of the top ``top_fraction`` (10%) with an
   independent run reaches ``target_top_overlap`` (0.95; :func:`top_overlap_estimate`), or R reaches
-  ``max_repeats`` (48) or R · training rows reaches ``max_repeat_rows`` (40,000: a small dataset gets many
-  cheap cross-fittings, the demo's 5,000 rows 8, and no dataset pays more head rows than the demo); an integer
-  fixes R. A top-10% set is stable only when the whole ranking is very reproducible, and not always then: on
+  ``max_repeats`` (100) or R · training rows reaches ``max_repeat_rows`` (40,000: a small dataset gets many
+  cheap cross-fittings, the demo's 5,000 rows 8, and no dataset pays more head rows than the demo; the row
+  budget is the cost limit for every dataset of 400 training rows or more; ``max_repeats`` was 48 until
+  2026-12-02, which stopped 560 photo crops at 48 of the 71 the budget allows); an integer fixes R. A top-10% set is stable only when the whole ranking is very reproducible, and not always then: on
   700 photo crops Spearman 0.98 still changed 14% of the top 10%, and Spearman 0.989 changed 12.5% of the
   predictions' top 10% because the cut sat on a flat stretch; hence 0.99 and the top-overlap target (0.97, at
   most 12 and no top target before 2026-12-02; the top target since 2026-12-02 afternoon). The manifest states
@@ -105,7 +106,7 @@ HEAD_DEFAULTS: dict[str, Any] = {
     "target_top_overlap": 0.95,
     "top_fraction": 0.1,
     "min_repeats": 2,
-    "max_repeats": 48,
+    "max_repeats": 100,
     "max_repeat_rows": 40000,
     "set_information": True,
     "set_information_repeats": 3,
