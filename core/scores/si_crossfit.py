@@ -25,7 +25,8 @@ Where the features come from (``features`` parameter):
   ``max_repeats`` (100) or R · training rows reaches ``max_repeat_rows`` (40,000: a small dataset gets many
   cheap cross-fittings, the demo's 5,000 rows 8, and no dataset pays more head rows than the demo; the row
   budget is the cost limit for every dataset of 400 training rows or more; ``max_repeats`` was 48 until
-  2026-12-02, which stopped 560 photo crops at 48 of the 71 the budget allows); an integer fixes R. A top-10% set is stable only when the whole ranking is very reproducible, and not always then: on
+  2026-12-02, which stopped 560 photo crops at 48 of the 71 the budget allows); an integer fixes R. A top-10%
+  set is stable only when the whole ranking is very reproducible, and not always then: on
   700 photo crops Spearman 0.98 still changed 14% of the top 10%, and Spearman 0.989 changed 12.5% of the
   predictions' top 10% because the cut sat on a flat stretch; hence 0.99 and the top-overlap target (0.97, at
   most 12 and no top target before 2026-12-02; the top target since 2026-12-02 afternoon). The manifest states
