@@ -618,7 +618,7 @@ def _score_into(writer: RunWriter, ledger: StageLedger, cfg: RunConfig, data: Sa
         return stages.run(
             f"subset.{key}.seed{int(seed)}{'.w0' if from_w0 else ''}", model_deps,
             lambda: train_model(data.images, data.labels, rows, data.n_classes, tcfg, seed=seed, device=dev,
-                                init_state=w0).model,
+                                init_state=w0, record_logits=False).model,
             lambda m: StageOutput(states={"model": m.state_dict()}, meta={"kind": "net"}),
             lambda o: _rebuild_model(o.states["model"], tcfg, data.image_shape, data.n_classes, dev))
 

@@ -89,6 +89,28 @@ def test_training_can_start_from_a_given_state(mnist_small):
     np.testing.assert_array_equal(b.epoch_logits, d.epoch_logits)
 
 
+def test_not_recording_logits_trains_the_same_network(mnist_small):
+    """``record_logits = False`` (fold networks) skips the per-epoch logits of all rows but not a single random
+    draw: same weights, and the one recorded epoch is the last epoch of a recorded run. Early stopping still
+    records (it needs the held-out logits)."""
+    x, y = mnist_small
+    idx = np.random.default_rng(1).permutation(len(x))
+    cfg = TrainConfig(model="cnn", epochs=3, batch_size=32)
+    a = train_model(x, y, idx[:200], 10, cfg, seed=5, device="cpu")
+    b = train_model(x, y, idx[:200], 10, cfg, seed=5, device="cpu", record_logits=False)
+    sa, sb = a.model.state_dict(), b.model.state_dict()
+    assert any("running_mean" in k for k in sa)  # batch-norm statistics are part of what must not move
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert a.epoch_logits.shape == (3, len(x), 10) and b.epoch_logits.shape == (1, len(x), 10)
+    np.testing.assert_array_equal(b.epoch_logits[0], a.epoch_logits[-1])
+    assert b.train_acc == a.train_acc
+    stop = TrainConfig(model="mlp", epochs=6, batch_size=32, patience=2)
+    c = train_model(x, y, idx[:200], 10, stop, seed=5, device="cpu", test_idx=idx[200:], record_logits=False)
+    d = train_model(x, y, idx[:200], 10, stop, seed=5, device="cpu", test_idx=idx[200:])
+    np.testing.assert_array_equal(c.epoch_logits, d.epoch_logits)
+    assert c.heldout_loss == d.heldout_loss and len(c.heldout_loss) >= 3
+
+
 def test_auto_epochs_is_a_step_budget():
     from core.models.training import auto_epochs
 

@@ -131,7 +131,8 @@ def train_model(x_all: np.ndarray, y_all: np.ndarray, train_idx: np.ndarray, n_c
                 test_idx: np.ndarray | None = None,
                 progress: Callable[[str, float | None], None] | None = None,
                 features: np.ndarray | None = None,
-                init_state: dict[str, torch.Tensor] | None = None) -> TrainResult:
+                init_state: dict[str, torch.Tensor] | None = None,
+                record_logits: bool = True) -> TrainResult:
     """Train ``config.model`` on rows ``train_idx`` of ``x_all`` with labels ``y_all`` (Adam, cross-entropy).
 
     Deterministic for a given seed on a given device: the initialisation and the batch order come from
@@ -145,6 +146,12 @@ def train_model(x_all: np.ndarray, y_all: np.ndarray, train_idx: np.ndarray, n_c
     of the network at initialisation computed once in eval mode (:func:`backbone_features`); ``features``
     may pass them in (they do not depend on the seed when the weights come from a file). The result then
     carries them in ``TrainResult.features``.
+
+    ``record_logits = False`` (for a caller that keeps only the network, e.g. a cross-fitting's fold network)
+    skips the per-epoch logits of all rows unless early stopping needs them: ``epoch_logits`` is then only the
+    final network's logits, computed once. The network is the same either way (evaluation neither draws random
+    numbers nor updates batch-norm statistics); on 32-px RGB crops the per-epoch logits were ~¾ of a fold
+    network's training time (``bench/bench_crossfit_speed.py``).
     """
     dev = resolve_device(device)
     gen = seed_everything(seed)
@@ -157,16 +164,18 @@ def train_model(x_all: np.ndarray, y_all: np.ndarray, train_idx: np.ndarray, n_c
         raise ValueError("no training rows")
     t0 = time.perf_counter()
     stopper = _EarlyStop(config, y_all, test_idx)
+    record = record_logits or stopper.on
     if config.freeze_backbone:
         if features is None:
             if progress:
                 progress("backbone features (computed once)", None)
             features = backbone_features(model, x_all, dev)
-        epoch_logits = _train_head(model.classifier, features, y_all, train_idx, config, gen, dev, progress, stopper)
+        epoch_logits = _train_head(model.classifier, features, y_all, train_idx, config, gen, dev, progress, stopper,
+                                   record=record)
         epoch_logits = stopper.finish(model.classifier, epoch_logits)
     else:
         features = None
-        epoch_logits = _train_full(model, x_all, y_all, train_idx, config, gen, dev, progress, stopper)
+        epoch_logits = _train_full(model, x_all, y_all, train_idx, config, gen, dev, progress, stopper, record=record)
         epoch_logits = stopper.finish(model, epoch_logits)
     model.eval()
     logits = epoch_logits[-1] if epoch_logits else predict_logits(model, x_all, dev)
@@ -184,8 +193,9 @@ def train_model(x_all: np.ndarray, y_all: np.ndarray, train_idx: np.ndarray, n_c
 def _train_full(model: StagedNet, x_all: np.ndarray, y_all: np.ndarray, train_idx: np.ndarray,
                 config: TrainConfig, gen: torch.Generator, dev: torch.device,
                 progress: Callable[[str, float | None], None] | None,
-                stopper: _EarlyStop | None = None) -> list[np.ndarray]:
-    """Train every parameter; return the logits of all rows after each epoch (``stopper``: early stopping).
+                stopper: _EarlyStop | None = None, record: bool = True) -> list[np.ndarray]:
+    """Train every parameter; return the logits of all rows after each epoch (``stopper``: early stopping;
+    ``record = False``: none, and no early stopping).
 
     Each batch's images are read from ``x_all`` when it is used (an array or an
     :class:`~core.data.image_store.ImageStore`): the training rows are never copied out all at once."""
@@ -208,9 +218,11 @@ def _train_full(model: StagedNet, x_all: np.ndarray, y_all: np.ndarray, train_id
             loss = loss_fn(model(xb), yb)
             loss.backward()
             opt.step()
-        epoch_logits.append(predict_logits(model, x_all, dev))
         if progress:
             progress(f"epoch {epoch + 1}/{config.epochs}", (epoch + 1) / config.epochs)
+        if not record:
+            continue
+        epoch_logits.append(predict_logits(model, x_all, dev))
         if stopper is not None and stopper.step(epoch, epoch_logits[-1], model):
             break
     return epoch_logits
@@ -219,8 +231,9 @@ def _train_full(model: StagedNet, x_all: np.ndarray, y_all: np.ndarray, train_id
 def _train_head(head: nn.Linear, features: np.ndarray, y_all: np.ndarray, train_idx: np.ndarray,
                 config: TrainConfig, gen: torch.Generator, dev: torch.device,
                 progress: Callable[[str, float | None], None] | None,
-                stopper: _EarlyStop | None = None) -> list[np.ndarray]:
-    """Train only ``head`` on cached ``features`` (Adam, cross-entropy, same recipe); logits after each epoch."""
+                stopper: _EarlyStop | None = None, record: bool = True) -> list[np.ndarray]:
+    """Train only ``head`` on cached ``features`` (Adam, cross-entropy, same recipe); logits after each epoch
+    (none with ``record = False``)."""
     f_all = torch.as_tensor(np.asarray(features), dtype=torch.float32, device=dev)
     if f_all.shape != (len(y_all), head.in_features):
         raise ValueError(f"features have shape {tuple(f_all.shape)}, expected ({len(y_all)}, {head.in_features})")
@@ -237,13 +250,19 @@ def _train_head(head: nn.Linear, features: np.ndarray, y_all: np.ndarray, train_
             opt.zero_grad(set_to_none=True)
             loss_fn(head(ft[b]), yt[b]).backward()
             opt.step()
+        if progress:
+            progress(f"head epoch {epoch + 1}/{config.epochs}", (epoch + 1) / config.epochs)
+        if not record:
+            continue
         head.eval()
         with torch.no_grad():
             epoch_logits.append(head(f_all).float().cpu().numpy())
-        if progress:
-            progress(f"head epoch {epoch + 1}/{config.epochs}", (epoch + 1) / config.epochs)
         if stopper is not None and stopper.step(epoch, epoch_logits[-1], head):
             break
+    if not record:  # the final head's logits only (cheap: one product with the cached features)
+        head.eval()
+        with torch.no_grad():
+            epoch_logits.append(head(f_all).float().cpu().numpy())
     return epoch_logits
 
 
