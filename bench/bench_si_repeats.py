@@ -8,7 +8,8 @@ rows and the overlap of their top 10%. Each run also reports its own estimate of
 Spearman–Brown); the table puts the estimate beside the measured figure. ``repeats`` = R averages each row's SI
 over R cross-fittings (geometric mean, the default ``average``); ``auto`` (the default) adds cross-fittings until
 the estimate reaches 0.99 (and, since the afternoon of 2026-12-02, the estimated top-10% overlap 0.95) or
-R = min(max_repeats, 40,000 ÷ training rows); max_repeats is 100 since the evening of 2026-12-02 (48 before;
+R = min(max_repeats, max(40,000 ÷ n, 6.4·10⁷ ÷ n²)) for n training rows (the n² allowance since late 2026-12-02);
+max_repeats is 200 since late 2026-12-02 (100 from the evening of 2026-12-02, 48 before;
 0.97 and 12 before 2026-12-02, when each head problem also chose its own ηt; now one ηt per run,
 ``t_choice = "pooled"``).
 Data: a 1,500-image class-balanced subset of MNIST-5k (seed 123) and scikit-learn's digits, 10% symmetric
@@ -107,9 +108,10 @@ def main() -> None:
              "of the two rankings, beside each run's own estimate of that Spearman (split-half of its cross-fittings, "
              "Spearman–Brown). `repeats` = R averages each row's SI over R cross-fittings; `auto` is the default "
              "(until the estimate reaches 0.99 and the estimated top-10% overlap 0.95, at most "
-             f"{HEAD_DEFAULTS['max_repeats']} (48 before the evening of 2026-12-02) and at most "
-             f"{HEAD_DEFAULTS['max_repeat_rows']:,} ÷ "
-             "training rows; one ηt for the run, `t_choice = pooled`; the top-overlap target since the afternoon of "
+             f"{HEAD_DEFAULTS['max_repeats']} (48 before the evening of 2026-12-02, 100 before late 2026-12-02) and at "
+             f"most max({HEAD_DEFAULTS['max_repeat_rows']:,} ÷ n, {HEAD_DEFAULTS['max_repeat_rows_sq']:,} ÷ n²) for "
+             "n training rows (the n² allowance for small data since late 2026-12-02, before then the first "
+             "alone); one ηt for the run, `t_choice = pooled`; the top-overlap target since the afternoon of "
              "2026-12-02, before then 0.97, 12 and per-problem ηt). Each run also estimates its top-10% overlap with "
              "an independent run (`top_overlap_estimate`; — where the run predates it). Data: MNIST-5k subset of "
              "1,500 images; MNIST800: 80 images per digit; scikit-learn "

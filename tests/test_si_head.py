@@ -352,7 +352,8 @@ def test_reproducibility_edge_cases():
                                  {"lam": -1}, {"t": "soon"}, {"folds": 1}, {"no_such_thing": 1},
                                  {"crossfit_init": "random"}, {"average": "median"},
                                  {"t_choice": "each"}, {"target_top_overlap": 1.5}, {"top_fraction": 0},
-                                 {"target_top_overlap": "high"}])
+                                 {"target_top_overlap": "high"}, {"max_repeat_rows_sq": -1},
+                                 {"max_repeat_rows": "lots"}, {"max_repeat_rows": 0}])
 def test_bad_si_parameters_are_refused_before_any_work(bad, tiny_sources, tmp_path):
     from core.pipeline import RunConfig
 
@@ -405,19 +406,28 @@ def test_auto_repeats_stop_at_the_target_or_the_cap(tiny_sources, tmp_path):
 
 
 def test_auto_repeats_are_capped_by_the_rows_budget():
-    """repeats = "auto" never plans more than max_repeat_rows / n_train cross-fittings (at least one); from 400
-    training rows up the rows budget alone decides (560 photo crops: 71), below it max_repeats (100)."""
+    """repeats = "auto" never plans more than max(max_repeat_rows / n, max_repeat_rows_sq / n²) cross-fittings
+    for n training rows (at least one), nor more than max_repeats (200): from 1,600 rows up the rows budget
+    decides exactly as before the small-data allowance (the demo's 4,973 rows: 8); below, R · n² ≤ 6.4e7
+    (560 photo crops: 204 → 200, 800 rows: 100)."""
     from core.scores.si_crossfit import HEAD_DEFAULTS, _repeat_plan
 
     prm = dict(HEAD_DEFAULTS)
-    assert _repeat_plan(prm, 200) == (2, 100, 0.99)
-    assert _repeat_plan(prm, 400) == (2, 100, 0.99)
-    assert _repeat_plan(prm, 500) == (2, 80, 0.99)
-    assert _repeat_plan(prm, 560) == (2, 71, 0.99)
+    assert _repeat_plan(prm, 200) == (2, 200, 0.99)
+    assert _repeat_plan(prm, 560) == (2, 200, 0.99)
+    assert _repeat_plan(prm, 640) == (2, 156, 0.99)
+    assert _repeat_plan(prm, 800) == (2, 100, 0.99)
+    assert _repeat_plan(prm, 1000) == (2, 64, 0.99)
+    assert _repeat_plan(prm, 1600) == (2, 25, 0.99)  # both budgets agree here
     assert _repeat_plan(prm, 3000) == (2, 13, 0.99)
+    assert _repeat_plan(prm, 4973) == (2, 8, 0.99)
     assert _repeat_plan(prm, 5000) == (2, 8, 0.99)
     assert _repeat_plan(prm, 20000) == (2, 2, 0.99)
     assert _repeat_plan(prm, 50000) == (1, 1, 0.99)
+    for n in (300, 559, 700, 1200, 1599, 1601, 2500, 7000):  # brute force: the largest R both rules allow
+        want = max(r for r in range(1, 201) if r * n <= 40000 or r * n * n <= 64_000_000 or r == 1)
+        assert _repeat_plan(prm, n)[1] == want
+    assert _repeat_plan({**prm, "max_repeat_rows_sq": 0}, 560) == (2, 71, 0.99)  # the allowance off: rows only
     assert _repeat_plan({**prm, "repeats": 4}, 50000) == (4, 4, None)  # an explicit number is kept
 
 
