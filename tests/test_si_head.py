@@ -403,6 +403,13 @@ def test_auto_repeats_stop_at_the_target_or_the_cap(tiny_sources, tmp_path):
     assert reps == 3 and "max_repeats" in rep["stopped"] and "top-10% overlap" in rep["stopped"]
     assert min(rep["trace"][1]["si_weights"], rep["trace"][1]["si_function"]) >= 0.05  # R = 2 met it
     assert rep["top_overlap"]["si_function"] < 1.0 and rep["top_overlap"]["fraction"] == 0.1
+    n = int((df.split == "train").sum())  # the small-data budget R · n² ≤ max_repeat_rows_sq decides, and says so
+    prm = {"target_reproducibility": 1.0, "max_repeats": 50, "max_repeat_rows": 1, "max_repeat_rows_sq": 3 * n * n + n}
+    run = score_run(tiny_config(tiny_sources, tmp_path, scores=["si_weights", "si_function"], adversarial=0.0,
+                                name="sq", score_params={"si_function": prm}))
+    m = json.loads((run / "manifest.json").read_text())["scores"]["si_function"]
+    assert m["params"]["repeats"] == 3
+    assert f"(max_repeat_rows_sq {3 * n * n + n} ÷ {n}² training rows)" in m["info"]["reproducibility"]["stopped"]
 
 
 def test_auto_repeats_are_capped_by_the_rows_budget():
