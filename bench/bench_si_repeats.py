@@ -55,6 +55,7 @@ def main() -> None:
     ap.add_argument("--run-seed", type=int, default=6)
     ap.add_argument("--crossfit-seeds", default="11,99")
     ap.add_argument("--crop-seed", type=int, default=3, help="seed of the photo crops (photos only)")
+    ap.add_argument("--crop-per-class", type=int, default=100, help="photo crops per class (photos only; 7 classes)")
     ap.add_argument("--out", default=str(OUT))
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="si-repeats-"))
@@ -63,7 +64,7 @@ def main() -> None:
         sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
         from photo_crops import make_photo_crops
 
-        specs["photos"] = f"photos=folder:{make_photo_crops(tmp / 'photos', per_class=100, size=32, seed=args.crop_seed)}"
+        specs["photos"] = f"photos=folder:{make_photo_crops(tmp / 'photos', per_class=args.crop_per_class, size=32, seed=args.crop_seed)}"
     if "mnist800" in args.data.split(","):  # a small task: 80 images per digit (640 training rows)
         specs["mnist800"] = f"mnist=npz:{mnist_subset(tmp / 'mnist800.npz', per_class=80, seed=321)}"
     if "demo" in args.data.split(","):
@@ -115,7 +116,7 @@ def main() -> None:
              "2026-12-02, before then 0.97, 12 and per-problem ηt). Each run also estimates its top-10% overlap with "
              "an independent run (`top_overlap_estimate`; — where the run predates it). Data: MNIST-5k subset of "
              "1,500 images; MNIST800: 80 images per digit; scikit-learn "
-             "digits (1,797); photos: 700 crops (32 px) of 7 scikit-image photos; demo: the demo recipe (6,340 "
+             f"digits (1,797); photos: {7 * args.crop_per_class:,} crops (32 px) of 7 scikit-image photos; demo: the demo recipe (6,340 "
              "images, its own corruptions instead of the 10% noise).", "",
              "| data | repeats (used) | measured Spearman w / f | estimated (run a, run b) w / f | top-10% overlap w / f "
              "| estimated top-10% (run a, run b) w / f | SI step s (a, b) |",
